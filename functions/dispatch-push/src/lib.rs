@@ -1,0 +1,17 @@
+//! Consumes the push queue and sends each message to its device through SNS mobile push (APNs, FCM).
+
+use aws_config::SdkConfig;
+use notify::config::{ConfigError, EnvSource, Settings};
+use notify::dispatch::Dispatcher;
+use notify::provider::push::SnsPush;
+
+pub type Function = Dispatcher<SnsPush>;
+
+/// Reads configuration and builds the clients (once per cold start).
+pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Function, ConfigError> {
+    let mut settings = Settings::new(env);
+    let provider = SnsPush::load(aws_sdk_sns::Client::new(sdk), &mut settings);
+    let dispatcher = Dispatcher::load(provider, &mut settings);
+    settings.finish()?;
+    Ok(dispatcher)
+}

@@ -1,0 +1,11 @@
+use lambda_runtime::{Error, run, service_fn};
+use notify::config::ProcessEnv;
+use notify::function::Function;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    notify::telemetry::init();
+    let sdk = notify::aws::load_sdk_config().await;
+    let dispatcher = &dispatch_push::load(&sdk, &ProcessEnv)?;
+    run(service_fn(move |event| dispatcher.handle(event))).await
+}

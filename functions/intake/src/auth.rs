@@ -1,0 +1,67 @@
+//! HTTP Basic authentication of apps (`Authorization: Basic base64(appKey:appSecret)`).
+
+use aws_lambda_events::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use notify::domain::app::{AppRecord, Scope};
+use notify::store::apps::AppStore;
+
+use crate::problem::ApiError;
+
+/// The app key and secret presented by a request.
+struct Credentials {
+    app_key: String,
+    secret: String,
+}
+
+fn credentials(headers: &HeaderMap) -> Option<Credentials> {
+    let header = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (app_key, secret) = decoded.split_once(':')?;
+    Some(Credentials { app_key: app_key.to_string(), secret: secret.to_string() })
+}
+
+/// The app behind the request, if its credentials are valid and it holds `scope`.
+pub async fn authenticate(apps: &AppStore, headers: &HeaderMap, scope: Scope) -> Result<AppRecord, ApiError> {
+    let credentials = credentials(headers).ok_or(ApiError::Unauthorized)?;
+    let app = apps.get(&credentials.app_key).await?.ok_or(ApiError::Unauthorized)?;
+    if !app.verify(&credentials.secret) {
+        return Err(ApiError::Unauthorized);
+    }
+    if !app.allows(scope) {
+        return Err(ApiError::Forbidden(scope));
+    }
+    Ok(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::http::HeaderValue;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn basic_credentials_are_read() {
+        let encoded = STANDARD.encode("ak_1:sk_secret:with:colons");
+        let parsed = credentials(&headers(&format!("Basic {encoded}"))).unwrap();
+        assert_eq!(parsed.app_key, "ak_1");
+        assert_eq!(parsed.secret, "sk_secret:with:colons");
+    }
+
+    #[test]
+    fn other_schemes_and_garbage_are_not_credentials() {
+        assert!(credentials(&HeaderMap::new()).is_none());
+        assert!(credentials(&headers("Bearer abc")).is_none());
+        assert!(credentials(&headers("Basic !!!")).is_none());
+        assert!(credentials(&headers(&format!("Basic {}", STANDARD.encode("no-colon")))).is_none());
+    }
+}

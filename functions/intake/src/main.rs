@@ -1,0 +1,12 @@
+use intake::Intake;
+use lambda_runtime::{Error, run, service_fn};
+use notify::config::ProcessEnv;
+use notify::function::Function;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    notify::telemetry::init();
+    let sdk = notify::aws::load_sdk_config().await;
+    let intake = &Intake::load(&sdk, &ProcessEnv)?;
+    run(service_fn(move |event| intake.handle(event))).await
+}

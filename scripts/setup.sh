@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything the project needs that is not Rust itself: two project-local Python venvs
+# (the pinned emulator; lint/build tooling). Idempotent and fast when nothing changed: each venv
+# is rebuilt only when its requirements file changes.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venvs="$root/.venv"
+mkdir -p "$venvs"
+
+install_venv() {
+  local name="$1" requirements="$2"
+  local dir="$venvs/$name" stamp="$venvs/$name.stamp"
+  local want
+  want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+  if [ -x "$dir/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    return 0
+  fi
+  echo "setup: installing $name venv from ${requirements#$root/} (first run takes a few minutes)" >&2
+  rm -rf "$dir" "$stamp"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+  "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$want" > "$stamp"
+}
+
+case "${1:-all}" in
+  emulator) install_venv emulator "$root/tools/requirements-emulator.txt" ;;
+  tooling) install_venv tooling "$root/tools/requirements-tooling.txt" ;;
+  all)
+    install_venv emulator "$root/tools/requirements-emulator.txt"
+    install_venv tooling "$root/tools/requirements-tooling.txt"
+    ;;
+  *) echo "usage: scripts/setup.sh [emulator|tooling|all]" >&2; exit 2 ;;
+esac

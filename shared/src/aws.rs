@@ -1,0 +1,49 @@
+//! SDK configuration and the mapping of SDK errors onto [`DependencyError`].
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::error::{DependencyError, FailureClass};
+
+/// The SDK configuration for a function: the standard credential and region chain, and
+/// `AWS_ENDPOINT_URL` when set (which is how the same code talks to a local emulator).
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Classifies an SDK error. Errors whose code is in `permanent_codes` are permanent (the target
+/// or content is at fault and retrying cannot help); everything else, including throttling,
+/// 5xx, timeouts, network failures and codes we do not know, is transient: a wrongly transient
+/// error costs a few retries and ends in a DLQ with an alarm, a wrongly permanent one silently
+/// drops a notification.
+pub fn classify<E, R>(
+    service: &'static str,
+    operation: &'static str,
+    error: SdkError<E, R>,
+    permanent_codes: &[&str],
+) -> DependencyError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (code, message) = match &error {
+        SdkError::ServiceError(context) => {
+            let service_error = context.err();
+            (
+                service_error.code().unwrap_or("Unknown").to_string(),
+                service_error.message().map(str::to_string).unwrap_or_else(|| service_error.to_string()),
+            )
+        }
+        SdkError::TimeoutError(_) => ("Timeout".to_string(), DisplayErrorContext(&error).to_string()),
+        SdkError::DispatchFailure(_) => ("Dispatch".to_string(), DisplayErrorContext(&error).to_string()),
+        SdkError::ResponseError(_) => ("Response".to_string(), DisplayErrorContext(&error).to_string()),
+        SdkError::ConstructionFailure(_) => ("Construction".to_string(), DisplayErrorContext(&error).to_string()),
+        _ => ("Unknown".to_string(), DisplayErrorContext(&error).to_string()),
+    };
+    let class = if permanent_codes.contains(&code.as_str()) {
+        FailureClass::Permanent
+    } else {
+        FailureClass::Transient
+    };
+    DependencyError { class, service, operation, code, message }
+}

@@ -1,0 +1,128 @@
+//! The one SQS batch helper. Each record is parsed on its own, inside its own task and span,
+//! so a malformed body fails only itself; records run concurrently; the response lists only
+//! the records that should come back (Lambda deletes the rest).
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use tracing::Instrument;
+
+/// A parsed record.
+#[derive(Debug)]
+pub struct SqsRecord<T> {
+    pub message_id: String,
+    pub receipt_handle: String,
+    /// How many times SQS has handed this message out, this time included (≥ 1).
+    pub receive_count: u32,
+    pub body: T,
+}
+
+/// What became of one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Finished (successfully or for good): the message is deleted.
+    Done,
+    /// Should be tried again: the message is reported as a batch item failure.
+    Retry,
+}
+
+/// Handles every record of `event` with at most `concurrency` in flight.
+pub async fn process<T, F, Fut>(event: SqsEvent, concurrency: usize, handle: F) -> SqsBatchResponse
+where
+    T: DeserializeOwned,
+    F: Fn(SqsRecord<T>) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let handle = &handle;
+    let outcomes: Vec<(String, Outcome)> = futures::stream::iter(event.records)
+        .map(|message| {
+            let message_id = message.message_id.clone().unwrap_or_default();
+            let span = tracing::info_span!("sqs_record", message_id = %message_id);
+            async move {
+                let outcome = match parse(message) {
+                    Ok(record) => handle(record).await,
+                    Err(reason) => {
+                        // Reported, not dropped: after maxReceiveCount it reaches the DLQ, where
+                        // on-call can read it.
+                        tracing::error!(reason = %reason, "unreadable message");
+                        Outcome::Retry
+                    }
+                };
+                (message_id, outcome)
+            }
+            .instrument(span)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+
+    let mut response = SqsBatchResponse::default();
+    for (message_id, outcome) in outcomes {
+        if outcome == Outcome::Retry && !message_id.is_empty() {
+            response.add_failure(message_id);
+        }
+    }
+    response
+}
+
+fn parse<T: DeserializeOwned>(message: SqsMessage) -> Result<SqsRecord<T>, String> {
+    let body = message.body.as_deref().ok_or("the message has no body")?;
+    let parsed = serde_json::from_str(body).map_err(|error| format!("the body is not a valid message: {error}"))?;
+    Ok(SqsRecord {
+        message_id: message.message_id.unwrap_or_default(),
+        receipt_handle: message.receipt_handle.unwrap_or_default(),
+        receive_count: message.attributes.get("ApproximateReceiveCount").and_then(|count| count.parse().ok()).unwrap_or(1),
+        body: parsed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Job {
+        fail: bool,
+    }
+
+    fn event(bodies: &[&str]) -> SqsEvent {
+        serde_json::from_value(serde_json::json!({
+            "Records": bodies.iter().enumerate().map(|(index, body)| serde_json::json!({
+                "messageId": format!("m{index}"),
+                "receiptHandle": format!("r{index}"),
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "3"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs"
+            })).collect::<Vec<_>>()
+        }))
+        .unwrap()
+    }
+
+    fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
+        let mut ids: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn only_records_that_ask_for_a_retry_are_reported() {
+        let response = process(event(&[r#"{"fail":false}"#, r#"{"fail":true}"#]), 4, |record: SqsRecord<Job>| async move {
+            assert_eq!(record.receive_count, 3);
+            if record.body.fail { Outcome::Retry } else { Outcome::Done }
+        })
+        .await;
+        assert_eq!(failed_ids(&response), vec!["m1"]);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_body_fails_only_itself() {
+        let response = process(event(&["not json", r#"{"fail":false}"#, r#"{"other":1}"#]), 2, |_: SqsRecord<Job>| async {
+            Outcome::Done
+        })
+        .await;
+        assert_eq!(failed_ids(&response), vec!["m0", "m2"]);
+    }
+}

@@ -1,0 +1,151 @@
+//! The one configuration loader. Functions read named settings from an [`EnvSource`]: the
+//! process environment in Lambda, or the variables the local stack resolved from template.yaml.
+//! Every problem is collected, so a bad deployment fails at init with one message naming all
+//! missing or invalid variables.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// Where settings come from.
+pub trait EnvSource: Send + Sync {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment (what Lambda sets from the template's `Environment.Variables`).
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|value| !value.is_empty())
+    }
+}
+
+impl EnvSource for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|value| !value.is_empty()).cloned()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {}", .problems.join("; "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// Reads settings and remembers every problem until [`Settings::finish`].
+pub struct Settings<'a> {
+    source: &'a dyn EnvSource,
+    problems: Vec<String>,
+}
+
+impl<'a> Settings<'a> {
+    pub fn new(source: &'a dyn EnvSource) -> Self {
+        Self { source, problems: Vec::new() }
+    }
+
+    /// A setting that must be present; when absent the problem is recorded and "" returned.
+    pub fn required(&mut self, name: &str) -> String {
+        self.source.var(name).unwrap_or_else(|| {
+            self.problems.push(format!("missing environment variable {name}"));
+            String::new()
+        })
+    }
+
+    pub fn optional(&mut self, name: &str) -> Option<String> {
+        self.source.var(name)
+    }
+
+    /// A setting parsed with `FromStr`, falling back to `default` when absent.
+    pub fn parsed_or<T>(&mut self, name: &str, default: T) -> T
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.source.var(name) {
+            None => default,
+            Some(raw) => raw.parse().unwrap_or_else(|error| {
+                self.problems.push(format!("environment variable {name}={raw:?} is invalid: {error}"));
+                default
+            }),
+        }
+    }
+
+    /// Records a problem found while interpreting settings already read.
+    pub fn problem(&mut self, message: impl Into<String>) {
+        self.problems.push(message.into());
+    }
+
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: self.problems })
+        }
+    }
+}
+
+/// Names of the DynamoDB tables (physical names, from the template's `!Ref`s).
+#[derive(Clone, Debug)]
+pub struct Tables {
+    pub apps: String,
+    pub users: String,
+    pub templates: String,
+    pub notifications: String,
+}
+
+impl Tables {
+    pub fn load(settings: &mut Settings<'_>) -> Self {
+        Self {
+            apps: settings.required("APPS_TABLE"),
+            users: settings.required("USERS_TABLE"),
+            templates: settings.required("TEMPLATES_TABLE"),
+            notifications: settings.required("NOTIFICATIONS_TABLE"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_missing_variable_is_named_at_once() {
+        let env = source(&[("APPS_TABLE", "apps"), ("USERS_TABLE", "")]);
+        let mut settings = Settings::new(&env);
+        Tables::load(&mut settings);
+        let error = settings.finish().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: missing environment variable USERS_TABLE; \
+             missing environment variable TEMPLATES_TABLE; missing environment variable NOTIFICATIONS_TABLE"
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_value() {
+        let env = source(&[("BATCH_CONCURRENCY", "many")]);
+        let mut settings = Settings::new(&env);
+        assert_eq!(settings.parsed_or("BATCH_CONCURRENCY", 4usize), 4);
+        let message = settings.finish().unwrap_err().to_string();
+        assert!(message.contains("BATCH_CONCURRENCY=\"many\" is invalid"), "{message}");
+    }
+
+    #[test]
+    fn complete_settings_load() {
+        let env = source(&[
+            ("APPS_TABLE", "a"),
+            ("USERS_TABLE", "u"),
+            ("TEMPLATES_TABLE", "t"),
+            ("NOTIFICATIONS_TABLE", "n"),
+        ]);
+        let mut settings = Settings::new(&env);
+        let tables = Tables::load(&mut settings);
+        settings.finish().unwrap();
+        assert_eq!(tables.notifications, "n");
+    }
+}

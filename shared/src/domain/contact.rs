@@ -1,0 +1,121 @@
+//! Contact points: phone numbers normalised to E.164 and email addresses.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A phone number in E.164 form (`+14155550123`), the only form SNS accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Parses any international notation (`+44 20 7946 0958`, `+1 (415) 555-0123`) and
+    /// normalises it; numbers without a country code are rejected rather than guessed.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let trimmed = input.trim();
+        if !trimmed.starts_with('+') {
+            return Err("must be in international format, starting with + and the country code".into());
+        }
+        let number = phonenumber::parse(None, trimmed).map_err(|error| format!("is not a phone number: {error}"))?;
+        if !phonenumber::is_valid(&number) {
+            return Err("is not a valid phone number for its country".into());
+        }
+        Ok(Self(number.format().mode(phonenumber::Mode::E164).to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PhoneNumber {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<PhoneNumber> for String {
+    fn from(value: PhoneNumber) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An email address that SES will accept: RFC 5322 syntax, at most 254 characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let trimmed = input.trim();
+        if trimmed.len() > Self::MAX_LEN {
+            return Err(format!("must be at most {} characters", Self::MAX_LEN));
+        }
+        let parsed: email_address::EmailAddress =
+            trimmed.parse().map_err(|error| format!("is not an email address: {error}"))?;
+        if !parsed.domain().contains('.') {
+            return Err("must have a domain with a dot".into());
+        }
+        Ok(Self(parsed.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EmailAddress {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(value: EmailAddress) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_normalise_to_e164() {
+        assert_eq!(PhoneNumber::parse(" +1 (201) 555-0123 ").unwrap().as_str(), "+12015550123");
+        assert_eq!(PhoneNumber::parse("+44 20 7946 0958").unwrap().as_str(), "+442079460958");
+    }
+
+    #[test]
+    fn phone_numbers_without_country_or_validity_are_rejected() {
+        assert!(PhoneNumber::parse("2015550123").unwrap_err().contains("international format"));
+        assert!(PhoneNumber::parse("+1 000").is_err());
+        assert!(PhoneNumber::parse("+not a number").is_err());
+    }
+
+    #[test]
+    fn email_addresses_are_checked() {
+        assert_eq!(EmailAddress::parse("ada@example.com").unwrap().as_str(), "ada@example.com");
+        assert!(EmailAddress::parse("ada").is_err());
+        assert!(EmailAddress::parse("ada@localhost").is_err());
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(EmailAddress::parse(&long).unwrap_err().contains("254"));
+    }
+}

@@ -1,0 +1,116 @@
+//! What travels on a channel queue: one message per delivery, rendered at intake so that a
+//! dispatcher needs nothing but the message (and the state checks) to send it.
+
+use serde::{Deserialize, Serialize};
+
+use super::channel::Channel;
+use super::contact::{EmailAddress, PhoneNumber};
+use super::template::TemplateName;
+use super::user::UserId;
+
+/// A queue message. `C` is the channel's content; intake writes [`OutboundContent`], each
+/// dispatcher reads its own channel's content type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryMessage<C> {
+    pub notification_id: String,
+    /// Key of this delivery within its notification record (`sms`, `email`, `push-1`, …).
+    pub delivery_id: String,
+    pub user_id: UserId,
+    pub template: TemplateName,
+    /// Transactional messages bypass per-user rate limits.
+    pub transactional: bool,
+    #[serde(flatten)]
+    pub content: C,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsContent {
+    pub to: PhoneNumber,
+    pub body: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailContent {
+    pub to: EmailAddress,
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Ios,
+    Android,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Ios => "ios",
+            Platform::Android => "android",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushContent {
+    pub platform: Platform,
+    pub token: String,
+    pub title: String,
+    pub body: String,
+}
+
+/// Any channel's content, tagged with `"channel"` on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "lowercase")]
+pub enum OutboundContent {
+    Push(PushContent),
+    Sms(SmsContent),
+    Email(EmailContent),
+}
+
+impl OutboundContent {
+    pub fn channel(&self) -> Channel {
+        match self {
+            OutboundContent::Push(_) => Channel::Push,
+            OutboundContent::Sms(_) => Channel::Sms,
+            OutboundContent::Email(_) => Channel::Email,
+        }
+    }
+
+    /// Where it goes, as shown to API callers and on-call engineers.
+    pub fn target(&self) -> String {
+        match self {
+            OutboundContent::Push(push) => {
+                // Only the token's tail: enough to tell devices apart, not to reuse the token.
+                let tail = &push.token[push.token.len().saturating_sub(8)..];
+                format!("{}:…{tail}", push.platform.as_str())
+            }
+            OutboundContent::Sms(sms) => sms.to.to_string(),
+            OutboundContent::Email(email) => email.to.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dispatcher_reads_its_channel_from_what_intake_wrote() {
+        let outbound = DeliveryMessage {
+            notification_id: "n-1".into(),
+            delivery_id: "sms".into(),
+            user_id: UserId::parse("u-1").unwrap(),
+            template: TemplateName::parse("welcome").unwrap(),
+            transactional: false,
+            content: OutboundContent::Sms(SmsContent { to: PhoneNumber::parse("+12015550123").unwrap(), body: "hi".into() }),
+        };
+        let body = serde_json::to_string(&outbound).unwrap();
+        assert!(body.contains(r#""channel":"sms""#), "{body}");
+        let inbound: DeliveryMessage<SmsContent> = serde_json::from_str(&body).unwrap();
+        assert_eq!(inbound.content.to.as_str(), "+12015550123");
+        assert!(serde_json::from_str::<DeliveryMessage<EmailContent>>(&body).is_err());
+    }
+}

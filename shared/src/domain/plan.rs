@@ -1,0 +1,150 @@
+//! Deciding what a notification turns into: for each channel asked for (or every channel),
+//! either a rendered delivery or the reason it is skipped.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use super::channel::Channel;
+use super::delivery::{EmailContent, OutboundContent, SmsContent};
+use super::notification::{SkipReason, SkippedChannel};
+use super::template::{RenderError, Rendered, Template};
+use super::user::UserProfile;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// (delivery id, content), in channel order.
+    pub deliveries: Vec<(String, OutboundContent)>,
+    pub skipped: Vec<SkippedChannel>,
+}
+
+/// Plans the deliveries of one notification. Every missing parameter of every channel is
+/// reported at once, so the caller can fix the request in one go.
+pub fn plan(
+    profile: &UserProfile,
+    template: &Template,
+    channels: Option<&[Channel]>,
+    params: &Map<String, Value>,
+) -> Result<Plan, RenderError> {
+    let wanted: BTreeSet<Channel> = channels.map_or_else(|| Channel::ALL.into_iter().collect(), |list| list.iter().copied().collect());
+    let locale = profile.locale.as_deref();
+    let content = template.content_for(locale);
+    let mut plan = Plan { deliveries: Vec::new(), skipped: Vec::new() };
+    let mut missing = BTreeSet::new();
+    for channel in wanted {
+        let skip = |reason| SkippedChannel { channel, reason };
+        if !content.has(channel) {
+            plan.skipped.push(skip(SkipReason::NoContent));
+            continue;
+        }
+        let reachable = match channel {
+            // Device registration arrives with the devices API; until then no user has one.
+            Channel::Push => false,
+            Channel::Sms => profile.phone.is_some(),
+            Channel::Email => profile.email.is_some(),
+        };
+        if !reachable {
+            plan.skipped.push(skip(SkipReason::NoContact));
+            continue;
+        }
+        if !profile.preferences.allows(channel) {
+            plan.skipped.push(skip(SkipReason::OptedOut));
+            continue;
+        }
+        match template.render(channel, locale, params) {
+            Ok(rendered) => plan.deliveries.push((channel.as_str().to_string(), outbound(profile, rendered))),
+            Err(RenderError::MissingParams(names)) => missing.extend(names),
+            Err(other) => return Err(other),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(RenderError::MissingParams(missing.into_iter().collect()));
+    }
+    Ok(plan)
+}
+
+fn outbound(profile: &UserProfile, rendered: Rendered) -> OutboundContent {
+    let contact = "checked reachable before rendering";
+    match rendered {
+        Rendered::Sms { body } => OutboundContent::Sms(SmsContent { to: profile.phone.clone().expect(contact), body }),
+        Rendered::Email { subject, html, text } => {
+            OutboundContent::Email(EmailContent { to: profile.email.clone().expect(contact), subject, html, text })
+        }
+        Rendered::Push { .. } => unreachable!("push is never reachable before devices exist"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::contact::{EmailAddress, PhoneNumber};
+    use crate::domain::template::{EmailSource, LocalizedContent, SmsSource, TemplateName};
+    use crate::domain::user::{Preferences, UserId};
+
+    fn profile() -> UserProfile {
+        UserProfile {
+            user_id: UserId::parse("u-1").unwrap(),
+            email: None,
+            phone: Some(PhoneNumber::parse("+12015550123").unwrap()),
+            locale: None,
+            timezone: None,
+            preferences: Preferences::default(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn template() -> Template {
+        let content = LocalizedContent {
+            sms: Some(SmsSource { body: "Code {{ code }}".into() }),
+            email: Some(EmailSource { subject: "{{ subject }}".into(), html: "{{ code }}".into(), text: "{{ code }}".into() }),
+            push: None,
+        };
+        Template {
+            name: TemplateName::parse("otp").unwrap(),
+            default_locale: "en".into(),
+            transactional: true,
+            locales: BTreeMap::from([("en".into(), content)]),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn params(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn reachable_channels_are_rendered_and_the_rest_skipped_with_a_reason() {
+        let plan = plan(&profile(), &template(), None, &params(json!({"code": "123456"}))).unwrap();
+        assert_eq!(plan.deliveries.len(), 1);
+        assert_eq!(plan.deliveries[0].0, "sms");
+        assert_eq!(plan.deliveries[0].1.target(), "+12015550123");
+        assert_eq!(
+            plan.skipped,
+            vec![
+                SkippedChannel { channel: Channel::Push, reason: SkipReason::NoContent },
+                SkippedChannel { channel: Channel::Email, reason: SkipReason::NoContact },
+            ]
+        );
+    }
+
+    #[test]
+    fn opted_out_channels_are_skipped() {
+        let mut opted_out = profile();
+        opted_out.preferences.sms = false;
+        let plan = plan(&opted_out, &template(), Some(&[Channel::Sms]), &params(json!({"code": "1"}))).unwrap();
+        assert!(plan.deliveries.is_empty());
+        assert_eq!(plan.skipped, vec![SkippedChannel { channel: Channel::Sms, reason: SkipReason::OptedOut }]);
+    }
+
+    #[test]
+    fn missing_parameters_of_every_channel_are_reported_together() {
+        let mut both = profile();
+        both.email = Some(EmailAddress::parse("ada@example.com").unwrap());
+        let error = plan(&both, &template(), None, &params(json!({}))).unwrap_err();
+        assert_eq!(error, RenderError::MissingParams(vec!["code".into(), "subject".into()]));
+    }
+}

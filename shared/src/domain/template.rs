@@ -1,0 +1,274 @@
+//! Message templates: per-channel content with optional per-locale variants, written in
+//! MiniJinja (`{{ item_name }}`). Email HTML is auto-escaped; SMS, push and email text are not.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+use super::channel::Channel;
+
+/// A template name: 1–128 characters of lowercase letters, digits, `-` and `_`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TemplateName(String);
+
+impl TemplateName {
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let valid_chars = input.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if input.is_empty() || input.len() > 128 || !valid_chars {
+            return Err("must be 1 to 128 characters of lowercase letters, digits, - and _".into());
+        }
+        Ok(Self(input.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TemplateName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<TemplateName> for String {
+    fn from(value: TemplateName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for TemplateName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSource {
+    pub title: String,
+    pub body: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsSource {
+    pub body: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailSource {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+}
+
+/// The content of one locale: any subset of the channels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalizedContent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSource>,
+}
+
+impl LocalizedContent {
+    pub fn has(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Push => self.push.is_some(),
+            Channel::Sms => self.sms.is_some(),
+            Channel::Email => self.email.is_some(),
+        }
+    }
+}
+
+/// A stored template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    pub name: TemplateName,
+    pub default_locale: String,
+    /// Transactional messages (OTPs, security alerts) bypass per-user rate limits.
+    #[serde(default)]
+    pub transactional: bool,
+    /// Content per locale; `default_locale` must be one of the keys.
+    pub locales: BTreeMap<String, LocalizedContent>,
+    pub updated_at: String,
+}
+
+/// A channel's content after rendering.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "channel", rename_all = "lowercase")]
+pub enum Rendered {
+    Push { title: String, body: String },
+    Sms { body: String },
+    Email { subject: String, html: String, text: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// Parameters the template uses that the request did not give (all of them, sorted).
+    #[error("missing template parameters: {}", .0.join(", "))]
+    MissingParams(Vec<String>),
+    #[error("the template has no {0} content")]
+    NoContent(Channel),
+    /// A template that compiled when saved but fails on these values (e.g. a filter error).
+    #[error("{part}: {message}")]
+    Failed { part: String, message: String },
+}
+
+impl Template {
+    /// The content for `locale`, falling back from `pt-BR` to `pt` to the default locale.
+    pub fn content_for(&self, locale: Option<&str>) -> &LocalizedContent {
+        let candidates = locale.into_iter().flat_map(|tag| [tag, tag.split('-').next().unwrap_or(tag)]);
+        candidates
+            .filter_map(|tag| self.locales.get(tag))
+            .next()
+            .or_else(|| self.locales.get(&self.default_locale))
+            .expect("a stored template always has its default locale")
+    }
+
+    /// Renders one channel for one locale.
+    pub fn render(
+        &self,
+        channel: Channel,
+        locale: Option<&str>,
+        params: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Rendered, RenderError> {
+        let content = self.content_for(locale);
+        let parts: Vec<(&str, &str)> = match channel {
+            Channel::Push => content.push.as_ref().map(|push| vec![("push.title", push.title.as_str()), ("push.body", push.body.as_str())]),
+            Channel::Sms => content.sms.as_ref().map(|sms| vec![("sms.body", sms.body.as_str())]),
+            Channel::Email => content.email.as_ref().map(|email| {
+                vec![
+                    ("email.subject", email.subject.as_str()),
+                    ("email.html", email.html.as_str()),
+                    ("email.text", email.text.as_str()),
+                ]
+            }),
+        }
+        .ok_or(RenderError::NoContent(channel))?;
+
+        let environment = environment();
+        let mut missing = BTreeSet::new();
+        let mut compiled = Vec::with_capacity(parts.len());
+        for (part, source) in &parts {
+            let template = environment
+                .template_from_named_str(part, source)
+                .map_err(|error| RenderError::Failed { part: part.to_string(), message: describe(&error) })?;
+            missing.extend(template.undeclared_variables(false).into_iter().filter(|name| !params.contains_key(name)));
+            compiled.push(template);
+        }
+        if !missing.is_empty() {
+            return Err(RenderError::MissingParams(missing.into_iter().collect()));
+        }
+        let mut output = Vec::with_capacity(compiled.len());
+        for (template, (part, _)) in compiled.iter().zip(&parts) {
+            output.push(
+                template
+                    .render(params)
+                    .map_err(|error| RenderError::Failed { part: part.to_string(), message: describe(&error) })?,
+            );
+        }
+        let mut output = output.into_iter();
+        let mut next = || output.next().expect("one output per part");
+        Ok(match channel {
+            Channel::Push => Rendered::Push { title: next(), body: next() },
+            Channel::Sms => Rendered::Sms { body: next() },
+            Channel::Email => Rendered::Email { subject: next(), html: next(), text: next() },
+        })
+    }
+}
+
+/// Checks that a template source compiles; the error names the position.
+pub fn check_compiles(part: &str, source: &str) -> Result<(), String> {
+    environment().template_from_named_str(part, source).map(|_| ()).map_err(|error| describe(&error))
+}
+
+fn environment() -> Environment<'static> {
+    let mut environment = Environment::new();
+    environment.set_undefined_behavior(UndefinedBehavior::Strict);
+    environment.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
+    environment
+}
+
+fn describe(error: &minijinja::Error) -> String {
+    match error.line() {
+        Some(line) => format!("{} (line {line})", error.detail().unwrap_or(&error.to_string())),
+        None => error.detail().map(str::to_string).unwrap_or_else(|| error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn template() -> Template {
+        let english = LocalizedContent {
+            sms: Some(SmsSource { body: "Hi {{ name }}, your code is {{ code }} & <b>".into() }),
+            email: Some(EmailSource {
+                subject: "Hello {{ name }}".into(),
+                html: "<p>Hello {{ name }}</p>".into(),
+                text: "Hello {{ name }}".into(),
+            }),
+            push: None,
+        };
+        let portuguese = LocalizedContent { sms: Some(SmsSource { body: "Olá {{ name }}".into() }), ..Default::default() };
+        Template {
+            name: TemplateName::parse("welcome").unwrap(),
+            default_locale: "en".into(),
+            transactional: false,
+            locales: BTreeMap::from([("en".into(), english), ("pt".into(), portuguese)]),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn params(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn sms_is_rendered_without_escaping() {
+        let rendered = template().render(Channel::Sms, None, &params(json!({"name": "Ada", "code": "42"}))).unwrap();
+        assert_eq!(rendered, Rendered::Sms { body: "Hi Ada, your code is 42 & <b>".into() });
+    }
+
+    #[test]
+    fn email_html_is_escaped_and_text_is_not() {
+        let rendered = template().render(Channel::Email, None, &params(json!({"name": "<Ada & Bob>"}))).unwrap();
+        let Rendered::Email { subject, html, text } = rendered else { panic!("email expected") };
+        assert_eq!(subject, "Hello <Ada & Bob>");
+        assert_eq!(html, "<p>Hello &lt;Ada &amp; Bob&gt;</p>");
+        assert_eq!(text, "Hello <Ada & Bob>");
+    }
+
+    #[test]
+    fn every_missing_parameter_is_listed() {
+        let error = template().render(Channel::Sms, None, &params(json!({}))).unwrap_err();
+        assert_eq!(error, RenderError::MissingParams(vec!["code".into(), "name".into()]));
+    }
+
+    #[test]
+    fn locales_fall_back_from_region_to_language_to_default() {
+        let rendered = template().render(Channel::Sms, Some("pt-BR"), &params(json!({"name": "Ana"}))).unwrap();
+        assert_eq!(rendered, Rendered::Sms { body: "Olá Ana".into() });
+        let template = template();
+        assert!(template.content_for(Some("de-DE")).email.is_some());
+    }
+
+    #[test]
+    fn a_channel_without_content_is_reported() {
+        let error = template().render(Channel::Push, None, &params(json!({}))).unwrap_err();
+        assert_eq!(error, RenderError::NoContent(Channel::Push));
+    }
+
+    #[test]
+    fn compile_errors_name_the_line() {
+        let message = check_compiles("email.html", "line one\n{{ name ").unwrap_err();
+        assert!(message.contains("line 2"), "{message}");
+    }
+}

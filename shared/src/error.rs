@@ -1,0 +1,41 @@
+//! The error taxonomy. Every failure that crosses a boundary says how it must be handled:
+//! a *transient* failure is retried with backoff (and ends in a DLQ, which pages someone, if it
+//! never clears); a *permanent* one is recorded and never retried. Request problems that the
+//! caller must fix (validation, auth) are the HTTP boundary's own enum in `intake`.
+
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureClass {
+    Transient,
+    Permanent,
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureClass::Transient => "transient",
+            FailureClass::Permanent => "permanent",
+        })
+    }
+}
+
+/// A failed call to AWS or to a provider behind it, classified.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{service}.{operation} failed ({class}): {code}: {message}")]
+pub struct DependencyError {
+    pub class: FailureClass,
+    pub service: &'static str,
+    pub operation: &'static str,
+    /// The provider's error code (`Throttling`, `EndpointDisabled`, …), or what went wrong on the
+    /// wire (`Timeout`, `Dispatch`) when there was no answer.
+    pub code: String,
+    pub message: String,
+}
+
+impl DependencyError {
+    pub fn is_transient(&self) -> bool {
+        self.class == FailureClass::Transient
+    }
+}

@@ -1,0 +1,18 @@
+//! Everything the notification functions share: validated domain types, the error taxonomy,
+//! configuration, telemetry, the SQS batch helper and the adapters that own every AWS call.
+//!
+//! A reader finds any behaviour in one hop: binary → handler (function crate) → domain
+//! (`domain`) → port/adapter (`store`, `queue`, `provider`).
+
+pub mod aws;
+pub mod batch;
+pub mod config;
+pub mod dispatch;
+pub mod domain;
+pub mod error;
+pub mod function;
+pub mod provider;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+pub mod time;

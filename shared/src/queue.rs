@@ -1,0 +1,247 @@
+//! Enqueueing deliveries on the per-channel queues with SendMessageBatch (10 per request),
+//! checking every entry's result: a batch call can succeed while some entries fail.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
+use crate::aws::classify;
+use crate::config::Settings;
+use crate::domain::channel::Channel;
+use crate::error::{DependencyError, FailureClass};
+
+/// SQS accepts at most 10 entries per SendMessageBatch.
+const SQS_BATCH_LIMIT: usize = 10;
+
+/// The queue URL of each channel.
+#[derive(Clone, Debug)]
+pub struct ChannelQueues {
+    pub push: String,
+    pub sms: String,
+    pub email: String,
+}
+
+impl ChannelQueues {
+    pub fn load(settings: &mut Settings<'_>) -> Self {
+        Self {
+            push: settings.required("PUSH_QUEUE_URL"),
+            sms: settings.required("SMS_QUEUE_URL"),
+            email: settings.required("EMAIL_QUEUE_URL"),
+        }
+    }
+
+    pub fn url(&self, channel: Channel) -> &str {
+        match channel {
+            Channel::Push => &self.push,
+            Channel::Sms => &self.sms,
+            Channel::Email => &self.email,
+        }
+    }
+}
+
+/// One message to enqueue; `key` identifies it in the result.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub key: String,
+    pub channel: Channel,
+    pub body: String,
+}
+
+/// A message that could not be enqueued, and why.
+#[derive(Debug)]
+pub struct NotEnqueued {
+    pub key: String,
+    pub error: DependencyError,
+}
+
+#[derive(Clone)]
+pub struct Enqueuer {
+    client: Client,
+    queues: ChannelQueues,
+}
+
+impl Enqueuer {
+    pub fn new(client: Client, queues: ChannelQueues) -> Self {
+        Self { client, queues }
+    }
+
+    /// Sends every message, batched per queue; returns the ones that were not accepted.
+    pub async fn enqueue(&self, messages: &[Outgoing]) -> Vec<NotEnqueued> {
+        let mut not_enqueued = Vec::new();
+        for channel in Channel::ALL {
+            let for_channel: Vec<&Outgoing> = messages.iter().filter(|message| message.channel == channel).collect();
+            for chunk in for_channel.chunks(SQS_BATCH_LIMIT) {
+                not_enqueued.extend(self.send_chunk(self.queues.url(channel), chunk).await);
+            }
+        }
+        not_enqueued
+    }
+
+    async fn send_chunk(&self, queue_url: &str, chunk: &[&Outgoing]) -> Vec<NotEnqueued> {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(index, message)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .message_body(&message.body)
+                    .build()
+                    .expect("id and body are set")
+            })
+            .collect();
+        let output = match self.client.send_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await {
+            Ok(output) => output,
+            Err(error) => {
+                let error = classify("sqs", "SendMessageBatch", error, &[]);
+                return chunk.iter().map(|message| NotEnqueued { key: message.key.clone(), error: error.clone() }).collect();
+            }
+        };
+        output
+            .failed
+            .into_iter()
+            .filter_map(|failure| {
+                let message = chunk.get(failure.id.parse::<usize>().ok()?)?;
+                let class = if failure.sender_fault { FailureClass::Permanent } else { FailureClass::Transient };
+                Some(NotEnqueued {
+                    key: message.key.clone(),
+                    error: DependencyError {
+                        class,
+                        service: "sqs",
+                        operation: "SendMessageBatch",
+                        code: failure.code,
+                        message: failure.message.unwrap_or_default(),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// The dead-letter queue URL of each channel.
+#[derive(Clone, Debug)]
+pub struct ChannelDeadLetterQueues {
+    pub push: String,
+    pub sms: String,
+    pub email: String,
+}
+
+impl ChannelDeadLetterQueues {
+    pub fn load(settings: &mut Settings<'_>) -> Self {
+        Self {
+            push: settings.required("PUSH_DLQ_URL"),
+            sms: settings.required("SMS_DLQ_URL"),
+            email: settings.required("EMAIL_DLQ_URL"),
+        }
+    }
+
+    pub fn url(&self, channel: Channel) -> &str {
+        match channel {
+            Channel::Push => &self.push,
+            Channel::Sms => &self.sms,
+            Channel::Email => &self.email,
+        }
+    }
+}
+
+/// Moves messages from a DLQ back to its queue. Each message is sent to the queue before it is
+/// deleted from the DLQ, so a crash in between duplicates a message (which the dispatchers'
+/// delivery state absorbs) and never loses one.
+#[derive(Clone)]
+pub struct Redriver {
+    client: Client,
+}
+
+impl Redriver {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// How many messages the DLQ holds (approximately, as SQS counts).
+    pub async fn depth(&self, queue_url: &str) -> Result<u64, DependencyError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "GetQueueAttributes", error, &[]))?;
+        Ok(output
+            .attributes
+            .and_then(|attributes| attributes.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).cloned())
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Moves up to `max` messages from `dead_letter_url` to `queue_url`; returns how many moved.
+    pub async fn redrive(&self, dead_letter_url: &str, queue_url: &str, max: usize) -> Result<usize, DependencyError> {
+        let mut moved = 0;
+        while moved < max {
+            let wanted = (max - moved).min(SQS_BATCH_LIMIT) as i32;
+            let received = self
+                .client
+                .receive_message()
+                .queue_url(dead_letter_url)
+                .max_number_of_messages(wanted)
+                .wait_time_seconds(0)
+                .send()
+                .await
+                .map_err(|error| classify("sqs", "ReceiveMessage", error, &[]))?;
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            let entries = messages
+                .iter()
+                .enumerate()
+                .map(|(index, message)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .message_body(message.body.clone().unwrap_or_default())
+                        .build()
+                        .expect("id and body are set")
+                })
+                .collect();
+            let sent = self
+                .client
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|error| classify("sqs", "SendMessageBatch", error, &[]))?;
+            let sent_ids: Vec<usize> = sent.successful.iter().filter_map(|entry| entry.id.parse().ok()).collect();
+            let deletions = sent_ids
+                .iter()
+                .filter_map(|&index| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .receipt_handle(messages[index].receipt_handle.clone().unwrap_or_default())
+                        .build()
+                        .ok()
+                })
+                .collect::<Vec<_>>();
+            if !deletions.is_empty() {
+                self.client
+                    .delete_message_batch()
+                    .queue_url(dead_letter_url)
+                    .set_entries(Some(deletions))
+                    .send()
+                    .await
+                    .map_err(|error| classify("sqs", "DeleteMessageBatch", error, &[]))?;
+            }
+            moved += sent_ids.len();
+            if sent_ids.len() < messages.len() {
+                // The rest stay in the DLQ (visible again after its visibility timeout).
+                let failure = sent.failed.first();
+                return Err(DependencyError {
+                    class: FailureClass::Transient,
+                    service: "sqs",
+                    operation: "SendMessageBatch",
+                    code: failure.map(|f| f.code.clone()).unwrap_or_default(),
+                    message: format!("moved {moved}; {} messages could not be sent back", messages.len() - sent_ids.len()),
+                });
+            }
+        }
+        Ok(moved)
+    }
+}

@@ -1,0 +1,16 @@
+//! Wall-clock helpers: RFC 3339 timestamps for records and epoch seconds for TTL attributes.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub fn now_rfc3339() -> String {
+    rfc3339(OffsetDateTime::now_utc())
+}
+
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).expect("RFC 3339 formats every OffsetDateTime")
+}
+
+pub fn now_epoch_seconds() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
