@@ -1,1 +1,214 @@
+//! The local stack: template.yaml's queues, tables, topics, routes, event-source mappings and
+//! schedules, against a local AWS emulator (or any endpoint), running the project's real
+//! handler functions in-process. Nothing here lists resources: everything comes from the
+//! template.
 
+pub mod api;
+pub mod demo;
+pub mod functions;
+pub mod poller;
+pub mod provision;
+pub mod resolve;
+pub mod scheduler;
+pub mod spec;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use tokio::task::JoinSet;
+
+use crate::functions::{LocalFunction, Registry};
+use crate::provision::Deployed;
+use crate::resolve::Physical;
+use crate::template::Template;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("template.yaml: {0}")]
+    Template(String),
+    #[error("cannot reach AWS at {endpoint}: {message}")]
+    Unreachable { endpoint: String, message: String },
+    #[error("{action}: {message}")]
+    Aws { action: String, message: String },
+    #[error("{function}: {message}")]
+    Function { function: String, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StackError {
+    /// The message without its prefix, for embedding in another message.
+    pub fn detail(&self) -> String {
+        match self {
+            StackError::Template(message) => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The SDK clients the stack itself uses to provision and poll.
+pub struct Clients {
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sesv2: aws_sdk_sesv2::Client,
+    pub region: String,
+    pub endpoint: String,
+}
+
+impl Clients {
+    pub fn new(sdk: &SdkConfig) -> Self {
+        Self {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
+            sesv2: aws_sdk_sesv2::Client::new(sdk),
+            region: sdk.region().map(|region| region.to_string()).unwrap_or_else(|| "us-east-1".into()),
+            endpoint: sdk.endpoint_url().unwrap_or("the default AWS endpoints").to_string(),
+        }
+    }
+
+    /// Fails fast, naming the endpoint, when nothing answers there (or credentials are refused).
+    pub async fn check_reachable(&self) -> Result<(), StackError> {
+        let call = self.sqs.list_queues().max_results(1).send();
+        match tokio::time::timeout(Duration::from_secs(10), call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(StackError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: aws_sdk_sqs::error::DisplayErrorContext(error).to_string(),
+            }),
+            Err(_) => Err(StackError::Unreachable { endpoint: self.endpoint.clone(), message: "no answer within 10 s".into() }),
+        }
+    }
+}
+
+pub struct StackOptions {
+    /// Prefix of every physical name; unique per test so tests can share one emulator.
+    pub stack_name: String,
+    pub parameters: BTreeMap<String, String>,
+    /// Where the HTTP API listens (port 0 picks a free port).
+    pub api_address: SocketAddr,
+    pub registry: Registry,
+}
+
+/// A running stack. Dropping it stops the API server, the pollers and the schedules.
+pub struct LocalStack {
+    pub deployed: Deployed,
+    pub api_url: String,
+    pub functions: BTreeMap<String, Arc<LocalFunction>>,
+    tasks: JoinSet<()>,
+}
+
+impl LocalStack {
+    /// Provisions the template and starts serving it. `sdk` is what every function gets.
+    pub async fn start(sdk: &SdkConfig, template: &Template, options: StackOptions) -> Result<Self, StackError> {
+        let clients = Clients::new(sdk);
+        clients.check_reachable().await?;
+        let deployed = provision::deploy(&clients, template, &options.stack_name, &options.parameters).await?;
+
+        let mut functions = BTreeMap::new();
+        for spec in &deployed.spec.functions {
+            let environment = &deployed.function_environments[&spec.logical_id];
+            let fail = |message: String| StackError::Function { function: spec.logical_id.clone(), message };
+            let handler = options
+                .registry
+                .build(&spec.binary, sdk, environment)
+                .ok_or_else(|| fail(format!("no cargo binary {:?} is registered with the local stack", spec.binary)))?
+                .map_err(|error| fail(error.to_string()))?;
+            let Some(Physical::Function { name, arn }) = deployed.resources.get(&spec.logical_id).cloned() else {
+                unreachable!("deploy names every function");
+            };
+            let function = LocalFunction { logical_id: spec.logical_id.clone(), name, arn, timeout: spec.timeout, handler };
+            functions.insert(spec.logical_id.clone(), Arc::new(function));
+        }
+
+        let mut tasks = JoinSet::new();
+        let mut routes = api::Routes::new(&deployed.account_id);
+        for spec in &deployed.spec.functions {
+            let function = &functions[&spec.logical_id];
+            for route in &spec.http_routes {
+                routes.add(&route.method, &route.path, function.clone())?;
+            }
+            for mapping in &spec.sqs_mappings {
+                let (queue_url, queue_arn) = deployed.queue(&mapping.queue).expect("checked by StackSpec::read");
+                let source = poller::Source { queue_url: queue_url.into(), queue_arn: queue_arn.into(), region: deployed.region.clone() };
+                for _ in 0..poller::pollers(mapping) {
+                    tasks.spawn(poller::run(clients.sqs.clone(), function.clone(), mapping.clone(), source.clone()));
+                }
+            }
+            for schedule in &spec.schedules {
+                tasks.spawn(scheduler::run(function.clone(), schedule.clone(), deployed.region.clone(), deployed.account_id.clone()));
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(options.api_address).await?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+        let routes = Arc::new(routes);
+        tasks.spawn(async move {
+            if let Err(error) = api::serve(listener, routes).await {
+                tracing::error!(error = %error, "the local API server stopped");
+            }
+        });
+        Ok(Self { deployed, api_url, functions, tasks })
+    }
+
+    pub fn function(&self, logical_id: &str) -> Option<&Arc<LocalFunction>> {
+        self.functions.get(logical_id)
+    }
+
+    /// Stops everything the stack runs.
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Values for the template parameters that name resources a deployment brings with it: the
+/// SNS platform applications for APNs and FCM and the verified sender address. Locally they
+/// are created in the emulator; parameters already given are left alone.
+pub async fn local_parameters(
+    clients: &Clients,
+    template: &Template,
+    stack_name: &str,
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, StackError> {
+    let mut parameters = given.clone();
+    let wanted = |name: &str| template.parameters.contains_key(name) && !given.contains_key(name);
+    for (parameter, platform) in [("ApnsPlatformApplicationArn", "APNS"), ("FcmPlatformApplicationArn", "GCM")] {
+        if !wanted(parameter) {
+            continue;
+        }
+        let created = clients
+            .sns
+            .create_platform_application()
+            .name(format!("{stack_name}-{}", platform.to_lowercase()))
+            .platform(platform)
+            .attributes("PlatformCredential", "local-credential")
+            .attributes("PlatformPrincipal", "local-principal")
+            .send()
+            .await
+            .map_err(|error| StackError::Aws {
+                action: format!("creating the {platform} platform application"),
+                message: aws_sdk_sns::error::DisplayErrorContext(error).to_string(),
+            })?;
+        parameters.insert(parameter.to_string(), created.platform_application_arn.unwrap_or_default());
+    }
+    if wanted("EmailFromAddress") {
+        // SES sends only from verified identities; the emulator verifies at once. A sender
+        // given as a parameter is the deployer's, already verified.
+        let domain = format!("{stack_name}.example.com");
+        let created = clients.sesv2.create_email_identity().email_identity(&domain).send().await;
+        if let Err(error) = created
+            && !error.as_service_error().is_some_and(|e| e.is_already_exists_exception())
+        {
+            return Err(StackError::Aws {
+                action: format!("verifying the sender identity {domain}"),
+                message: aws_sdk_sesv2::error::DisplayErrorContext(error).to_string(),
+            });
+        }
+        parameters.insert("EmailFromAddress".into(), format!("notifications@{domain}"));
+    }
+    Ok(parameters)
+}

@@ -1,0 +1,305 @@
+//! Creating the template's queues (with their redrive policies), tables (keys, indexes, TTL)
+//! and topics in the emulator, or in any AWS-compatible endpoint, through the SDK.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::{Map, Value};
+
+use crate::resolve::{Physical, Resolver};
+use crate::spec::{FunctionSpec, StackSpec, TableSpec, queue_attributes};
+use crate::template::Template;
+use crate::{Clients, StackError};
+
+/// What a deployment created: physical resources by logical id, and each function's resolved
+/// environment.
+#[derive(Clone, Debug)]
+pub struct Deployed {
+    pub stack_name: String,
+    pub region: String,
+    pub account_id: String,
+    pub spec: StackSpec,
+    pub resources: BTreeMap<String, Physical>,
+    pub function_environments: BTreeMap<String, HashMap<String, String>>,
+}
+
+impl Deployed {
+    pub fn queue(&self, logical_id: &str) -> Option<(&str, &str)> {
+        match self.resources.get(logical_id)? {
+            Physical::Queue { url, arn, .. } => Some((url, arn)),
+            _ => None,
+        }
+    }
+
+    pub fn table(&self, logical_id: &str) -> Option<&str> {
+        match self.resources.get(logical_id)? {
+            Physical::Table { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// A physical name like CloudFormation's: the stack name and logical id, within `limit`.
+fn physical_name(stack_name: &str, logical_id: &str, limit: usize) -> String {
+    let mut name = format!("{stack_name}-{logical_id}");
+    name.truncate(limit);
+    name
+}
+
+fn aws_error(action: String, error: impl std::error::Error + 'static) -> StackError {
+    StackError::Aws { action, message: aws_sdk_sqs::error::DisplayErrorContext(error).to_string() }
+}
+
+pub async fn deploy(
+    clients: &Clients,
+    template: &Template,
+    stack_name: &str,
+    parameters: &BTreeMap<String, String>,
+) -> Result<Deployed, StackError> {
+    let region = clients.region.clone();
+    let mut resolver = Resolver::new(template, parameters, &region, stack_name)?;
+    let spec = StackSpec::read(template, |resource| resolver.is_active(resource))?;
+    if !spec.unknown_kinds.is_empty() {
+        tracing::warn!(resources = ?spec.unknown_kinds, "resources of these types are not created locally");
+    }
+
+    for queue in &spec.queues {
+        let properties = resolver.resolve(&Value::Object(queue.properties.clone()))?;
+        let properties = properties.as_object().cloned().unwrap_or_default();
+        let fifo = properties.get("FifoQueue").is_some_and(|v| v == true || v == "true");
+        let name = match properties.get("QueueName").and_then(Value::as_str) {
+            Some(name) => name.to_string(),
+            None if fifo => format!("{}.fifo", physical_name(stack_name, &queue.logical_id, 75)),
+            None => physical_name(stack_name, &queue.logical_id, 80),
+        };
+        let mut create = clients.sqs.create_queue().queue_name(&name);
+        for (attribute, value) in queue_attributes(&properties) {
+            create = create.attributes(QueueAttributeName::from(attribute.as_str()), value);
+        }
+        let created = create.send().await.map_err(|error| aws_error(format!("creating queue {}", queue.logical_id), error))?;
+        let url = created.queue_url.unwrap_or_default();
+        let arn = queue_arn(clients, &url).await?;
+        if let Some(account) = arn.split(':').nth(4) {
+            resolver.account_id = account.to_string();
+        }
+        resolver.resources.insert(queue.logical_id.clone(), Physical::Queue { url, arn, name });
+    }
+    for queue in &spec.queues {
+        let Some(redrive) = &queue.redrive else { continue };
+        let Some(Physical::Queue { arn: dead_letter_arn, .. }) = resolver.resources.get(&redrive.dead_letter_queue) else {
+            unreachable!("StackSpec::read checked that every dead-letter queue is a queue");
+        };
+        let policy = serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": redrive.max_receive_count});
+        let Some(Physical::Queue { url, .. }) = resolver.resources.get(&queue.logical_id) else { unreachable!("created above") };
+        clients
+            .sqs
+            .set_queue_attributes()
+            .queue_url(url)
+            .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+            .send()
+            .await
+            .map_err(|error| aws_error(format!("setting the redrive policy of {}", queue.logical_id), error))?;
+    }
+
+    for table in &spec.tables {
+        let physical = create_table(clients, &resolver, stack_name, table).await?;
+        resolver.resources.insert(table.logical_id.clone(), physical);
+    }
+
+    for topic in &spec.topics {
+        let properties = resolver.resolve(&Value::Object(topic.properties.clone()))?;
+        let name = properties
+            .get("TopicName")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| physical_name(stack_name, &topic.logical_id, 256));
+        let created = clients
+            .sns
+            .create_topic()
+            .name(&name)
+            .send()
+            .await
+            .map_err(|error| aws_error(format!("creating topic {}", topic.logical_id), error))?;
+        resolver.resources.insert(topic.logical_id.clone(), Physical::Topic { arn: created.topic_arn.unwrap_or_default(), name });
+    }
+
+    for (logical_id, _) in template.of_kind("AWS::Serverless::HttpApi") {
+        resolver.resources.insert(logical_id.clone(), Physical::Local { id: "local".into() });
+    }
+    for function in &spec.functions {
+        let name = physical_name(stack_name, &function.logical_id, 64);
+        let arn = format!("arn:aws:lambda:{}:{}:function:{name}", resolver.region, resolver.account_id);
+        resolver.resources.insert(function.logical_id.clone(), Physical::Function { name, arn });
+    }
+    let mut function_environments = BTreeMap::new();
+    for function in &spec.functions {
+        function_environments.insert(function.logical_id.clone(), environment(&resolver, function)?);
+    }
+
+    Ok(Deployed {
+        stack_name: stack_name.to_string(),
+        region,
+        account_id: resolver.account_id.clone(),
+        spec,
+        resources: resolver.resources,
+        function_environments,
+    })
+}
+
+fn environment(resolver: &Resolver<'_>, function: &FunctionSpec) -> Result<HashMap<String, String>, StackError> {
+    let mut variables = HashMap::new();
+    for (name, value) in &function.environment {
+        let resolved = resolver.resolve(value).map_err(|error| {
+            StackError::Template(format!("{} environment variable {name}: {}", function.logical_id, error.detail()))
+        })?;
+        match resolved {
+            Value::Null => {}
+            Value::String(text) => {
+                variables.insert(name.clone(), text);
+            }
+            other => {
+                variables.insert(name.clone(), other.to_string());
+            }
+        }
+    }
+    Ok(variables)
+}
+
+async fn queue_arn(clients: &Clients, url: &str) -> Result<String, StackError> {
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|error| aws_error(format!("reading the ARN of {url}"), error))?;
+    attributes
+        .attributes
+        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| StackError::Aws { action: format!("reading the ARN of {url}"), message: "no QueueArn".into() })
+}
+
+fn key_schema(value: Option<&Value>) -> Result<Vec<KeySchemaElement>, StackError> {
+    value
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|key| {
+            KeySchemaElement::builder()
+                .attribute_name(key.get("AttributeName").and_then(Value::as_str).unwrap_or_default())
+                .key_type(KeyType::from(key.get("KeyType").and_then(Value::as_str).unwrap_or_default()))
+                .build()
+                .map_err(|error| StackError::Template(format!("bad KeySchema: {error}")))
+        })
+        .collect()
+}
+
+async fn create_table(clients: &Clients, resolver: &Resolver<'_>, stack_name: &str, table: &TableSpec) -> Result<Physical, StackError> {
+    let resolved = resolver.resolve(&Value::Object(table.properties.clone()))?;
+    let properties: Map<String, Value> = resolved.as_object().cloned().unwrap_or_default();
+    let name = properties
+        .get("TableName")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| physical_name(stack_name, &table.logical_id, 255));
+    let definitions = properties
+        .get("AttributeDefinitions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|definition| {
+            AttributeDefinition::builder()
+                .attribute_name(definition.get("AttributeName").and_then(Value::as_str).unwrap_or_default())
+                .attribute_type(ScalarAttributeType::from(definition.get("AttributeType").and_then(Value::as_str).unwrap_or_default()))
+                .build()
+                .map_err(|error| StackError::Template(format!("{}: bad AttributeDefinitions: {error}", table.logical_id)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut indexes = Vec::new();
+    for index in properties.get("GlobalSecondaryIndexes").and_then(Value::as_array).cloned().unwrap_or_default() {
+        let projection = index.get("Projection").cloned().unwrap_or(Value::Null);
+        let non_key: Option<Vec<String>> = projection
+            .get("NonKeyAttributes")
+            .and_then(Value::as_array)
+            .map(|names| names.iter().filter_map(Value::as_str).map(str::to_string).collect());
+        indexes.push(
+            GlobalSecondaryIndex::builder()
+                .index_name(index.get("IndexName").and_then(Value::as_str).unwrap_or_default())
+                .set_key_schema(Some(key_schema(index.get("KeySchema"))?))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::from(projection.get("ProjectionType").and_then(Value::as_str).unwrap_or("ALL")))
+                        .set_non_key_attributes(non_key)
+                        .build(),
+                )
+                .build()
+                .map_err(|error| StackError::Template(format!("{}: bad GlobalSecondaryIndexes: {error}", table.logical_id)))?,
+        );
+    }
+    let created = clients
+        .dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_attribute_definitions(Some(definitions))
+        .set_key_schema(Some(key_schema(properties.get("KeySchema"))?))
+        .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        // Re-running against a persistent endpoint (LocalStack, a dev account) keeps the table.
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
+        Err(error) => return Err(aws_error(format!("creating table {}", table.logical_id), error)),
+    }
+    let arn = wait_until_active(clients, &name).await?;
+    if let Some(ttl) = properties.get("TimeToLiveSpecification")
+        && ttl.get("Enabled").is_some_and(|enabled| enabled == true || enabled == "true")
+    {
+        let attribute = ttl.get("AttributeName").and_then(Value::as_str).unwrap_or_default();
+        clients
+            .dynamodb
+            .update_time_to_live()
+            .table_name(&name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attribute)
+                    .enabled(true)
+                    .build()
+                    .map_err(|error| StackError::Template(format!("{}: bad TimeToLiveSpecification: {error}", table.logical_id)))?,
+            )
+            .send()
+            .await
+            .map_err(|error| aws_error(format!("enabling TTL on {}", table.logical_id), error))?;
+    }
+    Ok(Physical::Table { name, arn })
+}
+
+/// Tables are usable once ACTIVE (at once in the emulator, seconds in AWS).
+async fn wait_until_active(clients: &Clients, name: &str) -> Result<String, StackError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let described = clients
+            .dynamodb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|error| aws_error(format!("describing table {name}"), error))?;
+        let table = described.table.unwrap_or_else(|| aws_sdk_dynamodb::types::TableDescription::builder().build());
+        if table.table_status == Some(TableStatus::Active) {
+            return Ok(table.table_arn.unwrap_or_default());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(StackError::Aws { action: format!("creating table {name}"), message: "not ACTIVE after 120 s".into() });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
