@@ -40,10 +40,7 @@ where
         SdkError::ConstructionFailure(_) => ("Construction".to_string(), DisplayErrorContext(&error).to_string()),
         _ => ("Unknown".to_string(), DisplayErrorContext(&error).to_string()),
     };
-    let class = if permanent_codes.contains(&code.as_str()) {
-        FailureClass::Permanent
-    } else {
-        FailureClass::Transient
-    };
+    let class =
+        if permanent_codes.contains(&code.as_str()) { FailureClass::Permanent } else { FailureClass::Transient };
     DependencyError { class, service, operation, code, message }
 }

@@ -72,7 +72,11 @@ fn parse<T: DeserializeOwned>(message: SqsMessage) -> Result<SqsRecord<T>, Strin
     Ok(SqsRecord {
         message_id: message.message_id.unwrap_or_default(),
         receipt_handle: message.receipt_handle.unwrap_or_default(),
-        receive_count: message.attributes.get("ApproximateReceiveCount").and_then(|count| count.parse().ok()).unwrap_or(1),
+        receive_count: message
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1),
         body: parsed,
     })
 }
@@ -109,20 +113,22 @@ mod tests {
 
     #[tokio::test]
     async fn only_records_that_ask_for_a_retry_are_reported() {
-        let response = process(event(&[r#"{"fail":false}"#, r#"{"fail":true}"#]), 4, |record: SqsRecord<Job>| async move {
-            assert_eq!(record.receive_count, 3);
-            if record.body.fail { Outcome::Retry } else { Outcome::Done }
-        })
-        .await;
+        let response =
+            process(event(&[r#"{"fail":false}"#, r#"{"fail":true}"#]), 4, |record: SqsRecord<Job>| async move {
+                assert_eq!(record.receive_count, 3);
+                if record.body.fail { Outcome::Retry } else { Outcome::Done }
+            })
+            .await;
         assert_eq!(failed_ids(&response), vec!["m1"]);
     }
 
     #[tokio::test]
     async fn a_malformed_body_fails_only_itself() {
-        let response = process(event(&["not json", r#"{"fail":false}"#, r#"{"other":1}"#]), 2, |_: SqsRecord<Job>| async {
-            Outcome::Done
-        })
-        .await;
+        let response =
+            process(event(&["not json", r#"{"fail":false}"#, r#"{"other":1}"#]), 2, |_: SqsRecord<Job>| async {
+                Outcome::Done
+            })
+            .await;
         assert_eq!(failed_ids(&response), vec!["m0", "m2"]);
     }
 }

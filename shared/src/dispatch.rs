@@ -70,7 +70,10 @@ impl<P: Provider> crate::function::Function for Dispatcher<P> {
     type Event = SqsEvent;
     type Output = SqsBatchResponse;
 
-    async fn handle(&self, event: lambda_runtime::LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    async fn handle(
+        &self,
+        event: lambda_runtime::LambdaEvent<SqsEvent>,
+    ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
         Ok(self.handle_batch(event.payload).await)
     }
 }

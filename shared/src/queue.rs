@@ -88,11 +88,15 @@ impl Enqueuer {
                     .expect("id and body are set")
             })
             .collect();
-        let output = match self.client.send_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await {
+        let output = match self.client.send_message_batch().queue_url(queue_url).set_entries(Some(entries)).send().await
+        {
             Ok(output) => output,
             Err(error) => {
                 let error = classify("sqs", "SendMessageBatch", error, &[]);
-                return chunk.iter().map(|message| NotEnqueued { key: message.key.clone(), error: error.clone() }).collect();
+                return chunk
+                    .iter()
+                    .map(|message| NotEnqueued { key: message.key.clone(), error: error.clone() })
+                    .collect();
             }
         };
         output
@@ -167,7 +171,9 @@ impl Redriver {
             .map_err(|error| classify("sqs", "GetQueueAttributes", error, &[]))?;
         Ok(output
             .attributes
-            .and_then(|attributes| attributes.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).cloned())
+            .and_then(|attributes| {
+                attributes.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).cloned()
+            })
             .and_then(|count| count.parse().ok())
             .unwrap_or(0))
     }
@@ -238,7 +244,10 @@ impl Redriver {
                     service: "sqs",
                     operation: "SendMessageBatch",
                     code: failure.map(|f| f.code.clone()).unwrap_or_default(),
-                    message: format!("moved {moved}; {} messages could not be sent back", messages.len() - sent_ids.len()),
+                    message: format!(
+                        "moved {moved}; {} messages could not be sent back",
+                        messages.len() - sent_ids.len()
+                    ),
                 });
             }
         }

@@ -33,16 +33,46 @@ impl ApiError {
 
     pub fn into_response(self) -> ApiGatewayV2httpResponse {
         let (status, kind, title, detail, errors) = match &self {
-            ApiError::Unauthorized => (401, "unauthorized", "Unauthorized", "Valid app credentials are required (HTTP Basic: app key and app secret).".to_string(), None),
-            ApiError::Forbidden(scope) => (403, "forbidden", "Forbidden", format!("This app lacks the \"{scope}\" scope needed for this route."), None),
+            ApiError::Unauthorized => (
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "Valid app credentials are required (HTTP Basic: app key and app secret).".to_string(),
+                None,
+            ),
+            ApiError::Forbidden(scope) => (
+                403,
+                "forbidden",
+                "Forbidden",
+                format!("This app lacks the \"{scope}\" scope needed for this route."),
+                None,
+            ),
             ApiError::NotFound(what) => (404, "not-found", "Not Found", what.clone(), None),
             ApiError::Malformed(reason) => (400, "malformed-body", "Malformed request body", reason.clone(), None),
-            ApiError::PayloadTooLarge(limit) => (413, "payload-too-large", "Payload Too Large", format!("The body must be at most {limit} bytes."), None),
-            ApiError::Validation(errors) => (422, "validation", "Validation failed", "The request has invalid fields.".to_string(), Some(errors.clone())),
+            ApiError::PayloadTooLarge(limit) => (
+                413,
+                "payload-too-large",
+                "Payload Too Large",
+                format!("The body must be at most {limit} bytes."),
+                None,
+            ),
+            ApiError::Validation(errors) => (
+                422,
+                "validation",
+                "Validation failed",
+                "The request has invalid fields.".to_string(),
+                Some(errors.clone()),
+            ),
             ApiError::Conflict(reason) => (409, "conflict", "Conflict", reason.clone(), None),
             ApiError::Dependency(error) if error.is_transient() => {
                 tracing::error!(error = %error, "dependency failed");
-                (503, "unavailable", "Service Unavailable", "A dependency is temporarily unavailable; retry with the same Idempotency-Key.".to_string(), None)
+                (
+                    503,
+                    "unavailable",
+                    "Service Unavailable",
+                    "A dependency is temporarily unavailable; retry with the same Idempotency-Key.".to_string(),
+                    None,
+                )
             }
             ApiError::Dependency(error) => {
                 tracing::error!(error = %error, "dependency failed permanently");
@@ -56,7 +86,9 @@ impl ApiError {
         let mut response = json_response(status, "application/problem+json", &body);
         match self {
             ApiError::Unauthorized => {
-                response.headers.insert("www-authenticate", HeaderValue::from_static(r#"Basic realm="notify", charset="UTF-8""#));
+                response
+                    .headers
+                    .insert("www-authenticate", HeaderValue::from_static(r#"Basic realm="notify", charset="UTF-8""#));
             }
             ApiError::Dependency(error) if error.is_transient() => {
                 response.headers.insert("retry-after", HeaderValue::from_static("1"));

@@ -65,7 +65,10 @@ impl SendRequest {
                 }
                 for (name, value) in params {
                     if value.as_str().is_some_and(|text| text.len() > MAX_PARAM_BYTES) {
-                        errors.push(FieldError::new(format!("params.{name}"), format!("must be at most {MAX_PARAM_BYTES} bytes")));
+                        errors.push(FieldError::new(
+                            format!("params.{name}"),
+                            format!("must be at most {MAX_PARAM_BYTES} bytes"),
+                        ));
                     }
                 }
                 params.clone()
@@ -115,7 +118,9 @@ fn required_string<'a>(object: &'a Map<String, Value>, field: &str, errors: &mut
 }
 
 /// The `Idempotency-Key` header, if given.
-pub fn idempotency_key(request: &aws_lambda_events::apigw::ApiGatewayV2httpRequest) -> Result<Option<String>, ApiError> {
+pub fn idempotency_key(
+    request: &aws_lambda_events::apigw::ApiGatewayV2httpRequest,
+) -> Result<Option<String>, ApiError> {
     let Some(value) = request.headers.get("idempotency-key") else { return Ok(None) };
     let key = value.to_str().map_err(|_| ApiError::invalid("Idempotency-Key", "must be visible ASCII"))?;
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
@@ -131,7 +136,8 @@ impl Intake {
         idempotency_key: Option<String>,
         body: &[u8],
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let json: Value = serde_json::from_slice(body).map_err(|error| ApiError::Malformed(format!("the body is not JSON: {error}")))?;
+        let json: Value = serde_json::from_slice(body)
+            .map_err(|error| ApiError::Malformed(format!("the body is not JSON: {error}")))?;
         let request = SendRequest::parse(&json)?;
         let profile = self
             .users
@@ -143,12 +149,16 @@ impl Intake {
             .get(&request.template)
             .await?
             .ok_or_else(|| ApiError::invalid("template", "no such template"))?;
-        let plan = plan(&profile, &template, request.channels.as_deref(), &request.params).map_err(|error| match error {
-            RenderError::MissingParams(names) => {
-                ApiError::Validation(names.into_iter().map(|name| FieldError::new(format!("params.{name}"), "is required by the template")).collect())
-            }
-            other => ApiError::invalid("template", other.to_string()),
-        })?;
+        let plan =
+            plan(&profile, &template, request.channels.as_deref(), &request.params).map_err(|error| match error {
+                RenderError::MissingParams(names) => ApiError::Validation(
+                    names
+                        .into_iter()
+                        .map(|name| FieldError::new(format!("params.{name}"), "is required by the template"))
+                        .collect(),
+                ),
+                other => ApiError::invalid("template", other.to_string()),
+            })?;
 
         let id = notification::notification_id(&app.app_key, idempotency_key.as_deref());
         let now = notify::time::now_rfc3339();
@@ -170,7 +180,14 @@ impl Intake {
             outgoing.push(Outgoing { key: delivery_id.clone(), channel, body: body.clone() });
             deliveries.insert(
                 delivery_id,
-                DeliveryRecord { channel, target, status: DeliveryStatus::Queued, attempts: 0, updated_at: now.clone(), message: body },
+                DeliveryRecord {
+                    channel,
+                    target,
+                    status: DeliveryStatus::Queued,
+                    attempts: 0,
+                    updated_at: now.clone(),
+                    message: body,
+                },
             );
         }
         let record = NotificationRecord {
@@ -197,8 +214,12 @@ impl Intake {
                 tracing::info!(notification_id = %record.id, deliveries = record.deliveries.len(), "accepted");
                 Ok(accepted(&record, false))
             }
-            Logged::Duplicate(existing) if existing.request_hash == record.request_hash => Ok(accepted(&existing, true)),
-            Logged::Duplicate(_) => Err(ApiError::invalid("Idempotency-Key", "was already used with a different request body")),
+            Logged::Duplicate(existing) if existing.request_hash == record.request_hash => {
+                Ok(accepted(&existing, true))
+            }
+            Logged::Duplicate(_) => {
+                Err(ApiError::invalid("Idempotency-Key", "was already used with a different request body"))
+            }
         }
     }
 }
@@ -236,14 +257,19 @@ mod tests {
 
     #[test]
     fn a_valid_request_parses() {
-        let request = SendRequest::parse(&json!({"user_id": "u-1", "template": "welcome", "params": {"name": "Ada"}, "channels": ["sms"]})).unwrap();
+        let request = SendRequest::parse(
+            &json!({"user_id": "u-1", "template": "welcome", "params": {"name": "Ada"}, "channels": ["sms"]}),
+        )
+        .unwrap();
         assert_eq!(request.user_id.as_str(), "u-1");
         assert_eq!(request.channels, Some(vec![Channel::Sms]));
     }
 
     #[test]
     fn every_invalid_field_is_reported() {
-        let errors = field_errors(SendRequest::parse(&json!({"template": "Bad Name", "channels": ["fax"], "extra": 1})).unwrap_err());
+        let errors = field_errors(
+            SendRequest::parse(&json!({"template": "Bad Name", "channels": ["fax"], "extra": 1})).unwrap_err(),
+        );
         let fields: Vec<&str> = errors.iter().map(|(field, _)| field.as_str()).collect();
         assert_eq!(fields, vec!["extra", "user_id", "template", "channels[0]"]);
     }
@@ -251,10 +277,13 @@ mod tests {
     #[test]
     fn parameter_limits_are_enforced() {
         let many: Map<String, Value> = (0..=MAX_PARAMS).map(|i| (format!("p{i}"), json!(i))).collect();
-        let errors = field_errors(SendRequest::parse(&json!({"user_id": "u", "template": "t", "params": many})).unwrap_err());
+        let errors =
+            field_errors(SendRequest::parse(&json!({"user_id": "u", "template": "t", "params": many})).unwrap_err());
         assert_eq!(errors[0].0, "params");
         let huge = "x".repeat(MAX_PARAM_BYTES + 1);
-        let errors = field_errors(SendRequest::parse(&json!({"user_id": "u", "template": "t", "params": {"big": huge}})).unwrap_err());
+        let errors = field_errors(
+            SendRequest::parse(&json!({"user_id": "u", "template": "t", "params": {"big": huge}})).unwrap_err(),
+        );
         assert_eq!(errors[0].0, "params.big");
     }
 

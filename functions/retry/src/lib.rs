@@ -51,7 +51,8 @@ impl Retry {
     pub async fn redrive(&self, channel: Channel, max: usize, dry_run: bool) -> Result<RedriveReport, Error> {
         let dead_letter_url = self.dead_letter_queues.url(channel);
         let dead_letters = self.redriver.depth(dead_letter_url).await?;
-        let moved = if dry_run { 0 } else { self.redriver.redrive(dead_letter_url, self.queues.url(channel), max).await? };
+        let moved =
+            if dry_run { 0 } else { self.redriver.redrive(dead_letter_url, self.queues.url(channel), max).await? };
         tracing::info!(channel = %channel, dead_letters, moved, dry_run, "redrive finished");
         Ok(RedriveReport { channel, dry_run, dead_letters, moved })
     }
@@ -63,7 +64,9 @@ impl notify::function::Function for Retry {
 
     async fn handle(&self, event: LambdaEvent<Request>) -> Result<RedriveReport, Error> {
         match event.payload {
-            Request::Redrive { channel, max, dry_run } => self.redrive(channel, max.unwrap_or(DEFAULT_MAX), dry_run).await,
+            Request::Redrive { channel, max, dry_run } => {
+                self.redrive(channel, max.unwrap_or(DEFAULT_MAX), dry_run).await
+            }
         }
     }
 }

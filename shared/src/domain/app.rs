@@ -95,7 +95,7 @@ impl AppRecord {
     pub fn create(name: &str, scopes: BTreeSet<Scope>, now: &str) -> (Self, PlainSecret) {
         let secret = PlainSecret(format!("sk_{}", random_token()));
         let record = Self {
-            app_key: format!("ak_{}", random_token()[..20].to_ascii_lowercase()),
+            app_key: format!("ak_{}", random_hex(10)),
             name: name.to_string(),
             scopes,
             secrets: vec![StoredSecret { sha256: sha256_hex(secret.expose()), created_at: now.to_string() }],
@@ -131,6 +131,12 @@ impl AppRecord {
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn random_token() -> String {

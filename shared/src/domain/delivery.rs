@@ -105,7 +105,10 @@ mod tests {
             user_id: UserId::parse("u-1").unwrap(),
             template: TemplateName::parse("welcome").unwrap(),
             transactional: false,
-            content: OutboundContent::Sms(SmsContent { to: PhoneNumber::parse("+12015550123").unwrap(), body: "hi".into() }),
+            content: OutboundContent::Sms(SmsContent {
+                to: PhoneNumber::parse("+12015550123").unwrap(),
+                body: "hi".into(),
+            }),
         };
         let body = serde_json::to_string(&outbound).unwrap();
         assert!(body.contains(r#""channel":"sms""#), "{body}");

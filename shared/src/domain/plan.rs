@@ -26,7 +26,8 @@ pub fn plan(
     channels: Option<&[Channel]>,
     params: &Map<String, Value>,
 ) -> Result<Plan, RenderError> {
-    let wanted: BTreeSet<Channel> = channels.map_or_else(|| Channel::ALL.into_iter().collect(), |list| list.iter().copied().collect());
+    let wanted: BTreeSet<Channel> =
+        channels.map_or_else(|| Channel::ALL.into_iter().collect(), |list| list.iter().copied().collect());
     let locale = profile.locale.as_deref();
     let content = template.content_for(locale);
     let mut plan = Plan { deliveries: Vec::new(), skipped: Vec::new() };
@@ -100,7 +101,11 @@ mod tests {
     fn template() -> Template {
         let content = LocalizedContent {
             sms: Some(SmsSource { body: "Code {{ code }}".into() }),
-            email: Some(EmailSource { subject: "{{ subject }}".into(), html: "{{ code }}".into(), text: "{{ code }}".into() }),
+            email: Some(EmailSource {
+                subject: "{{ subject }}".into(),
+                html: "{{ code }}".into(),
+                text: "{{ code }}".into(),
+            }),
             push: None,
         };
         Template {

@@ -140,7 +140,10 @@ impl Template {
     ) -> Result<Rendered, RenderError> {
         let content = self.content_for(locale);
         let parts: Vec<(&str, &str)> = match channel {
-            Channel::Push => content.push.as_ref().map(|push| vec![("push.title", push.title.as_str()), ("push.body", push.body.as_str())]),
+            Channel::Push => content
+                .push
+                .as_ref()
+                .map(|push| vec![("push.title", push.title.as_str()), ("push.body", push.body.as_str())]),
             Channel::Sms => content.sms.as_ref().map(|sms| vec![("sms.body", sms.body.as_str())]),
             Channel::Email => content.email.as_ref().map(|email| {
                 vec![
@@ -191,7 +194,8 @@ pub fn check_compiles(part: &str, source: &str) -> Result<(), String> {
 fn environment() -> Environment<'static> {
     let mut environment = Environment::new();
     environment.set_undefined_behavior(UndefinedBehavior::Strict);
-    environment.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
+    environment
+        .set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
     environment
 }
 
@@ -217,7 +221,8 @@ mod tests {
             }),
             push: None,
         };
-        let portuguese = LocalizedContent { sms: Some(SmsSource { body: "Olá {{ name }}".into() }), ..Default::default() };
+        let portuguese =
+            LocalizedContent { sms: Some(SmsSource { body: "Olá {{ name }}".into() }), ..Default::default() };
         Template {
             name: TemplateName::parse("welcome").unwrap(),
             default_locale: "en".into(),

@@ -18,5 +18,8 @@ pub trait Provider: Send + Sync + 'static {
     type Content: DeserializeOwned + Send + Sync;
     const CHANNEL: Channel;
 
-    fn send(&self, message: &DeliveryMessage<Self::Content>) -> impl Future<Output = Result<String, DependencyError>> + Send;
+    fn send(
+        &self,
+        message: &DeliveryMessage<Self::Content>,
+    ) -> impl Future<Output = Result<String, DependencyError>> + Send;
 }

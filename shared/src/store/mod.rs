@@ -28,7 +28,10 @@ pub(crate) fn to_item<T: serde::Serialize>(operation: &'static str, value: &T) -
     serde_dynamo::to_item(value).map_err(|error| corrupt(operation, error))
 }
 
-pub(crate) fn from_item<T: serde::de::DeserializeOwned>(operation: &'static str, item: Item) -> Result<T, DependencyError> {
+pub(crate) fn from_item<T: serde::de::DeserializeOwned>(
+    operation: &'static str,
+    item: Item,
+) -> Result<T, DependencyError> {
     serde_dynamo::from_item(item).map_err(|error| corrupt(operation, error))
 }
 

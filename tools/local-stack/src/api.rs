@@ -58,7 +58,11 @@ pub async fn serve(listener: tokio::net::TcpListener, routes: Arc<Routes>) -> st
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 }
 
-async fn handle(State(routes): State<Arc<Routes>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, request: Request) -> Response {
+async fn handle(
+    State(routes): State<Arc<Routes>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = to_bytes(body, MAX_BODY_BYTES).await else {
         return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
@@ -94,18 +98,21 @@ fn event(
     for (name, value) in &parts.headers {
         let value = String::from_utf8_lossy(value.as_bytes()).to_string();
         if name == "cookie" {
-            cookies.extend(value.split(';').map(|cookie| cookie.trim().to_string()).filter(|cookie| !cookie.is_empty()));
+            cookies
+                .extend(value.split(';').map(|cookie| cookie.trim().to_string()).filter(|cookie| !cookie.is_empty()));
         } else {
             headers.entry(name.as_str().to_string()).or_default().push(value);
         }
     }
-    let headers: Map<String, Value> = headers.into_iter().map(|(name, values)| (name, Value::String(values.join(",")))).collect();
+    let headers: Map<String, Value> =
+        headers.into_iter().map(|(name, values)| (name, Value::String(values.join(",")))).collect();
     let raw_query = parts.uri.query().unwrap_or_default().to_string();
     let mut query: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in form_urlencoded::parse(raw_query.as_bytes()) {
         query.entry(name.into_owned()).or_default().push(value.into_owned());
     }
-    let query: Map<String, Value> = query.into_iter().map(|(name, values)| (name, Value::String(values.join(",")))).collect();
+    let query: Map<String, Value> =
+        query.into_iter().map(|(name, values)| (name, Value::String(values.join(",")))).collect();
     let content_type = headers.get("content-type").and_then(Value::as_str).unwrap_or_default().to_string();
     let text = std::str::from_utf8(body).ok().filter(|_| is_text(&content_type));
     let (body, is_base64) = match text {
@@ -162,7 +169,10 @@ fn is_text(content_type: &str) -> bool {
         || media.starts_with("text/")
         || media.ends_with("+json")
         || media.ends_with("+xml")
-        || matches!(media.as_str(), "application/json" | "application/xml" | "application/x-www-form-urlencoded" | "application/javascript")
+        || matches!(
+            media.as_str(),
+            "application/json" | "application/xml" | "application/x-www-form-urlencoded" | "application/javascript"
+        )
 }
 
 /// Turns the function's output into HTTP as API Gateway does; output without `statusCode` is
@@ -173,7 +183,8 @@ fn response(output: Value) -> Response {
         response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
         return response;
     }
-    let status = output.get("statusCode").and_then(Value::as_u64).and_then(|code| StatusCode::from_u16(code as u16).ok());
+    let status =
+        output.get("statusCode").and_then(Value::as_u64).and_then(|code| StatusCode::from_u16(code as u16).ok());
     let Some(status) = status else {
         return gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };

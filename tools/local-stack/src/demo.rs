@@ -42,10 +42,17 @@ pub fn tables(deployed: &Deployed) -> Result<Tables, StackError> {
 }
 
 /// Creates an app with every scope; its secret is returned once, here.
-pub async fn create_app(clients: &Clients, deployed: &Deployed, name: &str, scopes: BTreeSet<Scope>) -> Result<DemoApp, StackError> {
+pub async fn create_app(
+    clients: &Clients,
+    deployed: &Deployed,
+    name: &str,
+    scopes: BTreeSet<Scope>,
+) -> Result<DemoApp, StackError> {
     let apps = AppStore::new(clients.dynamodb.clone(), tables(deployed)?.apps);
     let (record, secret) = AppRecord::create(name, scopes, &notify::time::now_rfc3339());
-    apps.create(&record).await.map_err(|error| StackError::Aws { action: "creating the demo app".into(), message: error.to_string() })?;
+    apps.create(&record)
+        .await
+        .map_err(|error| StackError::Aws { action: "creating the demo app".into(), message: error.to_string() })?;
     Ok(DemoApp { app_key: record.app_key, app_secret: secret.expose().to_string() })
 }
 
@@ -53,7 +60,10 @@ pub async fn seed(clients: &Clients, deployed: &Deployed) -> Result<DemoApp, Sta
     let tables = tables(deployed)?;
     let failed = |what: &str| {
         let what = what.to_string();
-        move |error: notify::error::DependencyError| StackError::Aws { action: format!("seeding the demo {what}"), message: error.to_string() }
+        move |error: notify::error::DependencyError| StackError::Aws {
+            action: format!("seeding the demo {what}"),
+            message: error.to_string(),
+        }
     };
     let now = notify::time::now_rfc3339();
     UserStore::new(clients.dynamodb.clone(), tables.users)

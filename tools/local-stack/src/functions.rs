@@ -50,12 +50,20 @@ impl Registry {
     pub fn register(
         &mut self,
         binary: &str,
-        factory: impl Fn(&SdkConfig, &HashMap<String, String>) -> Result<Arc<dyn Invoke>, ConfigError> + Send + Sync + 'static,
+        factory: impl Fn(&SdkConfig, &HashMap<String, String>) -> Result<Arc<dyn Invoke>, ConfigError>
+        + Send
+        + Sync
+        + 'static,
     ) {
         self.factories.insert(binary.to_string(), Box::new(factory));
     }
 
-    pub fn build(&self, binary: &str, sdk: &SdkConfig, env: &HashMap<String, String>) -> Option<Result<Arc<dyn Invoke>, ConfigError>> {
+    pub fn build(
+        &self,
+        binary: &str,
+        sdk: &SdkConfig,
+        env: &HashMap<String, String>,
+    ) -> Option<Result<Arc<dyn Invoke>, ConfigError>> {
         self.factories.get(binary).map(|factory| factory(sdk, env))
     }
 }
@@ -89,7 +97,8 @@ impl LocalFunction {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
         context.deadline = now_ms + self.timeout.as_millis() as u64;
         let handler = self.handler.clone();
-        let task = tokio::spawn(async move { handler.invoke(payload, context).await.map_err(|error| error.to_string()) });
+        let task =
+            tokio::spawn(async move { handler.invoke(payload, context).await.map_err(|error| error.to_string()) });
         let abort = task.abort_handle();
         match tokio::time::timeout(self.timeout, task).await {
             Err(_) => {

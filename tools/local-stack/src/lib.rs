@@ -81,7 +81,10 @@ impl Clients {
                 endpoint: self.endpoint.clone(),
                 message: aws_sdk_sqs::error::DisplayErrorContext(error).to_string(),
             }),
-            Err(_) => Err(StackError::Unreachable { endpoint: self.endpoint.clone(), message: "no answer within 10 s".into() }),
+            Err(_) => Err(StackError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: "no answer within 10 s".into(),
+            }),
         }
     }
 }
@@ -122,7 +125,8 @@ impl LocalStack {
             let Some(Physical::Function { name, arn }) = deployed.resources.get(&spec.logical_id).cloned() else {
                 unreachable!("deploy names every function");
             };
-            let function = LocalFunction { logical_id: spec.logical_id.clone(), name, arn, timeout: spec.timeout, handler };
+            let function =
+                LocalFunction { logical_id: spec.logical_id.clone(), name, arn, timeout: spec.timeout, handler };
             functions.insert(spec.logical_id.clone(), Arc::new(function));
         }
 
@@ -135,13 +139,22 @@ impl LocalStack {
             }
             for mapping in &spec.sqs_mappings {
                 let (queue_url, queue_arn) = deployed.queue(&mapping.queue).expect("checked by StackSpec::read");
-                let source = poller::Source { queue_url: queue_url.into(), queue_arn: queue_arn.into(), region: deployed.region.clone() };
+                let source = poller::Source {
+                    queue_url: queue_url.into(),
+                    queue_arn: queue_arn.into(),
+                    region: deployed.region.clone(),
+                };
                 for _ in 0..poller::pollers(mapping) {
                     tasks.spawn(poller::run(clients.sqs.clone(), function.clone(), mapping.clone(), source.clone()));
                 }
             }
             for schedule in &spec.schedules {
-                tasks.spawn(scheduler::run(function.clone(), schedule.clone(), deployed.region.clone(), deployed.account_id.clone()));
+                tasks.spawn(scheduler::run(
+                    function.clone(),
+                    schedule.clone(),
+                    deployed.region.clone(),
+                    deployed.account_id.clone(),
+                ));
             }
         }
         let listener = tokio::net::TcpListener::bind(options.api_address).await?;

@@ -44,7 +44,9 @@ struct Args {
 }
 
 fn parse_parameter(text: &str) -> Result<(String, String), String> {
-    text.split_once('=').map(|(name, value)| (name.to_string(), value.to_string())).ok_or_else(|| "expected NAME=VALUE".into())
+    text.split_once('=')
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .ok_or_else(|| "expected NAME=VALUE".into())
 }
 
 #[tokio::main]
@@ -108,7 +110,9 @@ async fn run(args: Args) -> Result<(), StackError> {
         println!();
         println!("Then see it in the emulator's SNS:");
         println!();
-        println!("  curl -s {endpoint}/moto-api/data.json | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[\"sns\"][\"SMS\"], indent=2))'");
+        println!(
+            "  curl -s {endpoint}/moto-api/data.json | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[\"sns\"][\"SMS\"], indent=2))'"
+        );
     }
     println!();
     println!("Ctrl-C stops everything.");

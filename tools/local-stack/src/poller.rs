@@ -20,7 +20,8 @@ use crate::functions::LocalFunction;
 use crate::spec::SqsMapping;
 
 /// Pollers per mapping: Lambda scales up to MaximumConcurrency; locally a few show the
-/// concurrency (and its races) without flooding the emulator.
+/// concurrency (and its races) without flooding the emulator. A mapping without a maximum
+/// gets one poller, which keeps batches deterministic for tests of the emulation itself.
 const LOCAL_POLLERS_CAP: u32 = 3;
 
 /// Where a mapping reads from.
@@ -32,7 +33,7 @@ pub struct Source {
 }
 
 pub fn pollers(mapping: &SqsMapping) -> u32 {
-    mapping.maximum_concurrency.unwrap_or(LOCAL_POLLERS_CAP).clamp(1, LOCAL_POLLERS_CAP)
+    mapping.maximum_concurrency.map_or(1, |maximum| maximum.clamp(1, LOCAL_POLLERS_CAP))
 }
 
 /// One poller: runs until its task is aborted.
@@ -143,7 +144,13 @@ pub fn to_delete<'a>(mapping: &SqsMapping, batch: &'a [Message], result: &Result
     batch.iter().filter(|message| !failed.contains(message.message_id.as_deref().unwrap_or_default())).collect()
 }
 
-async fn invoke(sqs: &aws_sdk_sqs::Client, function: &LocalFunction, mapping: &SqsMapping, source: &Source, batch: Vec<Message>) {
+async fn invoke(
+    sqs: &aws_sdk_sqs::Client,
+    function: &LocalFunction,
+    mapping: &SqsMapping,
+    source: &Source,
+    batch: Vec<Message>,
+) {
     let result = function.invoke(event(&batch, source)).await.map_err(|error| error.to_string());
     if let Err(error) = &result {
         tracing::warn!(function = %function.logical_id, messages = batch.len(), error = %error, "batch failed; every message returns after the visibility timeout");
@@ -161,7 +168,9 @@ async fn invoke(sqs: &aws_sdk_sqs::Client, function: &LocalFunction, mapping: &S
                     .ok()
             })
             .collect();
-        if let Err(error) = sqs.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await {
+        if let Err(error) =
+            sqs.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await
+        {
             tracing::warn!(queue = %source.queue_url, error = %aws_sdk_sqs::error::DisplayErrorContext(error), "deleting processed messages failed; they will be redelivered");
         }
     }
@@ -183,7 +192,10 @@ mod tests {
     }
 
     fn batch() -> Vec<Message> {
-        ["a", "b", "c"].iter().map(|id| Message::builder().message_id(*id).receipt_handle(format!("r-{id}")).build()).collect()
+        ["a", "b", "c"]
+            .iter()
+            .map(|id| Message::builder().message_id(*id).receipt_handle(format!("r-{id}")).build())
+            .collect()
     }
 
     fn ids(messages: Vec<&Message>) -> Vec<&str> {
@@ -203,8 +215,13 @@ mod tests {
     fn errors_and_invalid_responses_keep_the_whole_batch() {
         let batch = batch();
         assert!(to_delete(&mapping(true), &batch, &Err("boom".into())).is_empty());
-        assert!(to_delete(&mapping(true), &batch, &Ok(json!({"batchItemFailures": [{"itemIdentifier": "zzz"}]}))).is_empty());
-        assert!(to_delete(&mapping(true), &batch, &Ok(json!({"batchItemFailures": [{"itemIdentifier": ""}]}))).is_empty());
+        assert!(
+            to_delete(&mapping(true), &batch, &Ok(json!({"batchItemFailures": [{"itemIdentifier": "zzz"}]})))
+                .is_empty()
+        );
+        assert!(
+            to_delete(&mapping(true), &batch, &Ok(json!({"batchItemFailures": [{"itemIdentifier": ""}]}))).is_empty()
+        );
         assert!(to_delete(&mapping(true), &batch, &Ok(json!({"batchItemFailures": "nope"}))).is_empty());
         assert!(to_delete(&mapping(false), &batch, &Err("boom".into())).is_empty());
     }

@@ -80,7 +80,8 @@ pub async fn deploy(
         for (attribute, value) in queue_attributes(&properties) {
             create = create.attributes(QueueAttributeName::from(attribute.as_str()), value);
         }
-        let created = create.send().await.map_err(|error| aws_error(format!("creating queue {}", queue.logical_id), error))?;
+        let created =
+            create.send().await.map_err(|error| aws_error(format!("creating queue {}", queue.logical_id), error))?;
         let url = created.queue_url.unwrap_or_default();
         let arn = queue_arn(clients, &url).await?;
         if let Some(account) = arn.split(':').nth(4) {
@@ -90,11 +91,15 @@ pub async fn deploy(
     }
     for queue in &spec.queues {
         let Some(redrive) = &queue.redrive else { continue };
-        let Some(Physical::Queue { arn: dead_letter_arn, .. }) = resolver.resources.get(&redrive.dead_letter_queue) else {
+        let Some(Physical::Queue { arn: dead_letter_arn, .. }) = resolver.resources.get(&redrive.dead_letter_queue)
+        else {
             unreachable!("StackSpec::read checked that every dead-letter queue is a queue");
         };
-        let policy = serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": redrive.max_receive_count});
-        let Some(Physical::Queue { url, .. }) = resolver.resources.get(&queue.logical_id) else { unreachable!("created above") };
+        let policy =
+            serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": redrive.max_receive_count});
+        let Some(Physical::Queue { url, .. }) = resolver.resources.get(&queue.logical_id) else {
+            unreachable!("created above")
+        };
         clients
             .sqs
             .set_queue_attributes()
@@ -124,7 +129,9 @@ pub async fn deploy(
             .send()
             .await
             .map_err(|error| aws_error(format!("creating topic {}", topic.logical_id), error))?;
-        resolver.resources.insert(topic.logical_id.clone(), Physical::Topic { arn: created.topic_arn.unwrap_or_default(), name });
+        resolver
+            .resources
+            .insert(topic.logical_id.clone(), Physical::Topic { arn: created.topic_arn.unwrap_or_default(), name });
     }
 
     for (logical_id, _) in template.of_kind("AWS::Serverless::HttpApi") {
@@ -200,7 +207,12 @@ fn key_schema(value: Option<&Value>) -> Result<Vec<KeySchemaElement>, StackError
         .collect()
 }
 
-async fn create_table(clients: &Clients, resolver: &Resolver<'_>, stack_name: &str, table: &TableSpec) -> Result<Physical, StackError> {
+async fn create_table(
+    clients: &Clients,
+    resolver: &Resolver<'_>,
+    stack_name: &str,
+    table: &TableSpec,
+) -> Result<Physical, StackError> {
     let resolved = resolver.resolve(&Value::Object(table.properties.clone()))?;
     let properties: Map<String, Value> = resolved.as_object().cloned().unwrap_or_default();
     let name = properties
@@ -217,9 +229,13 @@ async fn create_table(clients: &Clients, resolver: &Resolver<'_>, stack_name: &s
         .map(|definition| {
             AttributeDefinition::builder()
                 .attribute_name(definition.get("AttributeName").and_then(Value::as_str).unwrap_or_default())
-                .attribute_type(ScalarAttributeType::from(definition.get("AttributeType").and_then(Value::as_str).unwrap_or_default()))
+                .attribute_type(ScalarAttributeType::from(
+                    definition.get("AttributeType").and_then(Value::as_str).unwrap_or_default(),
+                ))
                 .build()
-                .map_err(|error| StackError::Template(format!("{}: bad AttributeDefinitions: {error}", table.logical_id)))
+                .map_err(|error| {
+                    StackError::Template(format!("{}: bad AttributeDefinitions: {error}", table.logical_id))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut indexes = Vec::new();
@@ -235,12 +251,16 @@ async fn create_table(clients: &Clients, resolver: &Resolver<'_>, stack_name: &s
                 .set_key_schema(Some(key_schema(index.get("KeySchema"))?))
                 .projection(
                     Projection::builder()
-                        .projection_type(ProjectionType::from(projection.get("ProjectionType").and_then(Value::as_str).unwrap_or("ALL")))
+                        .projection_type(ProjectionType::from(
+                            projection.get("ProjectionType").and_then(Value::as_str).unwrap_or("ALL"),
+                        ))
                         .set_non_key_attributes(non_key)
                         .build(),
                 )
                 .build()
-                .map_err(|error| StackError::Template(format!("{}: bad GlobalSecondaryIndexes: {error}", table.logical_id)))?,
+                .map_err(|error| {
+                    StackError::Template(format!("{}: bad GlobalSecondaryIndexes: {error}", table.logical_id))
+                })?,
         );
     }
     let created = clients
@@ -269,11 +289,9 @@ async fn create_table(clients: &Clients, resolver: &Resolver<'_>, stack_name: &s
             .update_time_to_live()
             .table_name(&name)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name(attribute)
-                    .enabled(true)
-                    .build()
-                    .map_err(|error| StackError::Template(format!("{}: bad TimeToLiveSpecification: {error}", table.logical_id)))?,
+                TimeToLiveSpecification::builder().attribute_name(attribute).enabled(true).build().map_err(
+                    |error| StackError::Template(format!("{}: bad TimeToLiveSpecification: {error}", table.logical_id)),
+                )?,
             )
             .send()
             .await
@@ -298,7 +316,10 @@ async fn wait_until_active(clients: &Clients, name: &str) -> Result<String, Stac
             return Ok(table.table_arn.unwrap_or_default());
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(StackError::Aws { action: format!("creating table {name}"), message: "not ACTIVE after 120 s".into() });
+            return Err(StackError::Aws {
+                action: format!("creating table {name}"),
+                message: "not ACTIVE after 120 s".into(),
+            });
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }

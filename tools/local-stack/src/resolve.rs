@@ -11,12 +11,27 @@ use crate::template::{Resource, Template};
 /// What a logical id turned into.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Physical {
-    Queue { url: String, arn: String, name: String },
-    Table { name: String, arn: String },
-    Topic { arn: String, name: String },
-    Function { name: String, arn: String },
+    Queue {
+        url: String,
+        arn: String,
+        name: String,
+    },
+    Table {
+        name: String,
+        arn: String,
+    },
+    Topic {
+        arn: String,
+        name: String,
+    },
+    Function {
+        name: String,
+        arn: String,
+    },
     /// A resource served locally without an emulator resource (the HTTP API).
-    Local { id: String },
+    Local {
+        id: String,
+    },
 }
 
 pub struct Resolver<'a> {
@@ -45,12 +60,16 @@ impl<'a> Resolver<'a> {
                 None => None,
             });
             let value = value.ok_or_else(|| {
-                StackError::Template(format!("parameter {name} has no default and no value was given (--parameter {name}=...)"))
+                StackError::Template(format!(
+                    "parameter {name} has no default and no value was given (--parameter {name}=...)"
+                ))
             })?;
             parameters.insert(name.clone(), value);
         }
         if let Some(unknown) = overrides.keys().find(|name| !template.parameters.contains_key(*name)) {
-            return Err(StackError::Template(format!("--parameter {unknown}: the template declares no such parameter")));
+            return Err(StackError::Template(format!(
+                "--parameter {unknown}: the template declares no such parameter"
+            )));
         }
         Ok(Self {
             template,
@@ -77,7 +96,8 @@ impl<'a> Resolver<'a> {
     }
 
     fn truth(&self, expression: &Value) -> Result<bool, StackError> {
-        let (function, arguments) = single_key(expression).ok_or_else(|| bad(format!("{expression} is not a condition")))?;
+        let (function, arguments) =
+            single_key(expression).ok_or_else(|| bad(format!("{expression} is not a condition")))?;
         let list = || arguments.as_array().cloned().unwrap_or_default();
         match function {
             "Fn::Equals" => {
@@ -98,7 +118,9 @@ impl<'a> Resolver<'a> {
     /// Resolves every intrinsic inside `value`. `Ref: AWS::NoValue` becomes null.
     pub fn resolve(&self, value: &Value) -> Result<Value, StackError> {
         match value {
-            Value::Array(items) => Ok(Value::Array(items.iter().map(|item| self.resolve(item)).collect::<Result<_, _>>()?)),
+            Value::Array(items) => {
+                Ok(Value::Array(items.iter().map(|item| self.resolve(item)).collect::<Result<_, _>>()?))
+            }
             Value::Object(object) => {
                 if let Some((function, arguments)) = single_key(value)
                     && (function == "Ref" || function.starts_with("Fn::"))
@@ -128,7 +150,10 @@ impl<'a> Resolver<'a> {
         match function {
             "Ref" => self.reference(arguments.as_str().unwrap_or_default()),
             "Fn::GetAtt" => {
-                let parts: Vec<&str> = arguments.as_array().map(|items| items.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                let parts: Vec<&str> = arguments
+                    .as_array()
+                    .map(|items| items.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
                 match parts.as_slice() {
                     [resource, attribute] => self.attribute(resource, attribute),
                     _ => Err(bad(format!("Fn::GetAtt {arguments} must name a resource and an attribute"))),
@@ -154,7 +179,10 @@ impl<'a> Resolver<'a> {
                     Value::Array(parts) => parts,
                     other => return Err(bad(format!("Fn::Join needs a list, got {other}"))),
                 };
-                let texts: Vec<String> = parts.iter().map(|part| part.as_str().map(str::to_string).unwrap_or_else(|| part.to_string())).collect();
+                let texts: Vec<String> = parts
+                    .iter()
+                    .map(|part| part.as_str().map(str::to_string).unwrap_or_else(|| part.to_string()))
+                    .collect();
                 Ok(Value::String(texts.join(separator)))
             }
             "Fn::If" => {
@@ -304,7 +332,10 @@ mod tests {
         let template = template();
         let resolver = resolver(&template);
         assert!(!resolver.condition("HasEmail").unwrap());
-        assert_eq!(resolver.resolve(&json!({"Fn::If": ["HasEmail", "yes", {"Ref": "AWS::NoValue"}]})).unwrap(), Value::Null);
+        assert_eq!(
+            resolver.resolve(&json!({"Fn::If": ["HasEmail", "yes", {"Ref": "AWS::NoValue"}]})).unwrap(),
+            Value::Null
+        );
     }
 
     #[test]
@@ -312,7 +343,10 @@ mod tests {
         let template = template();
         let resolver = resolver(&template);
         let error = resolver.resolve(&json!({"Ref": "SmsQueue"})).unwrap_err();
-        assert_eq!(error.to_string(), "template.yaml: SmsQueue is referenced but is not a resource or parameter of the template");
+        assert_eq!(
+            error.to_string(),
+            "template.yaml: SmsQueue is referenced but is not a resource or parameter of the template"
+        );
         let error = Resolver::new(&template, &BTreeMap::new(), "us-east-1", "s").err().unwrap();
         assert!(error.to_string().contains("parameter Level has no default"), "{error}");
     }

@@ -35,8 +35,12 @@ pub async fn run(function: Arc<LocalFunction>, schedule: Schedule, region: Strin
         ticks.tick().await;
         let event = scheduled_event(&schedule, &region, &account_id, &rule);
         match function.invoke(event).await {
-            Ok(output) => tracing::info!(function = %function.logical_id, schedule = %schedule.event_name, output = %output, "scheduled run finished"),
-            Err(error) => tracing::error!(function = %function.logical_id, schedule = %schedule.event_name, error = %error, "scheduled run failed"),
+            Ok(output) => {
+                tracing::info!(function = %function.logical_id, schedule = %schedule.event_name, output = %output, "scheduled run finished")
+            }
+            Err(error) => {
+                tracing::error!(function = %function.logical_id, schedule = %schedule.event_name, error = %error, "scheduled run failed")
+            }
         }
     }
 }

@@ -107,7 +107,10 @@ pub struct StackSpec {
 
 impl StackSpec {
     /// Reads the specs of the resources whose `Condition` holds (see `active`).
-    pub fn read(template: &Template, active: impl Fn(&Resource) -> Result<bool, StackError>) -> Result<Self, StackError> {
+    pub fn read(
+        template: &Template,
+        active: impl Fn(&Resource) -> Result<bool, StackError>,
+    ) -> Result<Self, StackError> {
         let mut spec = StackSpec::default();
         for (logical_id, resource) in &template.resources {
             if !active(resource)? {
@@ -115,8 +118,12 @@ impl StackSpec {
             }
             match resource.kind.as_str() {
                 QUEUE => spec.queues.push(queue(logical_id, resource)?),
-                TABLE => spec.tables.push(TableSpec { logical_id: logical_id.clone(), properties: resource.properties.clone() }),
-                TOPIC => spec.topics.push(TopicSpec { logical_id: logical_id.clone(), properties: resource.properties.clone() }),
+                TABLE => spec
+                    .tables
+                    .push(TableSpec { logical_id: logical_id.clone(), properties: resource.properties.clone() }),
+                TOPIC => spec
+                    .topics
+                    .push(TopicSpec { logical_id: logical_id.clone(), properties: resource.properties.clone() }),
                 FUNCTION => spec.functions.push(function(logical_id, resource)?),
                 kind if NOT_EMULATED.contains(&kind) => {}
                 kind => spec.unknown_kinds.push(format!("{logical_id} ({kind})")),
@@ -173,13 +180,15 @@ fn queue(logical_id: &str, resource: &Resource) -> Result<QueueSpec, StackError>
     let redrive = match properties.remove("RedrivePolicy") {
         None => None,
         Some(policy) => {
-            let dead_letter_queue = policy.get("deadLetterTargetArn").and_then(referenced_resource).ok_or_else(|| {
-                StackError::Template(format!("{logical_id}: RedrivePolicy.deadLetterTargetArn must be !GetAtt <Queue>.Arn"))
+            let dead_letter_queue =
+                policy.get("deadLetterTargetArn").and_then(referenced_resource).ok_or_else(|| {
+                    StackError::Template(format!(
+                        "{logical_id}: RedrivePolicy.deadLetterTargetArn must be !GetAtt <Queue>.Arn"
+                    ))
+                })?;
+            let max_receive_count = policy.get("maxReceiveCount").and_then(number).ok_or_else(|| {
+                StackError::Template(format!("{logical_id}: RedrivePolicy.maxReceiveCount must be a number"))
             })?;
-            let max_receive_count = policy
-                .get("maxReceiveCount")
-                .and_then(number)
-                .ok_or_else(|| StackError::Template(format!("{logical_id}: RedrivePolicy.maxReceiveCount must be a number")))?;
             Some(Redrive { dead_letter_queue, max_receive_count: max_receive_count as u32 })
         }
     };
@@ -233,7 +242,8 @@ fn function(logical_id: &str, resource: &Resource) -> Result<FunctionSpec, Stack
                     .get("Queue")
                     .and_then(referenced_resource)
                     .ok_or_else(|| problem(format!("event {event_name}: Queue must be !GetAtt <Queue>.Arn")))?;
-                let response_types = properties.get("FunctionResponseTypes").and_then(Value::as_array).cloned().unwrap_or_default();
+                let response_types =
+                    properties.get("FunctionResponseTypes").and_then(Value::as_array).cloned().unwrap_or_default();
                 spec.sqs_mappings.push(SqsMapping {
                     event_name: event_name.clone(),
                     queue,
@@ -254,7 +264,8 @@ fn function(logical_id: &str, resource: &Resource) -> Result<FunctionSpec, Stack
                 let expression = text("Schedule")
                     .or_else(|| text("ScheduleExpression"))
                     .ok_or_else(|| problem(format!("event {event_name}: no schedule expression")))?;
-                let every = parse_rate(&expression).map_err(|reason| problem(format!("event {event_name}: {reason}")))?;
+                let every =
+                    parse_rate(&expression).map_err(|reason| problem(format!("event {event_name}: {reason}")))?;
                 let input = match properties.get("Input") {
                     None => None,
                     Some(Value::String(json)) => Some(
@@ -278,7 +289,8 @@ pub fn parse_rate(expression: &str) -> Result<Duration, String> {
         .strip_prefix("rate(")
         .and_then(|rest| rest.strip_suffix(')'))
         .ok_or_else(|| format!("schedule {expression:?}: only rate(...) expressions run locally"))?;
-    let (amount, unit) = inner.trim().split_once(' ').ok_or_else(|| format!("schedule {expression:?} is not rate(N unit)"))?;
+    let (amount, unit) =
+        inner.trim().split_once(' ').ok_or_else(|| format!("schedule {expression:?} is not rate(N unit)"))?;
     let amount: u64 = amount.parse().map_err(|_| format!("schedule {expression:?}: {amount:?} is not a number"))?;
     let seconds = match unit.trim() {
         "minute" | "minutes" => 60,
@@ -337,7 +349,8 @@ mod tests {
 
     #[test]
     fn a_function_without_a_binary_is_named() {
-        let template = Template::parse("Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties: {}\n").unwrap();
+        let template =
+            Template::parse("Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties: {}\n").unwrap();
         let error = StackSpec::read(&template, |_| Ok(true)).unwrap_err();
         assert!(error.to_string().contains("F: Metadata.BuildProperties.Binary"), "{error}");
     }

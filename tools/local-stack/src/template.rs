@@ -30,7 +30,8 @@ impl Template {
             serde_norway::from_str(text).map_err(|error| StackError::Template(format!("not valid YAML: {error}")))?;
         let root = to_json(yaml)?;
         let object = |key: &str| root.get(key).and_then(Value::as_object).cloned().unwrap_or_default();
-        let globals = root.get("Globals").and_then(|g| g.get("Function")).and_then(Value::as_object).cloned().unwrap_or_default();
+        let globals =
+            root.get("Globals").and_then(|g| g.get("Function")).and_then(Value::as_object).cloned().unwrap_or_default();
         let mut resources = BTreeMap::new();
         for (logical_id, resource) in object("Resources") {
             let kind = resource

@@ -1,0 +1,106 @@
+//! Shared by the integration tests: the emulator endpoint started by scripts/test.sh, unique
+//! resource prefixes (tests share one emulator and run in parallel), and polling with a
+//! deadline instead of sleeping.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use local_stack::demo::DemoApp;
+use local_stack::functions::Registry;
+use local_stack::template::Template;
+use local_stack::{Clients, LocalStack, StackError, StackOptions, demo, local_parameters};
+use serde_json::Value;
+
+/// The emulator's URL; scripts/test.sh starts one and exports it.
+pub fn endpoint() -> String {
+    std::env::var("NOTIFY_TEST_ENDPOINT")
+        .expect("NOTIFY_TEST_ENDPOINT is not set: run the tests with scripts/test.sh, which starts the emulator")
+}
+
+pub async fn sdk_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .load()
+        .await
+}
+
+pub async fn sdk() -> SdkConfig {
+    sdk_for(&endpoint()).await
+}
+
+/// A stack name no other test uses.
+pub fn unique_stack_name() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+pub fn project_template_text() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml"))
+        .expect("template.yaml is readable")
+}
+
+pub fn project_template() -> Template {
+    Template::parse(&project_template_text()).expect("template.yaml parses")
+}
+
+pub fn options(stack_name: &str, parameters: BTreeMap<String, String>, registry: Registry) -> StackOptions {
+    StackOptions {
+        stack_name: stack_name.to_string(),
+        parameters,
+        api_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        registry,
+    }
+}
+
+/// Starts a stack from `template` with the project's functions and local parameters.
+pub async fn start_project_stack(template: &Template) -> Result<(LocalStack, Clients), StackError> {
+    let sdk = sdk().await;
+    let clients = Clients::new(&sdk);
+    let stack_name = unique_stack_name();
+    let parameters = local_parameters(&clients, template, &stack_name, &BTreeMap::new()).await?;
+    let stack = LocalStack::start(&sdk, template, options(&stack_name, parameters, Registry::project())).await?;
+    Ok((stack, clients))
+}
+
+/// The project's stack with the demo data in it.
+pub async fn demo_stack() -> (LocalStack, Clients, DemoApp) {
+    let (stack, clients) = start_project_stack(&project_template()).await.expect("the project stack starts");
+    let app = demo::seed(&clients, &stack.deployed).await.expect("demo data is seeded");
+    (stack, clients, app)
+}
+
+/// Polls `probe` until it returns `Some`, failing the test with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The emulator's recorded state (`GET /moto-api/data.json`).
+pub async fn emulator_state() -> Value {
+    reqwest::get(format!("{}/moto-api/data.json", endpoint()))
+        .await
+        .expect("data.json answers")
+        .json()
+        .await
+        .expect("data.json is JSON")
+}
+
+/// The SMS messages the emulator's SNS recorded.
+pub async fn recorded_sms() -> Vec<Value> {
+    emulator_state().await["sns"]["SMS"].as_array().cloned().unwrap_or_default()
+}
