@@ -44,3 +44,66 @@ pub async fn run(function: Arc<LocalFunction>, schedule: Schedule, region: Strin
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use lambda_runtime::LambdaEvent;
+    use notify::function::Function;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Recorder {
+        events: Arc<Mutex<Vec<Value>>>,
+    }
+
+    impl Function for Recorder {
+        type Event = Value;
+        type Output = Value;
+
+        async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, lambda_runtime::Error> {
+            self.events.lock().unwrap().push(event.payload);
+            Ok(Value::Null)
+        }
+    }
+
+    fn function(recorder: &Recorder) -> Arc<LocalFunction> {
+        Arc::new(LocalFunction {
+            logical_id: "Sweep".into(),
+            name: "s-Sweep".into(),
+            arn: "arn:aws:lambda:us-east-1:123456789012:function:s-Sweep".into(),
+            timeout: Duration::from_secs(1),
+            handler: Arc::new(recorder.clone()),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_schedule_invokes_its_function_every_period_with_a_scheduled_event() {
+        let recorder = Recorder::default();
+        let schedule = Schedule { event_name: "EveryMinute".into(), every: Duration::from_millis(50), input: None };
+        let task = tokio::spawn(run(function(&recorder), schedule, "us-east-1".into(), "123456789012".into()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while recorder.events.lock().unwrap().len() < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "three runs within 5 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+        let events = recorder.events.lock().unwrap();
+        assert_eq!(events[0]["detail-type"], "Scheduled Event");
+        assert_eq!(events[0]["source"], "aws.events");
+        assert_eq!(events[0]["resources"][0], "arn:aws:events:us-east-1:123456789012:rule/s-Sweep-EveryMinute");
+    }
+
+    #[test]
+    fn an_input_replaces_the_scheduled_event() {
+        let schedule = Schedule {
+            event_name: "E".into(),
+            every: Duration::from_secs(60),
+            input: Some(json!({"action": "sweep"})),
+        };
+        assert_eq!(scheduled_event(&schedule, "us-east-1", "1", "r"), json!({"action": "sweep"}));
+    }
+}
