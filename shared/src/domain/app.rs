@@ -136,7 +136,12 @@ impl AppRecord {
 fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buffer);
-    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex(&buffer)
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn random_token() -> String {
@@ -146,7 +151,7 @@ fn random_token() -> String {
 }
 
 fn sha256_hex(value: &str) -> String {
-    Sha256::digest(value.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
+    hex(&Sha256::digest(value.as_bytes()))
 }
 
 fn decode_hex(hex: &str, out: &mut [u8; 32]) -> bool {

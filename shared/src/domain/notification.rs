@@ -94,7 +94,7 @@ pub struct NotificationRecord {
 }
 
 pub fn request_hash(body: &[u8]) -> String {
-    Sha256::digest(body).iter().map(|byte| format!("{byte:02x}")).collect()
+    super::app::hex(&Sha256::digest(body))
 }
 
 #[cfg(test)]
