@@ -3,6 +3,7 @@
 use aws_lambda_events::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use notify::cache::TtlCache;
 use notify::domain::app::{AppRecord, Scope};
 use notify::store::apps::AppStore;
 
@@ -26,9 +27,15 @@ fn credentials(headers: &HeaderMap) -> Option<Credentials> {
 }
 
 /// The app behind the request, if its credentials are valid and it holds `scope`.
-pub async fn authenticate(apps: &AppStore, headers: &HeaderMap, scope: Scope) -> Result<AppRecord, ApiError> {
+pub async fn authenticate(
+    apps: &AppStore,
+    cache: &TtlCache<String, Option<AppRecord>>,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<AppRecord, ApiError> {
     let credentials = credentials(headers).ok_or(ApiError::Unauthorized)?;
-    let app = apps.get(&credentials.app_key).await?.ok_or(ApiError::Unauthorized)?;
+    let app =
+        cache.get_or_load(&credentials.app_key, apps.get(&credentials.app_key)).await?.ok_or(ApiError::Unauthorized)?;
     if !app.verify(&credentials.secret) {
         return Err(ApiError::Unauthorized);
     }

@@ -3,14 +3,23 @@
 
 mod auth;
 mod problem;
+mod request;
 mod send;
+mod status;
+mod templates;
+mod users;
+
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use base64::Engine;
 use lambda_runtime::{Error, LambdaEvent};
+use notify::cache::TtlCache;
 use notify::config::{ConfigError, EnvSource, Settings, Tables};
-use notify::domain::app::Scope;
+use notify::domain::app::{AppRecord, Scope};
+use notify::domain::template::{Template, TemplateName};
+use notify::domain::user::{UserId, UserProfile};
 use notify::function::Function;
 use notify::queue::{ChannelQueues, Enqueuer};
 use notify::store::apps::AppStore;
@@ -23,9 +32,29 @@ pub use problem::ApiError;
 /// Request bodies larger than this are refused with 413 (API Gateway allows up to 10 MB).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// The routes this function serves, as `METHOD /path` route keys; template.yaml declares the
-/// same set (a test holds them equal).
-pub const ROUTES: &[&str] = &["POST /v1/notifications"];
+/// The routes this function serves, as route keys; template.yaml and openapi.json declare the
+/// same set (tests hold them equal).
+pub const ROUTES: &[&str] = &[
+    "PUT /v1/users/{user_id}",
+    "GET /v1/users/{user_id}",
+    "DELETE /v1/users/{user_id}",
+    "POST /v1/users/{user_id}/devices",
+    "DELETE /v1/users/{user_id}/devices/{token}",
+    "GET /v1/users/{user_id}/preferences",
+    "PUT /v1/users/{user_id}/preferences",
+    "PUT /v1/templates/{name}",
+    "GET /v1/templates/{name}",
+    "POST /v1/notifications",
+    "POST /v1/notifications/batch",
+    "GET /v1/notifications/{id}",
+    "GET /v1/openapi.json",
+];
+
+/// The OpenAPI 3.1 document of this API, served at `GET /v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Entries kept per cache; a warm instance rarely sees more distinct keys between expiries.
+const CACHE_CAPACITY: usize = 10_000;
 
 pub struct Intake {
     apps: AppStore,
@@ -33,14 +62,19 @@ pub struct Intake {
     templates: TemplateStore,
     notifications: NotificationStore,
     enqueuer: Enqueuer,
+    app_cache: TtlCache<String, Option<AppRecord>>,
+    user_cache: TtlCache<UserId, Option<UserProfile>>,
+    template_cache: TtlCache<TemplateName, Option<Template>>,
 }
 
 impl Intake {
-    /// Reads configuration and builds the clients (once per cold start).
+    /// Reads configuration and builds the clients (once per cold start). `CACHE_TTL_SECONDS`
+    /// (default 5) bounds how stale an app, user or template read through another instance may be.
     pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let mut settings = Settings::new(env);
         let tables = Tables::load(&mut settings);
         let queues = ChannelQueues::load(&mut settings);
+        let ttl = Duration::from_secs(settings.parsed_or("CACHE_TTL_SECONDS", 5u64));
         settings.finish()?;
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
@@ -49,16 +83,72 @@ impl Intake {
             templates: TemplateStore::new(dynamodb.clone(), tables.templates),
             notifications: NotificationStore::new(dynamodb, tables.notifications),
             enqueuer: Enqueuer::new(aws_sdk_sqs::Client::new(sdk), queues),
+            app_cache: TtlCache::new(ttl, CACHE_CAPACITY),
+            user_cache: TtlCache::new(ttl, CACHE_CAPACITY),
+            template_cache: TtlCache::new(ttl, CACHE_CAPACITY),
         })
     }
 
+    async fn authenticate(&self, request: &ApiGatewayV2httpRequest, scope: Scope) -> Result<AppRecord, ApiError> {
+        auth::authenticate(&self.apps, &self.app_cache, &request.headers, scope).await
+    }
+
     pub async fn route(&self, request: ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let route = request.route_key.as_deref().unwrap_or_default();
-        match route {
+        let route = request.route_key.clone().unwrap_or_default();
+        let request = &request;
+        match route.as_str() {
+            "GET /v1/openapi.json" => {
+                let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON (tested)");
+                Ok(problem::json_response(200, "application/json", &document))
+            }
+            "PUT /v1/users/{user_id}" => {
+                self.authenticate(request, Scope::Users).await?;
+                self.put_user(request, &body(request)?).await
+            }
+            "GET /v1/users/{user_id}" => {
+                self.authenticate(request, Scope::Users).await?;
+                self.get_user(request).await
+            }
+            "DELETE /v1/users/{user_id}" => {
+                self.authenticate(request, Scope::Users).await?;
+                self.delete_user(request).await
+            }
+            "POST /v1/users/{user_id}/devices" => {
+                self.authenticate(request, Scope::Users).await?;
+                self.register_device(request, &body(request)?).await
+            }
+            "DELETE /v1/users/{user_id}/devices/{token}" => {
+                self.authenticate(request, Scope::Users).await?;
+                self.delete_device(request).await
+            }
+            "GET /v1/users/{user_id}/preferences" => {
+                self.authenticate(request, Scope::Users).await?;
+                self.get_preferences(request).await
+            }
+            "PUT /v1/users/{user_id}/preferences" => {
+                self.authenticate(request, Scope::Users).await?;
+                self.put_preferences(request, &body(request)?).await
+            }
+            "PUT /v1/templates/{name}" => {
+                self.authenticate(request, Scope::Templates).await?;
+                self.put_template(request, &body(request)?).await
+            }
+            "GET /v1/templates/{name}" => {
+                self.authenticate(request, Scope::Templates).await?;
+                self.get_template(request).await
+            }
             "POST /v1/notifications" => {
-                let app = auth::authenticate(&self.apps, &request.headers, Scope::Send).await?;
-                let key = send::idempotency_key(&request)?;
-                self.send(&app, key, &body(&request)?).await
+                let app = self.authenticate(request, Scope::Send).await?;
+                let key = send::idempotency_key(request)?;
+                self.send(&app, key, &body(request)?).await
+            }
+            "POST /v1/notifications/batch" => {
+                let app = self.authenticate(request, Scope::Send).await?;
+                self.send_batch(&app, &body(request)?).await
+            }
+            "GET /v1/notifications/{id}" => {
+                let app = self.authenticate(request, Scope::Status).await?;
+                self.get_notification(&app, request).await
             }
             other => Err(ApiError::NotFound(format!("no route {other:?}"))),
         }

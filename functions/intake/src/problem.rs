@@ -31,8 +31,9 @@ impl ApiError {
         ApiError::Validation(vec![FieldError::new(field, message)])
     }
 
-    pub fn into_response(self) -> ApiGatewayV2httpResponse {
-        let (status, kind, title, detail, errors) = match &self {
+    /// The status and problem document (RFC 9457) for this error.
+    pub fn problem(&self) -> (i64, serde_json::Value) {
+        let (status, kind, title, detail, errors) = match self {
             ApiError::Unauthorized => (
                 401,
                 "unauthorized",
@@ -83,6 +84,11 @@ impl ApiError {
         if let Some(errors) = errors {
             body["errors"] = json!(errors);
         }
+        (status, body)
+    }
+
+    pub fn into_response(self) -> ApiGatewayV2httpResponse {
+        let (status, body) = self.problem();
         let mut response = json_response(status, "application/problem+json", &body);
         match self {
             ApiError::Unauthorized => {
@@ -112,5 +118,11 @@ pub fn json_response(status: i64, content_type: &'static str, body: &serde_json:
     response.status_code = status;
     response.headers = headers;
     response.body = Some(Body::Text(body.to_string()));
+    response
+}
+
+pub fn empty_response(status: i64) -> ApiGatewayV2httpResponse {
+    let mut response = ApiGatewayV2httpResponse::default();
+    response.status_code = status;
     response
 }

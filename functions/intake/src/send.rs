@@ -20,8 +20,8 @@ use notify::queue::Outgoing;
 use notify::store::notifications::Logged;
 use serde_json::{Map, Value, json};
 
-use crate::Intake;
 use crate::problem::{ApiError, json_response};
+use crate::{Intake, request};
 
 /// At most this many template parameters per notification.
 pub const MAX_PARAMS: usize = 64;
@@ -129,24 +129,41 @@ pub fn idempotency_key(
     Ok(Some(key.to_string()))
 }
 
+/// Most notifications in one batch request.
+pub const MAX_BATCH: usize = 100;
+
+/// A notification ready to be logged: its record and its queue messages.
+struct Prepared {
+    record: NotificationRecord,
+    outgoing: Vec<Outgoing>,
+}
+
+/// What logging a prepared notification came to.
+enum Outcome {
+    Accepted(Box<NotificationRecord>),
+    Replayed(Box<NotificationRecord>),
+}
+
 impl Intake {
-    pub(crate) async fn send(
+    /// Validates one request, loads its user and template, renders every channel and builds
+    /// the log record (nothing is written yet).
+    async fn prepare(
         &self,
         app: &AppRecord,
         idempotency_key: Option<String>,
-        body: &[u8],
-    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let json: Value = serde_json::from_slice(body)
-            .map_err(|error| ApiError::Malformed(format!("the body is not JSON: {error}")))?;
-        let request = SendRequest::parse(&json)?;
+        json: &Value,
+    ) -> Result<Prepared, ApiError> {
+        let request = SendRequest::parse(json)?;
+        let user_id = request.user_id.clone();
         let profile = self
-            .users
-            .get_profile(&request.user_id)
+            .user_cache
+            .get_or_load(&user_id, self.users.get(&user_id))
             .await?
             .ok_or_else(|| ApiError::invalid("user_id", "no such user; create it with PUT /v1/users/{user_id}"))?;
+        let template_name = request.template.clone();
         let template = self
-            .templates
-            .get(&request.template)
+            .template_cache
+            .get_or_load(&template_name, self.templates.get(&template_name))
             .await?
             .ok_or_else(|| ApiError::invalid("template", "no such template"))?;
         let plan =
@@ -162,7 +179,6 @@ impl Intake {
 
         let id = notification::notification_id(&app.app_key, idempotency_key.as_deref());
         let now = notify::time::now_rfc3339();
-        let now_epoch = notify::time::now_epoch_seconds();
         let mut deliveries = BTreeMap::new();
         let mut outgoing = Vec::new();
         for (delivery_id, content) in plan.deliveries {
@@ -177,71 +193,164 @@ impl Intake {
                 content,
             };
             let body = serde_json::to_string(&message).expect("delivery messages serialize");
-            outgoing.push(Outgoing { key: delivery_id.clone(), channel, body: body.clone() });
-            deliveries.insert(
-                delivery_id,
-                DeliveryRecord {
-                    channel,
-                    target,
-                    status: DeliveryStatus::Queued,
-                    attempts: 0,
-                    updated_at: now.clone(),
-                    message: body,
-                },
-            );
+            outgoing.push(Outgoing { key: format!("{id}/{delivery_id}"), channel, body: body.clone() });
+            let record = DeliveryRecord {
+                channel,
+                target,
+                status: DeliveryStatus::Queued,
+                attempts: 0,
+                error: None,
+                updated_at: now.clone(),
+                message: body,
+            };
+            deliveries.insert(delivery_id, record);
         }
         let record = NotificationRecord {
             id,
             app_key: app.app_key.clone(),
             idempotency_key,
-            request_hash: notification::request_hash(body),
+            // Canonical JSON (sorted keys), so formatting does not make a body "different".
+            request_hash: notification::request_hash(json.to_string().as_bytes()),
             user_id: request.user_id.to_string(),
             template: request.template.to_string(),
             created_at: now.clone(),
-            expires_at: now_epoch + RETENTION_SECONDS,
+            expires_at: notify::time::now_epoch_seconds() + RETENTION_SECONDS,
             deliveries,
             skipped: plan.skipped,
             events: vec![TimelineEvent { at: now, kind: "accepted".into(), channel: None }],
         };
+        Ok(Prepared { record, outgoing })
+    }
 
-        match self.notifications.create(&record, now_epoch).await? {
-            Logged::Created => {
-                // The record is the outbox: a delivery whose message is lost here stays
-                // `queued` in the log for the recovery sweep, so the notification is accepted.
-                for failure in self.enqueuer.enqueue(&outgoing).await {
-                    tracing::error!(notification_id = %record.id, delivery_id = %failure.key, error = %failure.error, "enqueue failed; left for the recovery sweep");
-                }
-                tracing::info!(notification_id = %record.id, deliveries = record.deliveries.len(), "accepted");
-                Ok(accepted(&record, false))
-            }
-            Logged::Duplicate(existing) if existing.request_hash == record.request_hash => {
-                Ok(accepted(&existing, true))
+    /// Writes the log record: the one conditional put that is also the idempotency check.
+    async fn log(&self, prepared: &Prepared) -> Result<Outcome, ApiError> {
+        match self.notifications.create(&prepared.record, notify::time::now_epoch_seconds()).await? {
+            Logged::Created => Ok(Outcome::Accepted(Box::new(prepared.record.clone()))),
+            Logged::Duplicate(existing) if existing.request_hash == prepared.record.request_hash => {
+                Ok(Outcome::Replayed(existing))
             }
             Logged::Duplicate(_) => {
                 Err(ApiError::invalid("Idempotency-Key", "was already used with a different request body"))
             }
         }
     }
+
+    /// Enqueues the messages of notifications just logged. The record is the outbox: a
+    /// delivery whose message is not accepted by SQS stays `queued` in the log, where the
+    /// recovery sweep finds it, so the notification is still accepted.
+    async fn enqueue(&self, outgoing: &[Outgoing]) {
+        for failure in self.enqueuer.enqueue(outgoing).await {
+            tracing::error!(delivery = %failure.key, error = %failure.error, "enqueue failed; left for the recovery sweep");
+        }
+    }
+
+    pub(crate) async fn send(
+        &self,
+        app: &AppRecord,
+        idempotency_key: Option<String>,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let json = request::json(body)?;
+        let prepared = self.prepare(app, idempotency_key, &json).await?;
+        let outcome = self.log(&prepared).await?;
+        if let Outcome::Accepted(record) = &outcome {
+            self.enqueue(&prepared.outgoing).await;
+            tracing::info!(notification_id = %record.id, deliveries = record.deliveries.len(), "accepted");
+        }
+        let (record, replayed) = match &outcome {
+            Outcome::Accepted(record) => (record, false),
+            Outcome::Replayed(record) => (record, true),
+        };
+        let mut response = json_response(202, "application/json", &accepted_body(record));
+        if replayed {
+            response.headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        Ok(response)
+    }
+
+    /// `POST /v1/notifications/batch`: every item is prepared and logged on its own (one
+    /// conditional put each: DynamoDB bills per write, not per request) and every accepted
+    /// message goes out in shared SendMessageBatch calls (SQS bills per request).
+    pub(crate) async fn send_batch(&self, app: &AppRecord, body: &[u8]) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let envelope = request::json(body)?;
+        let items = batch_items(&envelope)?;
+        let results = futures::future::join_all(items.into_iter().map(|item| async move {
+            let (key, item) = item?;
+            let prepared = self.prepare(app, Some(key), &item).await?;
+            let outcome = self.log(&prepared).await?;
+            Ok::<_, ApiError>((prepared, outcome))
+        }))
+        .await;
+        let outgoing: Vec<Outgoing> = results
+            .iter()
+            .filter_map(|result| match result {
+                Ok((prepared, Outcome::Accepted(_))) => Some(prepared.outgoing.iter().cloned()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        self.enqueue(&outgoing).await;
+        let results: Vec<Value> = results
+            .into_iter()
+            .map(|result| match result {
+                Ok((_, Outcome::Accepted(record))) => {
+                    json!({"status": 202, "replayed": false, "body": accepted_body(&record)})
+                }
+                Ok((_, Outcome::Replayed(record))) => {
+                    json!({"status": 202, "replayed": true, "body": accepted_body(&record)})
+                }
+                Err(error) => {
+                    let (status, problem) = error.problem();
+                    json!({"status": status, "replayed": false, "body": problem})
+                }
+            })
+            .collect();
+        Ok(json_response(200, "application/json", &json!({ "results": results })))
+    }
+}
+
+/// The batch's items, each with its idempotency key split off, or a per-item error.
+fn batch_items(envelope: &Value) -> Result<Vec<Result<(String, Value), ApiError>>, ApiError> {
+    let object = envelope.as_object().ok_or_else(|| ApiError::Malformed("the body must be a JSON object".into()))?;
+    if let Some(unknown) = object.keys().find(|key| *key != "notifications") {
+        return Err(ApiError::invalid(unknown, "is not a known field"));
+    }
+    let items = object
+        .get("notifications")
+        .and_then(Value::as_array)
+        .filter(|items| (1..=MAX_BATCH).contains(&items.len()))
+        .ok_or_else(|| {
+            ApiError::invalid("notifications", format!("must be an array of 1 to {MAX_BATCH} notifications"))
+        })?;
+    Ok(items
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            let key = item.as_object_mut().and_then(|object| object.remove("idempotency_key"));
+            match key {
+                Some(Value::String(key)) if (1..=MAX_IDEMPOTENCY_KEY).contains(&key.len()) => Ok((key, item)),
+                _ => Err(ApiError::invalid(
+                    "idempotency_key",
+                    format!("is required: a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+                )),
+            }
+        })
+        .collect())
 }
 
 /// The 202 answer, derived from the record alone so a replay answers exactly the same.
-fn accepted(record: &NotificationRecord, replayed: bool) -> ApiGatewayV2httpResponse {
+fn accepted_body(record: &NotificationRecord) -> Value {
     let deliveries: Vec<Value> = record
         .deliveries
         .values()
         .map(|delivery| json!({"channel": delivery.channel, "target": delivery.target, "status": "queued"}))
         .collect();
-    let body = json!({
+    json!({
         "id": record.id,
         "status": "accepted",
         "deliveries": deliveries,
         "skipped": record.skipped,
-    });
-    let mut response = json_response(202, "application/json", &body);
-    if replayed {
-        response.headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::channel::Channel;
+use crate::error::FailureClass;
 
 /// How long the log (and so every idempotency key) is kept: 7 days, well over the 24 h a
 /// caller may retry with the same key.
@@ -48,12 +49,22 @@ pub enum SkipReason {
     NoContent,
 }
 
+/// Why a delivery failed: what on-call needs to explain it without reading logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFailure {
+    pub class: FailureClass,
+    pub code: String,
+    pub message: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
     pub channel: Channel,
     pub target: String,
     pub status: DeliveryStatus,
     pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryFailure>,
     pub updated_at: String,
     /// The queue message body, kept so a delivery that was logged but never enqueued can be.
     pub message: String,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::channel::Channel;
-use super::delivery::{EmailContent, OutboundContent, SmsContent};
+use super::delivery::{EmailContent, OutboundContent, PushContent, SmsContent};
 use super::notification::{SkipReason, SkippedChannel};
 use super::template::{RenderError, Rendered, Template};
 use super::user::UserProfile;
@@ -28,7 +28,7 @@ pub fn plan(
 ) -> Result<Plan, RenderError> {
     let wanted: BTreeSet<Channel> =
         channels.map_or_else(|| Channel::ALL.into_iter().collect(), |list| list.iter().copied().collect());
-    let locale = profile.locale.as_deref();
+    let locale = profile.locale.as_ref().map(|locale| locale.as_str());
     let content = template.content_for(locale);
     let mut plan = Plan { deliveries: Vec::new(), skipped: Vec::new() };
     let mut missing = BTreeSet::new();
@@ -39,8 +39,7 @@ pub fn plan(
             continue;
         }
         let reachable = match channel {
-            // Device registration arrives with the devices API; until then no user has one.
-            Channel::Push => false,
+            Channel::Push => profile.active_devices().next().is_some(),
             Channel::Sms => profile.phone.is_some(),
             Channel::Email => profile.email.is_some(),
         };
@@ -53,7 +52,7 @@ pub fn plan(
             continue;
         }
         match template.render(channel, locale, params) {
-            Ok(rendered) => plan.deliveries.push((channel.as_str().to_string(), outbound(profile, rendered))),
+            Ok(rendered) => plan.deliveries.extend(outbound(profile, rendered)),
             Err(RenderError::MissingParams(names)) => missing.extend(names),
             Err(other) => return Err(other),
         }
@@ -64,14 +63,31 @@ pub fn plan(
     Ok(plan)
 }
 
-fn outbound(profile: &UserProfile, rendered: Rendered) -> OutboundContent {
+/// The deliveries of one rendered channel: one for SMS and email, one per active device for
+/// push (ids `push-1`, `push-2`, … in device order).
+fn outbound(profile: &UserProfile, rendered: Rendered) -> Vec<(String, OutboundContent)> {
     let contact = "checked reachable before rendering";
     match rendered {
-        Rendered::Sms { body } => OutboundContent::Sms(SmsContent { to: profile.phone.clone().expect(contact), body }),
-        Rendered::Email { subject, html, text } => {
-            OutboundContent::Email(EmailContent { to: profile.email.clone().expect(contact), subject, html, text })
+        Rendered::Sms { body } => {
+            vec![("sms".into(), OutboundContent::Sms(SmsContent { to: profile.phone.clone().expect(contact), body }))]
         }
-        Rendered::Push { .. } => unreachable!("push is never reachable before devices exist"),
+        Rendered::Email { subject, html, text } => vec![(
+            "email".into(),
+            OutboundContent::Email(EmailContent { to: profile.email.clone().expect(contact), subject, html, text }),
+        )],
+        Rendered::Push { title, body } => profile
+            .active_devices()
+            .enumerate()
+            .map(|(index, device)| {
+                let content = PushContent {
+                    platform: device.platform,
+                    token: device.token.clone(),
+                    title: title.clone(),
+                    body: body.clone(),
+                };
+                (format!("push-{}", index + 1), OutboundContent::Push(content))
+            })
+            .collect(),
     }
 }
 
@@ -83,8 +99,9 @@ mod tests {
 
     use super::*;
     use crate::domain::contact::{EmailAddress, PhoneNumber};
-    use crate::domain::template::{EmailSource, LocalizedContent, SmsSource, TemplateName};
-    use crate::domain::user::{Preferences, UserId};
+    use crate::domain::delivery::Platform;
+    use crate::domain::template::{EmailSource, LocalizedContent, PushSource, SmsSource, TemplateName};
+    use crate::domain::user::{Device, Preferences, UserId};
 
     fn profile() -> UserProfile {
         UserProfile {
@@ -94,6 +111,8 @@ mod tests {
             locale: None,
             timezone: None,
             preferences: Preferences::default(),
+            devices: BTreeMap::new(),
+            created_at: "2026-01-01T00:00:00Z".into(),
             updated_at: "2026-01-01T00:00:00Z".into(),
         }
     }
@@ -134,6 +153,24 @@ mod tests {
                 SkippedChannel { channel: Channel::Email, reason: SkipReason::NoContact },
             ]
         );
+    }
+
+    #[test]
+    fn push_goes_to_every_active_device() {
+        let mut with_devices = profile();
+        let device =
+            |platform, token: &str, active| Device { platform, token: token.into(), active, created_at: "t".into() };
+        with_devices.devices.insert("a".into(), device(Platform::Ios, "ios-token", true));
+        with_devices.devices.insert("b".into(), device(Platform::Android, "android-token", true));
+        with_devices.devices.insert("c".into(), device(Platform::Android, "dead-token", false));
+        let mut template = template();
+        template.locales.get_mut("en").unwrap().push =
+            Some(PushSource { title: "T {{ code }}".into(), body: "B".into() });
+        let plan = plan(&with_devices, &template, Some(&[Channel::Push]), &params(json!({"code": "1"}))).unwrap();
+        let ids: Vec<&str> = plan.deliveries.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, vec!["push-1", "push-2"]);
+        let OutboundContent::Push(first) = &plan.deliveries[0].1 else { panic!("push expected") };
+        assert_eq!((first.platform, first.token.as_str(), first.title.as_str()), (Platform::Ios, "ios-token", "T 1"));
     }
 
     #[test]

@@ -48,17 +48,20 @@ impl fmt::Display for TemplateName {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PushSource {
     pub title: String,
     pub body: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SmsSource {
     pub body: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmailSource {
     pub subject: String,
     pub html: String,
@@ -67,6 +70,7 @@ pub struct EmailSource {
 
 /// The content of one locale: any subset of the channels.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LocalizedContent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushSource>,
@@ -97,6 +101,80 @@ pub struct Template {
     /// Content per locale; `default_locale` must be one of the keys.
     pub locales: BTreeMap<String, LocalizedContent>,
     pub updated_at: String,
+}
+
+/// The most bytes one template part may have.
+pub const MAX_PART_BYTES: usize = 64 * 1024;
+
+/// A template as a caller writes it (`PUT /v1/templates/{name}`), before it is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateInput {
+    pub default_locale: String,
+    #[serde(default)]
+    pub transactional: bool,
+    pub locales: BTreeMap<String, LocalizedContent>,
+}
+
+impl TemplateInput {
+    /// Checks every locale and compiles every part, reporting each problem with its path
+    /// (`locales.en.email.html`).
+    pub fn check(self, name: TemplateName, now: &str) -> Result<Template, Vec<super::FieldError>> {
+        use super::FieldError;
+        let mut errors = Vec::new();
+        if self.locales.is_empty() {
+            errors.push(FieldError::new("locales", "must have at least one locale"));
+        } else if !self.locales.contains_key(&self.default_locale) {
+            errors.push(FieldError::new("default_locale", "must be one of the keys of locales"));
+        }
+        for (locale, content) in &self.locales {
+            if let Err(message) = super::user::Locale::parse(locale) {
+                errors.push(FieldError::new(format!("locales.{locale}"), message));
+            }
+            if !Channel::ALL.iter().any(|channel| content.has(*channel)) {
+                errors.push(FieldError::new(format!("locales.{locale}"), "must have content for at least one channel"));
+            }
+            for (part, source) in content.parts() {
+                let field = format!("locales.{locale}.{part}");
+                if source.len() > MAX_PART_BYTES {
+                    errors.push(FieldError::new(field, format!("must be at most {MAX_PART_BYTES} bytes")));
+                } else if let Err(message) = check_compiles(part, source) {
+                    errors.push(FieldError::new(field, message));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Template {
+            name,
+            default_locale: self.default_locale,
+            transactional: self.transactional,
+            locales: self.locales,
+            updated_at: now.to_string(),
+        })
+    }
+}
+
+impl LocalizedContent {
+    /// Every part with its name (`email.html`); the name's suffix decides escaping.
+    pub fn parts(&self) -> Vec<(&'static str, &str)> {
+        let mut parts = Vec::new();
+        if let Some(push) = &self.push {
+            parts.extend([("push.title", push.title.as_str()), ("push.body", push.body.as_str())]);
+        }
+        if let Some(sms) = &self.sms {
+            parts.push(("sms.body", sms.body.as_str()));
+        }
+        if let Some(email) = &self.email {
+            parts.extend([
+                ("email.subject", email.subject.as_str()),
+                ("email.html", email.html.as_str()),
+                ("email.text", email.text.as_str()),
+            ]);
+        }
+        parts
+    }
 }
 
 /// A channel's content after rendering.
@@ -269,6 +347,39 @@ mod tests {
     fn a_channel_without_content_is_reported() {
         let error = template().render(Channel::Push, None, &params(json!({}))).unwrap_err();
         assert_eq!(error, RenderError::NoContent(Channel::Push));
+    }
+
+    #[test]
+    fn template_input_is_checked_part_by_part() {
+        let input: TemplateInput = serde_json::from_value(json!({
+            "default_locale": "fr",
+            "locales": {
+                "en": {"sms": {"body": "ok {{ name }}"}, "email": {"subject": "s", "html": "<p>{{ name </p>", "text": "t"}},
+                "not a locale": {}
+            }
+        }))
+        .unwrap();
+        let errors = input.check(TemplateName::parse("t").unwrap(), "now").unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec!["default_locale", "locales.en.email.html", "locales.not a locale", "locales.not a locale"]
+        );
+        assert!(errors[1].message.contains("line 1"), "{}", errors[1].message);
+    }
+
+    #[test]
+    fn a_valid_input_becomes_a_template() {
+        let input: TemplateInput = serde_json::from_value(
+            json!({"default_locale": "en", "transactional": true, "locales": {"en": {"sms": {"body": "{{ code }}"}}}}),
+        )
+        .unwrap();
+        let template = input.check(TemplateName::parse("otp").unwrap(), "now").unwrap();
+        assert!(template.transactional);
+        assert!(
+            serde_json::from_value::<TemplateInput>(json!({"default_locale": "en", "locales": {}, "extra": 1}))
+                .is_err()
+        );
     }
 
     #[test]

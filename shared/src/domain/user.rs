@@ -1,11 +1,13 @@
 //! Users: who a notification is for, how to reach them and what they agreed to receive.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
 use super::contact::{EmailAddress, PhoneNumber};
+use super::delivery::Platform;
 
 /// A caller-chosen user id: 1–128 characters of letters, digits and `._:@-`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -75,7 +77,125 @@ impl Preferences {
     }
 }
 
-/// A user's contact data and preferences (one item in the users table).
+/// A BCP 47 language tag (`en`, `pt-BR`), used to pick a template's locale.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Locale(String);
+
+impl Locale {
+    pub fn parse(input: &str) -> Result<Self, String> {
+        if input.len() > 35 {
+            return Err("must be at most 35 characters".into());
+        }
+        let tag = language_tags::LanguageTag::parse(input)
+            .map_err(|error| format!("is not a BCP 47 language tag: {error}"))?;
+        Ok(Self(tag.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Locale {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Locale> for String {
+    fn from(value: Locale) -> Self {
+        value.0
+    }
+}
+
+/// An IANA time zone name (`Europe/London`), checked against the bundled tz database.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZoneName(String);
+
+impl TimeZoneName {
+    pub fn parse(input: &str) -> Result<Self, String> {
+        if input.is_empty() || input.len() > 64 {
+            return Err("must be 1 to 64 characters".into());
+        }
+        jiff::tz::TimeZone::get(input)
+            .map_err(|_| "is not an IANA time zone name such as Europe/London".to_string())?;
+        Ok(Self(input.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TimeZoneName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<TimeZoneName> for String {
+    fn from(value: TimeZoneName) -> Self {
+        value.0
+    }
+}
+
+/// A push token: an APNs device token (64–200 hex digits) or an FCM registration token
+/// (32–4096 characters of letters, digits, `_`, `-`, `:`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeviceToken(String);
+
+impl DeviceToken {
+    pub fn parse(platform: Platform, input: &str) -> Result<Self, String> {
+        let valid = match platform {
+            Platform::Ios => {
+                (64..=200).contains(&input.len())
+                    && input.len() % 2 == 0
+                    && input.chars().all(|c| c.is_ascii_hexdigit())
+            }
+            Platform::Android => {
+                (32..=4096).contains(&input.len())
+                    && input.chars().all(|c| c.is_ascii_alphanumeric() || "_-:".contains(c))
+            }
+        };
+        if !valid {
+            return Err(match platform {
+                Platform::Ios => "is not an APNs device token (64 to 200 hexadecimal digits)".into(),
+                Platform::Android => "is not an FCM registration token (32 to 4096 letters, digits, _, - or :)".into(),
+            });
+        }
+        // APNs tokens are case-insensitive hex; one spelling keeps registration idempotent.
+        Ok(Self(if platform == Platform::Ios { input.to_ascii_lowercase() } else { input.to_string() }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A short, fixed-length key for the token (its SHA-256, hex) for maps and log lines.
+    pub fn key(&self) -> String {
+        use sha2::Digest;
+        super::app::hex(&sha2::Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+/// A registered device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub platform: Platform,
+    pub token: String,
+    /// False once the provider said the token is dead (disabled or deleted endpoint).
+    pub active: bool,
+    pub created_at: String,
+}
+
+/// How many devices a user may have; the 11th registration is refused.
+pub const MAX_DEVICES: usize = 10;
+
+/// A user's contact data, preferences and devices (one item in the users table).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserProfile {
     pub user_id: UserId,
@@ -84,12 +204,40 @@ pub struct UserProfile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<PhoneNumber>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub locale: Option<String>,
+    pub locale: Option<Locale>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
+    pub timezone: Option<TimeZoneName>,
     #[serde(default)]
     pub preferences: Preferences,
+    /// Keyed by [`DeviceToken::key`].
+    #[serde(default)]
+    pub devices: BTreeMap<String, Device>,
+    pub created_at: String,
     pub updated_at: String,
+}
+
+impl UserProfile {
+    pub fn active_devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.values().filter(|device| device.active)
+    }
+}
+
+/// The contact data a `PUT /v1/users/{id}` sets (replacing what was there).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contacts {
+    pub email: Option<EmailAddress>,
+    pub phone: Option<PhoneNumber>,
+    pub locale: Option<Locale>,
+    pub timezone: Option<TimeZoneName>,
+}
+
+/// A partial preferences update.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesPatch {
+    pub push: Option<bool>,
+    pub sms: Option<bool>,
+    pub email: Option<bool>,
 }
 
 #[cfg(test)]
@@ -102,6 +250,27 @@ mod tests {
         assert!(UserId::parse("").is_err());
         assert!(UserId::parse(&"u".repeat(129)).is_err());
         assert!(UserId::parse("a b").is_err());
+    }
+
+    #[test]
+    fn locales_and_time_zones_are_checked() {
+        assert_eq!(Locale::parse("pt-BR").unwrap().as_str(), "pt-BR");
+        assert!(Locale::parse("not a tag").is_err());
+        assert!(TimeZoneName::parse("Europe/London").is_ok());
+        assert!(TimeZoneName::parse("Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn device_tokens_are_checked_per_platform() {
+        let apns = "A".repeat(64);
+        assert_eq!(DeviceToken::parse(Platform::Ios, &apns).unwrap().as_str(), "a".repeat(64));
+        assert!(DeviceToken::parse(Platform::Ios, "xyz").is_err());
+        assert!(DeviceToken::parse(Platform::Ios, &"a".repeat(65)).is_err());
+        let fcm = format!("dGVzdA:{}", "APA91b_x-".repeat(16));
+        assert!(DeviceToken::parse(Platform::Android, &fcm).is_ok());
+        assert!(DeviceToken::parse(Platform::Android, "short").is_err());
+        assert!(DeviceToken::parse(Platform::Android, &format!("{fcm} space")).is_err());
+        assert_eq!(DeviceToken::parse(Platform::Ios, &apns).unwrap().key().len(), 64);
     }
 
     #[test]

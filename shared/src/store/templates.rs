@@ -30,14 +30,17 @@ impl TemplateStore {
         output.item.map(|item| from_item("GetItem", item)).transpose()
     }
 
-    pub async fn put(&self, template: &Template) -> Result<(), DependencyError> {
-        self.client
+    /// Stores a template; true when it did not exist before.
+    pub async fn put(&self, template: &Template) -> Result<bool, DependencyError> {
+        let output = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(to_item("PutItem", template)?))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
             .map_err(|error| classify("dynamodb", "PutItem", error, &[]))?;
-        Ok(())
+        Ok(output.attributes.is_none_or(|old| old.is_empty()))
     }
 }

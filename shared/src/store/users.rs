@@ -1,16 +1,23 @@
-//! The users table: partition key `pk` = `USER#<id>`, sort key `sk`: `PROFILE` holds contact
-//! data and preferences; later items under the same partition hold the user's devices, so one
-//! Query reads everything needed to address a user.
+//! The users table. Partition key `pk`, sort key `sk`:
+//! - `USER#<id>` / `PROFILE`: contact data, preferences and devices (a map keyed by the token's
+//!   SHA-256), so one read addresses a user on every channel;
+//! - `TOKEN#<sha256>` / `OWNER`: which user a push token belongs to, so a token registered by
+//!   another user moves instead of reaching two people.
+
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 
 use super::{Item, from_item, string, to_item};
 use crate::aws::classify;
-use crate::domain::user::{UserId, UserProfile};
-use crate::error::DependencyError;
+use crate::domain::user::{
+    Contacts, Device, DeviceToken, MAX_DEVICES, Preferences, PreferencesPatch, UserId, UserProfile,
+};
+use crate::error::{DependencyError, FailureClass};
 
 const PROFILE: &str = "PROFILE";
+const OWNER: &str = "OWNER";
 
 #[derive(Clone)]
 pub struct UserStore {
@@ -18,8 +25,27 @@ pub struct UserStore {
     table: String,
 }
 
-fn partition(user_id: &UserId) -> AttributeValue {
+fn user_key(user_id: &UserId) -> AttributeValue {
     AttributeValue::S(format!("USER#{user_id}"))
+}
+
+fn token_key(token: &DeviceToken) -> AttributeValue {
+    AttributeValue::S(format!("TOKEN#{}", token.key()))
+}
+
+fn is_conditional_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    error: &aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    error.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// The outcome of a device registration.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Registration {
+    Added(Device),
+    AlreadyRegistered(Device),
+    NoSuchUser,
+    TooManyDevices,
 }
 
 impl UserStore {
@@ -27,22 +53,25 @@ impl UserStore {
         Self { client, table: table.into() }
     }
 
-    pub async fn get_profile(&self, user_id: &UserId) -> Result<Option<UserProfile>, DependencyError> {
+    /// Reads a user (strongly consistent: an API caller reads its own writes).
+    pub async fn get(&self, user_id: &UserId) -> Result<Option<UserProfile>, DependencyError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", partition(user_id))
+            .key("pk", user_key(user_id))
             .key("sk", string(PROFILE))
+            .consistent_read(true)
             .send()
             .await
             .map_err(|error| classify("dynamodb", "GetItem", error, &[]))?;
         output.item.map(|item| from_item("GetItem", item)).transpose()
     }
 
-    pub async fn put_profile(&self, profile: &UserProfile) -> Result<(), DependencyError> {
+    /// Writes a whole profile (imports, seeding).
+    pub async fn put(&self, profile: &UserProfile) -> Result<(), DependencyError> {
         let mut item: Item = to_item("PutItem", profile)?;
-        item.insert("pk".into(), partition(&profile.user_id));
+        item.insert("pk".into(), user_key(&profile.user_id));
         item.insert("sk".into(), string(PROFILE));
         self.client
             .put_item()
@@ -52,5 +81,271 @@ impl UserStore {
             .await
             .map_err(|error| classify("dynamodb", "PutItem", error, &[]))?;
         Ok(())
+    }
+
+    /// Replaces a user's contact data, creating the user if needed; preferences and devices are
+    /// kept. Returns the user and whether it was created.
+    pub async fn put_contacts(
+        &self,
+        user_id: &UserId,
+        contacts: &Contacts,
+        now: &str,
+    ) -> Result<(UserProfile, bool), DependencyError> {
+        let mut sets = vec![
+            "user_id = :user_id",
+            "updated_at = :now",
+            "created_at = if_not_exists(created_at, :now)",
+            "preferences = if_not_exists(preferences, :preferences)",
+            "devices = if_not_exists(devices, :devices)",
+        ];
+        let mut removes = Vec::new();
+        let mut values: HashMap<String, AttributeValue> = HashMap::from([
+            (":user_id".into(), string(user_id.as_str())),
+            (":now".into(), string(now)),
+            (":preferences".into(), AttributeValue::M(to_item("UpdateItem", &Preferences::default())?)),
+            (":devices".into(), AttributeValue::M(HashMap::new())),
+        ]);
+        let fields: [(&str, &str, Option<&str>); 4] = [
+            ("email", "email = :email", contacts.email.as_ref().map(|v| v.as_str())),
+            ("phone", "phone = :phone", contacts.phone.as_ref().map(|v| v.as_str())),
+            ("locale", "locale = :locale", contacts.locale.as_ref().map(|v| v.as_str())),
+            ("timezone", "timezone = :timezone", contacts.timezone.as_ref().map(|v| v.as_str())),
+        ];
+        for (name, set, value) in fields {
+            match value {
+                Some(value) => {
+                    sets.push(set);
+                    values.insert(format!(":{name}"), string(value));
+                }
+                None => removes.push(name),
+            }
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", user_key(user_id))
+            .key("sk", string(PROFILE))
+            .update_expression(expression)
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|error| classify("dynamodb", "UpdateItem", error, &[]))?;
+        let profile: UserProfile = from_item("UpdateItem", output.attributes.unwrap_or_default())?;
+        let created = profile.created_at == now;
+        Ok((profile, created))
+    }
+
+    /// Erases a user: contacts, preferences, devices and the devices' ownership records.
+    pub async fn delete(&self, user_id: &UserId) -> Result<(), DependencyError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", user_key(user_id))
+            .key("sk", string(PROFILE))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|error| classify("dynamodb", "DeleteItem", error, &[]))?;
+        let Some(old) = output.attributes else { return Ok(()) };
+        let profile: UserProfile = from_item("DeleteItem", old)?;
+        for device in profile.devices.values() {
+            let token =
+                DeviceToken::parse(device.platform, &device.token).map_err(|message| corrupt_device(&message))?;
+            self.release_token(&token, user_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a partial preferences update; `None` when the user does not exist.
+    pub async fn set_preferences(
+        &self,
+        user_id: &UserId,
+        patch: PreferencesPatch,
+        now: &str,
+    ) -> Result<Option<Preferences>, DependencyError> {
+        let mut sets = vec!["updated_at = :now".to_string()];
+        let mut values = HashMap::from([(":now".to_string(), string(now))]);
+        for (channel, value) in [("push", patch.push), ("sms", patch.sms), ("email", patch.email)] {
+            if let Some(value) = value {
+                sets.push(format!("preferences.{channel} = :{channel}"));
+                values.insert(format!(":{channel}"), AttributeValue::Bool(value));
+            }
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", user_key(user_id))
+            .key("sk", string(PROFILE))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                Ok(Some(from_item::<UserProfile>("UpdateItem", output.attributes.unwrap_or_default())?.preferences))
+            }
+            Err(error) if is_conditional_failure(&error) => Ok(None),
+            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
+        }
+    }
+
+    /// Registers a device with a user, moving the token from another user if it was theirs.
+    pub async fn register_device(
+        &self,
+        user_id: &UserId,
+        token: &DeviceToken,
+        device: Device,
+        now: &str,
+    ) -> Result<Registration, DependencyError> {
+        let Some(profile) = self.get(user_id).await? else { return Ok(Registration::NoSuchUser) };
+        let key = token.key();
+        if let Some(existing) = profile.devices.get(&key)
+            && existing.active
+        {
+            return Ok(Registration::AlreadyRegistered(existing.clone()));
+        }
+        if !profile.devices.contains_key(&key) && profile.devices.len() >= MAX_DEVICES {
+            return Ok(Registration::TooManyDevices);
+        }
+        let previous_owner = self.token_owner(token).await?;
+
+        let mut operations = vec![
+            TransactWriteItem::builder()
+                .update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .key("pk", user_key(user_id))
+                        .key("sk", string(PROFILE))
+                        .update_expression("SET devices.#key = :device, updated_at = :now")
+                        .condition_expression("attribute_exists(pk)")
+                        .expression_attribute_names("#key", &key)
+                        .expression_attribute_values(
+                            ":device",
+                            AttributeValue::M(to_item("TransactWriteItems", &device)?),
+                        )
+                        .expression_attribute_values(":now", string(now))
+                        .build()
+                        .expect("table, key and expression are set"),
+                )
+                .build(),
+        ];
+        let mut owner_item: Item = HashMap::from([
+            ("pk".into(), token_key(token)),
+            ("sk".into(), string(OWNER)),
+            ("user_id".into(), string(user_id.as_str())),
+        ]);
+        owner_item.insert("token".into(), string(token.as_str()));
+        let owner_put = Put::builder().table_name(&self.table).set_item(Some(owner_item));
+        let owner_put = match &previous_owner {
+            None => owner_put.condition_expression("attribute_not_exists(pk)"),
+            Some(previous) => owner_put
+                .condition_expression("user_id = :previous")
+                .expression_attribute_values(":previous", string(previous.as_str())),
+        };
+        operations.push(TransactWriteItem::builder().put(owner_put.build().expect("table and item are set")).build());
+        if let Some(previous) = previous_owner.as_ref().filter(|previous| *previous != user_id)
+            && self.get(previous).await?.is_some()
+        {
+            operations.push(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&self.table)
+                            .key("pk", user_key(previous))
+                            .key("sk", string(PROFILE))
+                            .update_expression("REMOVE devices.#key")
+                            .condition_expression("attribute_exists(pk)")
+                            .expression_attribute_names("#key", &key)
+                            .build()
+                            .expect("table, key and expression are set"),
+                    )
+                    .build(),
+            );
+        }
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(operations))
+            .send()
+            .await
+            .map_err(|error| classify("dynamodb", "TransactWriteItems", error, &[]))?;
+        Ok(Registration::Added(device))
+    }
+
+    /// Removes a device from a user (no-op when it is not theirs).
+    pub async fn remove_device(&self, user_id: &UserId, token: &DeviceToken) -> Result<(), DependencyError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", user_key(user_id))
+            .key("sk", string(PROFILE))
+            .update_expression("REMOVE devices.#key")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#key", token.key())
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(error) if is_conditional_failure(&error) => return Ok(()),
+            Err(error) => return Err(classify("dynamodb", "UpdateItem", error, &[])),
+        }
+        self.release_token(token, user_id).await
+    }
+
+    async fn token_owner(&self, token: &DeviceToken) -> Result<Option<UserId>, DependencyError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", token_key(token))
+            .key("sk", string(OWNER))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| classify("dynamodb", "GetItem", error, &[]))?;
+        let owner = output.item.and_then(|item| match item.get("user_id") {
+            Some(AttributeValue::S(user_id)) => UserId::parse(user_id).ok(),
+            _ => None,
+        });
+        Ok(owner)
+    }
+
+    /// Deletes the ownership record if `user_id` still owns the token.
+    async fn release_token(&self, token: &DeviceToken, user_id: &UserId) -> Result<(), DependencyError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", token_key(token))
+            .key("sk", string(OWNER))
+            .condition_expression("user_id = :user_id")
+            .expression_attribute_values(":user_id", string(user_id.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_conditional_failure(&error) => Ok(()),
+            Err(error) => Err(classify("dynamodb", "DeleteItem", error, &[])),
+        }
+    }
+}
+
+fn corrupt_device(message: &str) -> DependencyError {
+    DependencyError {
+        class: FailureClass::Permanent,
+        service: "dynamodb",
+        operation: "DeleteItem",
+        code: "CorruptItem".into(),
+        message: format!("a stored device token {message}"),
     }
 }

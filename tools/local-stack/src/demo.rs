@@ -7,7 +7,7 @@ use notify::config::{Settings, Tables};
 use notify::domain::app::{AppRecord, Scope};
 use notify::domain::contact::{EmailAddress, PhoneNumber};
 use notify::domain::template::{EmailSource, LocalizedContent, SmsSource, Template, TemplateName};
-use notify::domain::user::{Preferences, UserId, UserProfile};
+use notify::domain::user::{Locale, Preferences, TimeZoneName, UserId, UserProfile};
 use notify::store::apps::AppStore;
 use notify::store::templates::TemplateStore;
 use notify::store::users::UserStore;
@@ -67,13 +67,15 @@ pub async fn seed(clients: &Clients, deployed: &Deployed) -> Result<DemoApp, Sta
     };
     let now = notify::time::now_rfc3339();
     UserStore::new(clients.dynamodb.clone(), tables.users)
-        .put_profile(&UserProfile {
+        .put(&UserProfile {
             user_id: UserId::parse(DEMO_USER).expect("valid id"),
             email: Some(EmailAddress::parse("ada@example.com").expect("valid address")),
             phone: Some(PhoneNumber::parse(DEMO_PHONE).expect("valid number")),
-            locale: Some("en".into()),
-            timezone: Some("Europe/London".into()),
+            locale: Some(Locale::parse("en").expect("valid tag")),
+            timezone: Some(TimeZoneName::parse("Europe/London").expect("valid zone")),
             preferences: Preferences::default(),
+            devices: BTreeMap::new(),
+            created_at: now.clone(),
             updated_at: now.clone(),
         })
         .await

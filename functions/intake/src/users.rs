@@ -1,0 +1,187 @@
+//! `/v1/users/{user_id}`: contact data, devices and preferences (scope `users`).
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use notify::domain::FieldError;
+use notify::domain::contact::{EmailAddress, PhoneNumber};
+use notify::domain::delivery::Platform;
+use notify::domain::user::{
+    Contacts, Device, DeviceToken, Locale, MAX_DEVICES, PreferencesPatch, TimeZoneName, UserId, UserProfile,
+};
+use notify::store::users::Registration;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Intake;
+use crate::problem::{ApiError, empty_response, json_response};
+use crate::request::{parsed_path_parameter, typed};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactsInput {
+    email: Option<String>,
+    phone: Option<String>,
+    locale: Option<String>,
+    timezone: Option<String>,
+}
+
+impl ContactsInput {
+    fn check(self) -> Result<Contacts, ApiError> {
+        let mut errors = Vec::new();
+        fn field<T>(
+            errors: &mut Vec<FieldError>,
+            name: &str,
+            value: Option<String>,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Option<T> {
+            let value = value?;
+            parse(&value).map_err(|message| errors.push(FieldError::new(name, message))).ok()
+        }
+        let contacts = Contacts {
+            email: field(&mut errors, "email", self.email, EmailAddress::parse),
+            phone: field(&mut errors, "phone", self.phone, PhoneNumber::parse),
+            locale: field(&mut errors, "locale", self.locale, Locale::parse),
+            timezone: field(&mut errors, "timezone", self.timezone, TimeZoneName::parse),
+        };
+        if errors.is_empty() { Ok(contacts) } else { Err(ApiError::Validation(errors)) }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceInput {
+    platform: Platform,
+    token: String,
+}
+
+/// A user as the API shows it.
+fn user_body(profile: &UserProfile) -> Value {
+    let mut body = json!({
+        "user_id": profile.user_id,
+        "preferences": profile.preferences,
+        "devices": profile.devices.values().collect::<Vec<_>>(),
+        "updated_at": profile.updated_at,
+    });
+    for (name, value) in [
+        ("email", profile.email.as_ref().map(|v| v.as_str())),
+        ("phone", profile.phone.as_ref().map(|v| v.as_str())),
+        ("locale", profile.locale.as_ref().map(|v| v.as_str())),
+        ("timezone", profile.timezone.as_ref().map(|v| v.as_str())),
+    ] {
+        if let Some(value) = value {
+            body[name] = json!(value);
+        }
+    }
+    body
+}
+
+fn user_id(request: &ApiGatewayV2httpRequest) -> Result<UserId, ApiError> {
+    parsed_path_parameter(request, "user_id", UserId::parse)
+}
+
+fn no_such_user(user_id: &UserId) -> ApiError {
+    ApiError::NotFound(format!("no user {user_id}"))
+}
+
+impl Intake {
+    pub(crate) async fn put_user(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let user_id = user_id(request)?;
+        let contacts = typed::<ContactsInput>(body)?.check()?;
+        let (profile, created) = self.users.put_contacts(&user_id, &contacts, &notify::time::now_rfc3339()).await?;
+        self.user_cache.invalidate(&user_id);
+        Ok(json_response(if created { 201 } else { 200 }, "application/json", &user_body(&profile)))
+    }
+
+    pub(crate) async fn get_user(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let user_id = user_id(request)?;
+        let profile = self.users.get(&user_id).await?.ok_or_else(|| no_such_user(&user_id))?;
+        Ok(json_response(200, "application/json", &user_body(&profile)))
+    }
+
+    pub(crate) async fn delete_user(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let user_id = user_id(request)?;
+        self.users.delete(&user_id).await?;
+        self.user_cache.invalidate(&user_id);
+        Ok(empty_response(204))
+    }
+
+    pub(crate) async fn register_device(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let user_id = user_id(request)?;
+        let input: DeviceInput = typed(body)?;
+        let token =
+            DeviceToken::parse(input.platform, &input.token).map_err(|message| ApiError::invalid("token", message))?;
+        let now = notify::time::now_rfc3339();
+        let device = Device {
+            platform: input.platform,
+            token: token.as_str().to_string(),
+            active: true,
+            created_at: now.clone(),
+        };
+        let registration = self.users.register_device(&user_id, &token, device, &now).await?;
+        self.user_cache.invalidate(&user_id);
+        match registration {
+            Registration::Added(device) => Ok(json_response(201, "application/json", &json!(device))),
+            Registration::AlreadyRegistered(device) => Ok(json_response(200, "application/json", &json!(device))),
+            Registration::NoSuchUser => Err(no_such_user(&user_id)),
+            Registration::TooManyDevices => {
+                Err(ApiError::Conflict(format!("the user already has {MAX_DEVICES} devices; remove one first")))
+            }
+        }
+    }
+
+    pub(crate) async fn delete_device(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let user_id = user_id(request)?;
+        let raw = crate::request::path_parameter(request, "token")?;
+        // The platform is not in the path; a token valid for either platform is accepted.
+        let token = DeviceToken::parse(Platform::Ios, raw)
+            .or_else(|_| DeviceToken::parse(Platform::Android, raw))
+            .map_err(|message| ApiError::invalid("token", message))?;
+        self.users.remove_device(&user_id, &token).await?;
+        self.user_cache.invalidate(&user_id);
+        Ok(empty_response(204))
+    }
+
+    pub(crate) async fn get_preferences(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let user_id = user_id(request)?;
+        let profile = self.users.get(&user_id).await?.ok_or_else(|| no_such_user(&user_id))?;
+        Ok(json_response(200, "application/json", &json!(profile.preferences)))
+    }
+
+    pub(crate) async fn put_preferences(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let user_id = user_id(request)?;
+        let patch: PreferencesPatch = typed(body)?;
+        if patch == PreferencesPatch::default() {
+            return Err(ApiError::invalid("body", "give at least one of push, sms, email"));
+        }
+        let preferences = self
+            .users
+            .set_preferences(&user_id, patch, &notify::time::now_rfc3339())
+            .await?
+            .ok_or_else(|| no_such_user(&user_id))?;
+        self.user_cache.invalidate(&user_id);
+        Ok(json_response(200, "application/json", &json!(preferences)))
+    }
+}
