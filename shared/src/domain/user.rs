@@ -153,7 +153,7 @@ impl DeviceToken {
         let valid = match platform {
             Platform::Ios => {
                 (64..=200).contains(&input.len())
-                    && input.len() % 2 == 0
+                    && input.len().is_multiple_of(2)
                     && input.chars().all(|c| c.is_ascii_hexdigit())
             }
             Platform::Android => {

@@ -54,4 +54,41 @@ impl AppStore {
             Err(error) => Err(classify("dynamodb", "PutItem", error, &[])),
         }
     }
+
+    /// Replaces an existing app (rotation, disabling); fails if it does not exist.
+    pub async fn update(&self, record: &AppRecord) -> Result<(), DependencyError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item("PutItem", record)?))
+            .condition_expression("attribute_exists(app_key)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(DependencyError {
+                    class: FailureClass::Permanent,
+                    service: "dynamodb",
+                    operation: "PutItem",
+                    code: "NoSuchApp".into(),
+                    message: format!("there is no app {}", record.app_key),
+                })
+            }
+            Err(error) => Err(classify("dynamodb", "PutItem", error, &[])),
+        }
+    }
+
+    /// Every app (an admin listing: a paginated Scan of a small table).
+    pub async fn list(&self) -> Result<Vec<AppRecord>, DependencyError> {
+        let mut apps = Vec::new();
+        let mut pages = self.client.scan().table_name(&self.table).into_paginator().items().send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|error| classify("dynamodb", "Scan", error, &[]))?;
+            apps.push(from_item("Scan", item)?);
+        }
+        apps.sort_by(|a: &AppRecord, b: &AppRecord| a.created_at.cmp(&b.created_at));
+        Ok(apps)
+    }
 }

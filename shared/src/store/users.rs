@@ -91,33 +91,40 @@ impl UserStore {
         contacts: &Contacts,
         now: &str,
     ) -> Result<(UserProfile, bool), DependencyError> {
+        // Every attribute through a placeholder: several of these names (`timezone`, …) are
+        // DynamoDB reserved words.
         let mut sets = vec![
-            "user_id = :user_id",
-            "updated_at = :now",
-            "created_at = if_not_exists(created_at, :now)",
-            "preferences = if_not_exists(preferences, :preferences)",
-            "devices = if_not_exists(devices, :devices)",
+            "#user_id = :user_id".to_string(),
+            "#updated_at = :now".to_string(),
+            "#created_at = if_not_exists(#created_at, :now)".to_string(),
+            "#preferences = if_not_exists(#preferences, :preferences)".to_string(),
+            "#devices = if_not_exists(#devices, :devices)".to_string(),
         ];
         let mut removes = Vec::new();
+        let mut names: HashMap<String, String> = ["user_id", "updated_at", "created_at", "preferences", "devices"]
+            .into_iter()
+            .map(|name| (format!("#{name}"), name.to_string()))
+            .collect();
         let mut values: HashMap<String, AttributeValue> = HashMap::from([
             (":user_id".into(), string(user_id.as_str())),
             (":now".into(), string(now)),
             (":preferences".into(), AttributeValue::M(to_item("UpdateItem", &Preferences::default())?)),
             (":devices".into(), AttributeValue::M(HashMap::new())),
         ]);
-        let fields: [(&str, &str, Option<&str>); 4] = [
-            ("email", "email = :email", contacts.email.as_ref().map(|v| v.as_str())),
-            ("phone", "phone = :phone", contacts.phone.as_ref().map(|v| v.as_str())),
-            ("locale", "locale = :locale", contacts.locale.as_ref().map(|v| v.as_str())),
-            ("timezone", "timezone = :timezone", contacts.timezone.as_ref().map(|v| v.as_str())),
+        let fields: [(&str, Option<&str>); 4] = [
+            ("email", contacts.email.as_ref().map(|v| v.as_str())),
+            ("phone", contacts.phone.as_ref().map(|v| v.as_str())),
+            ("locale", contacts.locale.as_ref().map(|v| v.as_str())),
+            ("timezone", contacts.timezone.as_ref().map(|v| v.as_str())),
         ];
-        for (name, set, value) in fields {
+        for (name, value) in fields {
+            names.insert(format!("#{name}"), name.to_string());
             match value {
                 Some(value) => {
-                    sets.push(set);
+                    sets.push(format!("#{name} = :{name}"));
                     values.insert(format!(":{name}"), string(value));
                 }
-                None => removes.push(name),
+                None => removes.push(format!("#{name}")),
             }
         }
         let mut expression = format!("SET {}", sets.join(", "));
@@ -131,6 +138,7 @@ impl UserStore {
             .key("pk", user_key(user_id))
             .key("sk", string(PROFILE))
             .update_expression(expression)
+            .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
             .send()

@@ -22,6 +22,7 @@ pub fn endpoint() -> String {
 }
 
 pub async fn sdk_for(endpoint: &str) -> SdkConfig {
+    notify::telemetry::init();
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
