@@ -91,14 +91,23 @@ where
     }
 }
 
-/// The emulator's recorded state (`GET /moto-api/data.json`).
+/// The emulator's recorded state (`GET /moto-api/data.json`). The emulator builds it while
+/// other tests change its models, which now and then fails the dump; it is asked again.
 pub async fn emulator_state() -> Value {
-    reqwest::get(format!("{}/moto-api/data.json", endpoint()))
-        .await
-        .expect("data.json answers")
-        .json()
-        .await
-        .expect("data.json is JSON")
+    let url = format!("{}/moto-api/data.json", endpoint());
+    let mut last_error = String::new();
+    for _ in 0..10 {
+        match reqwest::get(&url).await {
+            Ok(response) if response.status().is_success() => match response.json().await {
+                Ok(state) => return state,
+                Err(error) => last_error = error.to_string(),
+            },
+            Ok(response) => last_error = format!("status {}", response.status()),
+            Err(error) => last_error = error.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the emulator's data.json could not be read: {last_error}");
 }
 
 /// The SMS messages the emulator's SNS recorded.
