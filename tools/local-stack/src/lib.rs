@@ -178,6 +178,35 @@ impl LocalStack {
     }
 }
 
+/// SDK configuration for an emulator: it accepts any credentials, and static ones keep the
+/// SDK from probing for others.
+pub async fn emulator_config(endpoint: &str) -> SdkConfig {
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "local-stack"))
+        .load()
+        .await
+}
+
+/// Starts the project's functions on `template`: creates the resources behind its deployment
+/// parameters (see [`local_parameters`]), then provisions and serves it.
+pub async fn start_project(
+    sdk: &SdkConfig,
+    template: &Template,
+    stack_name: &str,
+    given: &BTreeMap<String, String>,
+    api_address: SocketAddr,
+) -> Result<(LocalStack, Clients), StackError> {
+    let clients = Clients::new(sdk);
+    clients.check_reachable().await?;
+    let parameters = local_parameters(&clients, template, stack_name, given).await?;
+    let options =
+        StackOptions { stack_name: stack_name.to_string(), parameters, api_address, registry: Registry::project() };
+    Ok((LocalStack::start(sdk, template, options).await?, clients))
+}
+
 /// Values for the template parameters that name resources a deployment brings with it: the
 /// SNS platform applications for APNs and FCM and the verified sender address. Locally they
 /// are created in the emulator; parameters already given are left alone.

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::BehaviorVersion;
 use clap::{Parser, ValueEnum};
-use local_stack::functions::Registry;
 use local_stack::template::Template;
-use local_stack::{Clients, LocalStack, StackError, StackOptions, demo, local_parameters};
+use local_stack::{Clients, StackError, demo, emulator_config, start_project};
 use tokio::process::{Child, Command};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,6 +37,9 @@ struct Args {
     moto_server: PathBuf,
     #[arg(long, default_value_t = 4566, env = "NOTIFY_EMULATOR_PORT")]
     emulator_port: u16,
+    /// Where to write the stack's outputs for notifyctl.
+    #[arg(long, default_value = ".notify/local-outputs.json")]
+    outputs_file: PathBuf,
     /// A template parameter, NAME=VALUE (repeatable).
     #[arg(long = "parameter", value_parser = parse_parameter)]
     parameters: Vec<(String, String)>,
@@ -81,15 +83,15 @@ async fn run(args: Args) -> Result<(), StackError> {
     }
 
     let given: BTreeMap<String, String> = args.parameters.into_iter().collect();
-    let parameters = local_parameters(&clients, &template, &args.stack_name, &given).await?;
-    let options = StackOptions {
-        stack_name: args.stack_name.clone(),
-        parameters,
-        api_address: SocketAddr::from(([127, 0, 0, 1], args.api_port)),
-        registry: Registry::project(),
-    };
-    let stack = LocalStack::start(&sdk, &template, options).await?;
+    let api_address = SocketAddr::from(([127, 0, 0, 1], args.api_port));
+    let (stack, _) = start_project(&sdk, &template, &args.stack_name, &given, api_address).await?;
     let app = demo::seed(&clients, &stack.deployed).await?;
+    let mut outputs = stack.deployed.outputs.clone();
+    outputs.insert("ApiUrl".into(), stack.api_url.clone());
+    if let Some((_, endpoint)) = &emulator {
+        outputs.insert(notify::outputs::LOCAL_ENDPOINT.into(), endpoint.clone());
+    }
+    notify::outputs::Outputs::write(&args.outputs_file, &outputs)?;
 
     let body = format!(
         r#"{{"user_id":"{}","template":"{}","params":{{"name":"Ada"}},"channels":["sms"]}}"#,
@@ -114,6 +116,8 @@ async fn run(args: Args) -> Result<(), StackError> {
             "  curl -s {endpoint}/moto-api/data.json | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[\"sns\"][\"SMS\"], indent=2))'"
         );
     }
+    println!();
+    println!("Manage apps: cargo run -q -p notifyctl -- apps --help   (reads {})", args.outputs_file.display());
     println!();
     println!("Ctrl-C stops everything.");
 
@@ -142,17 +146,6 @@ fn start_moto(binary: &PathBuf, port: u16) -> Result<Child, StackError> {
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
         .spawn()?)
-}
-
-/// The emulator accepts any credentials; static ones keep the SDK from probing for others.
-async fn emulator_config(endpoint: &str) -> SdkConfig {
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(region))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "local-stack"))
-        .load()
-        .await
 }
 
 async fn wait_for_emulator(clients: &Clients, child: &mut Child) -> Result<(), StackError> {

@@ -25,6 +25,9 @@ pub struct Deployed {
     pub spec: StackSpec,
     pub resources: BTreeMap<String, Physical>,
     pub function_environments: BTreeMap<String, HashMap<String, String>>,
+    /// The template's Outputs that resolve locally (ones naming resources that exist only in
+    /// AWS are left out).
+    pub outputs: BTreeMap<String, String>,
 }
 
 impl Deployed {
@@ -147,7 +150,19 @@ pub async fn deploy(
         function_environments.insert(function.logical_id.clone(), environment(&resolver, function)?);
     }
 
+    let mut outputs = BTreeMap::new();
+    for (name, output) in &template.outputs {
+        match output.get("Value").map(|value| resolver.resolve_string(value)) {
+            Some(Ok(value)) => {
+                outputs.insert(name.clone(), value);
+            }
+            Some(Err(error)) => tracing::debug!(output = %name, error = %error, "output not available locally"),
+            None => {}
+        }
+    }
+
     Ok(Deployed {
+        outputs,
         stack_name: stack_name.to_string(),
         region,
         account_id: resolver.account_id.clone(),

@@ -12,6 +12,7 @@ use crate::StackError;
 #[derive(Clone, Debug)]
 pub struct Template {
     pub parameters: Map<String, Value>,
+    pub outputs: Map<String, Value>,
     pub conditions: Map<String, Value>,
     pub resources: BTreeMap<String, Resource>,
 }
@@ -47,7 +48,12 @@ impl Template {
             let condition = resource.get("Condition").and_then(Value::as_str).map(str::to_string);
             resources.insert(logical_id, Resource { kind, properties, metadata, condition });
         }
-        Ok(Self { parameters: object("Parameters"), conditions: object("Conditions"), resources })
+        Ok(Self {
+            parameters: object("Parameters"),
+            outputs: object("Outputs"),
+            conditions: object("Conditions"),
+            resources,
+        })
     }
 
     pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a String, &'a Resource)> + 'a {

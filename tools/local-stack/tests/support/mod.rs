@@ -8,11 +8,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use local_stack::demo::DemoApp;
 use local_stack::functions::Registry;
 use local_stack::template::Template;
-use local_stack::{Clients, LocalStack, StackError, StackOptions, demo, local_parameters};
+use local_stack::{Clients, LocalStack, StackError, StackOptions, demo};
 use serde_json::Value;
 
 /// The emulator's URL; scripts/test.sh starts one and exports it.
@@ -23,12 +23,7 @@ pub fn endpoint() -> String {
 
 pub async fn sdk_for(endpoint: &str) -> SdkConfig {
     notify::telemetry::init();
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "tests"))
-        .load()
-        .await
+    local_stack::emulator_config(endpoint).await
 }
 
 pub async fn sdk() -> SdkConfig {
@@ -60,12 +55,8 @@ pub fn options(stack_name: &str, parameters: BTreeMap<String, String>, registry:
 
 /// Starts a stack from `template` with the project's functions and local parameters.
 pub async fn start_project_stack(template: &Template) -> Result<(LocalStack, Clients), StackError> {
-    let sdk = sdk().await;
-    let clients = Clients::new(&sdk);
-    let stack_name = unique_stack_name();
-    let parameters = local_parameters(&clients, template, &stack_name, &BTreeMap::new()).await?;
-    let stack = LocalStack::start(&sdk, template, options(&stack_name, parameters, Registry::project())).await?;
-    Ok((stack, clients))
+    let address = SocketAddr::from(([127, 0, 0, 1], 0));
+    local_stack::start_project(&sdk().await, template, &unique_stack_name(), &BTreeMap::new(), address).await
 }
 
 /// The project's stack with the demo data in it.
