@@ -9,8 +9,10 @@ use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::error::{DependencyError, FailureClass};
 
-/// SQS accepts at most 10 entries per SendMessageBatch.
+/// SQS accepts at most 10 entries per SendMessageBatch…
 const SQS_BATCH_LIMIT: usize = 10;
+/// …and at most 256 KiB of bodies in one call.
+const SQS_BATCH_BYTES: usize = 256 * 1024;
 
 /// The queue URL of each channel.
 #[derive(Clone, Debug)]
@@ -69,7 +71,7 @@ impl Enqueuer {
         let mut not_enqueued = Vec::new();
         for channel in Channel::ALL {
             let for_channel: Vec<&Outgoing> = messages.iter().filter(|message| message.channel == channel).collect();
-            for chunk in for_channel.chunks(SQS_BATCH_LIMIT) {
+            for chunk in chunks(&for_channel) {
                 not_enqueued.extend(self.send_chunk(self.queues.url(channel), chunk).await);
             }
         }
@@ -118,6 +120,24 @@ impl Enqueuer {
             })
             .collect()
     }
+}
+
+/// Splits messages into SendMessageBatch calls within SQS's count and size limits.
+fn chunks<'a>(messages: &'a [&'a Outgoing]) -> Vec<&'a [&'a Outgoing]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, message) in messages.iter().enumerate() {
+        let full = index - start == SQS_BATCH_LIMIT || bytes + message.body.len() > SQS_BATCH_BYTES;
+        if full && index > start {
+            chunks.push(&messages[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += message.body.len();
+    }
+    if start < messages.len() {
+        chunks.push(&messages[start..]);
+    }
+    chunks
 }
 
 /// The dead-letter queue URL of each channel.
@@ -252,5 +272,28 @@ impl Redriver {
             }
         }
         Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(bytes: usize) -> Outgoing {
+        Outgoing { key: "k".into(), channel: Channel::Email, body: "x".repeat(bytes) }
+    }
+
+    #[test]
+    fn batches_respect_the_count_and_size_limits() {
+        let small: Vec<Outgoing> = (0..23).map(|_| outgoing(10)).collect();
+        let refs: Vec<&Outgoing> = small.iter().collect();
+        let sizes: Vec<usize> = chunks(&refs).iter().map(|chunk| chunk.len()).collect();
+        assert_eq!(sizes, vec![10, 10, 3]);
+
+        let large: Vec<Outgoing> = (0..3).map(|_| outgoing(150 * 1024)).collect();
+        let refs: Vec<&Outgoing> = large.iter().collect();
+        let sizes: Vec<usize> = chunks(&refs).iter().map(|chunk| chunk.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+        assert!(chunks(&[]).is_empty());
     }
 }

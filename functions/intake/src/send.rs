@@ -174,6 +174,7 @@ impl Intake {
                         .map(|name| FieldError::new(format!("params.{name}"), "is required by the template"))
                         .collect(),
                 ),
+                RenderError::TooLarge(message) => ApiError::invalid("params", message),
                 other => ApiError::invalid("template", other.to_string()),
             })?;
 

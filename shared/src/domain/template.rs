@@ -177,6 +177,14 @@ impl LocalizedContent {
     }
 }
 
+/// SNS delivers at most 1600 characters of SMS (10 concatenated segments of 153 GSM-7
+/// characters, fewer with Unicode); longer text is refused at intake, never truncated.
+pub const MAX_SMS_CHARS: usize = 1600;
+/// APNs accepts 4 KB payloads; title and body must leave room for the rest of it.
+pub const MAX_PUSH_BYTES: usize = 3500;
+/// Rendered email (subject, HTML and text) must fit one queue message with room to spare.
+pub const MAX_EMAIL_BYTES: usize = 200 * 1024;
+
 /// A channel's content after rendering.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "channel", rename_all = "lowercase")]
@@ -186,6 +194,35 @@ pub enum Rendered {
     Email { subject: String, html: String, text: String },
 }
 
+impl Rendered {
+    /// Checks the provider's size limits.
+    pub fn check_limits(&self) -> Result<(), String> {
+        match self {
+            Rendered::Sms { body } => {
+                let characters = body.chars().count();
+                if characters > MAX_SMS_CHARS {
+                    return Err(format!("the rendered SMS is {characters} characters; at most {MAX_SMS_CHARS}"));
+                }
+            }
+            Rendered::Push { title, body } => {
+                let bytes = title.len() + body.len();
+                if bytes > MAX_PUSH_BYTES {
+                    return Err(format!(
+                        "the rendered push title and body are {bytes} bytes; at most {MAX_PUSH_BYTES}"
+                    ));
+                }
+            }
+            Rendered::Email { subject, html, text } => {
+                let bytes = subject.len() + html.len() + text.len();
+                if bytes > MAX_EMAIL_BYTES {
+                    return Err(format!("the rendered email is {bytes} bytes; at most {MAX_EMAIL_BYTES}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
     /// Parameters the template uses that the request did not give (all of them, sorted).
@@ -193,6 +230,9 @@ pub enum RenderError {
     MissingParams(Vec<String>),
     #[error("the template has no {0} content")]
     NoContent(Channel),
+    /// The rendered content exceeds what the provider accepts.
+    #[error("{0}")]
+    TooLarge(String),
     /// A template that compiled when saved but fails on these values (e.g. a filter error).
     #[error("{part}: {message}")]
     Failed { part: String, message: String },
@@ -217,21 +257,12 @@ impl Template {
         params: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Rendered, RenderError> {
         let content = self.content_for(locale);
-        let parts: Vec<(&str, &str)> = match channel {
-            Channel::Push => content
-                .push
-                .as_ref()
-                .map(|push| vec![("push.title", push.title.as_str()), ("push.body", push.body.as_str())]),
-            Channel::Sms => content.sms.as_ref().map(|sms| vec![("sms.body", sms.body.as_str())]),
-            Channel::Email => content.email.as_ref().map(|email| {
-                vec![
-                    ("email.subject", email.subject.as_str()),
-                    ("email.html", email.html.as_str()),
-                    ("email.text", email.text.as_str()),
-                ]
-            }),
+        let prefix = format!("{channel}.");
+        let parts: Vec<(&str, &str)> =
+            content.parts().into_iter().filter(|(part, _)| part.starts_with(&prefix)).collect();
+        if parts.is_empty() {
+            return Err(RenderError::NoContent(channel));
         }
-        .ok_or(RenderError::NoContent(channel))?;
 
         let environment = environment();
         let mut missing = BTreeSet::new();
@@ -256,11 +287,13 @@ impl Template {
         }
         let mut output = output.into_iter();
         let mut next = || output.next().expect("one output per part");
-        Ok(match channel {
+        let rendered = match channel {
             Channel::Push => Rendered::Push { title: next(), body: next() },
             Channel::Sms => Rendered::Sms { body: next() },
             Channel::Email => Rendered::Email { subject: next(), html: next(), text: next() },
-        })
+        };
+        rendered.check_limits().map_err(RenderError::TooLarge)?;
+        Ok(rendered)
     }
 }
 
@@ -380,6 +413,13 @@ mod tests {
             serde_json::from_value::<TemplateInput>(json!({"default_locale": "en", "locales": {}, "extra": 1}))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn rendered_content_over_the_provider_limits_is_refused() {
+        let long = "x".repeat(MAX_SMS_CHARS);
+        let error = template().render(Channel::Sms, None, &params(json!({"name": long, "code": "1"}))).unwrap_err();
+        assert!(matches!(&error, RenderError::TooLarge(message) if message.contains("at most 1600")), "{error}");
     }
 
     #[test]

@@ -388,6 +388,9 @@ async fn sending_reports_skipped_channels_and_missing_parameters() {
     assert_eq!((unknown_user.status.as_u16(), fields(&unknown_user)), (422, vec!["user_id".to_string()]));
     let unknown_template = send(json!({"user_id": user, "template": unique("none")})).await;
     assert_eq!((unknown_template.status.as_u16(), fields(&unknown_template)), (422, vec!["template".to_string()]));
+    let long_sms =
+        send(json!({"user_id": user, "template": template, "params": {"order": "9".repeat(1600), "name": "A"}})).await;
+    assert_eq!((long_sms.status.as_u16(), fields(&long_sms)), (422, vec!["params".to_string()]));
     api.call(Method::PUT, &format!("/v1/users/{user}/preferences"), Some(json!({"sms": false}))).await;
     let opted_out = send(
         json!({"user_id": user, "template": template, "params": {"order": "1", "name": "Ada"}, "channels": ["sms"]}),
