@@ -122,6 +122,44 @@ impl Enqueuer {
     }
 }
 
+/// Deletes received messages by receipt handle, 10 per DeleteMessageBatch call.
+pub async fn delete_messages(
+    client: &Client,
+    queue_url: &str,
+    receipt_handles: &[String],
+) -> Result<(), DependencyError> {
+    for chunk in receipt_handles.chunks(SQS_BATCH_LIMIT) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(index, receipt)| {
+                aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let output = client
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "DeleteMessageBatch", error, &[]))?;
+        if let Some(failure) = output.failed.first() {
+            return Err(DependencyError {
+                class: FailureClass::Transient,
+                service: "sqs",
+                operation: "DeleteMessageBatch",
+                code: failure.code.clone(),
+                message: failure.message.clone().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Splits messages into SendMessageBatch calls within SQS's count and size limits.
 fn chunks<'a>(messages: &'a [&'a Outgoing]) -> Vec<&'a [&'a Outgoing]> {
     let mut chunks = Vec::new();
@@ -236,25 +274,9 @@ impl Redriver {
                 .await
                 .map_err(|error| classify("sqs", "SendMessageBatch", error, &[]))?;
             let sent_ids: Vec<usize> = sent.successful.iter().filter_map(|entry| entry.id.parse().ok()).collect();
-            let deletions = sent_ids
-                .iter()
-                .filter_map(|&index| {
-                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                        .id(index.to_string())
-                        .receipt_handle(messages[index].receipt_handle.clone().unwrap_or_default())
-                        .build()
-                        .ok()
-                })
-                .collect::<Vec<_>>();
-            if !deletions.is_empty() {
-                self.client
-                    .delete_message_batch()
-                    .queue_url(dead_letter_url)
-                    .set_entries(Some(deletions))
-                    .send()
-                    .await
-                    .map_err(|error| classify("sqs", "DeleteMessageBatch", error, &[]))?;
-            }
+            let receipts: Vec<String> =
+                sent_ids.iter().filter_map(|&index| messages.get(index)?.receipt_handle.clone()).collect();
+            delete_messages(&self.client, dead_letter_url, &receipts).await?;
             moved += sent_ids.len();
             if sent_ids.len() < messages.len() {
                 // The rest stay in the DLQ (visible again after its visibility timeout).

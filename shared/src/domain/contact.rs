@@ -1,7 +1,5 @@
 //! Contact points: phone numbers normalised to E.164 and email addresses.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 /// A phone number in E.164 form (`+14155550123`), the only form SNS accepts.
@@ -23,30 +21,9 @@ impl PhoneNumber {
         }
         Ok(Self(number.format().mode(phonenumber::Mode::E164).to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for PhoneNumber {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<PhoneNumber> for String {
-    fn from(value: PhoneNumber) -> Self {
-        value.0
-    }
-}
-
-impl fmt::Display for PhoneNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+super::validated_string!(PhoneNumber);
 
 /// An email address that SES will accept: RFC 5322 syntax, at most 254 characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,30 +45,9 @@ impl EmailAddress {
         }
         Ok(Self(parsed.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for EmailAddress {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<EmailAddress> for String {
-    fn from(value: EmailAddress) -> Self {
-        value.0
-    }
-}
-
-impl fmt::Display for EmailAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+super::validated_string!(EmailAddress);
 
 #[cfg(test)]
 mod tests {

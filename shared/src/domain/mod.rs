@@ -1,5 +1,37 @@
 //! Domain types. Each can only hold a valid value: parse at the boundary, then trust the type.
 
+/// The conversions of a validated string type `T(String)` whose `T::parse` checks a value:
+/// serde goes through `parse` (`#[serde(try_from = "String", into = "String")]`).
+macro_rules! validated_string {
+    ($type:ident) => {
+        impl $type {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $type {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+
+        impl From<$type> for String {
+            fn from(value: $type) -> Self {
+                value.0
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use validated_string;
+
 pub mod app;
 pub mod channel;
 pub mod contact;

@@ -2,7 +2,6 @@
 //! MiniJinja (`{{ item_name }}`). Email HTML is auto-escaped; SMS, push and email text are not.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -22,30 +21,9 @@ impl TemplateName {
         }
         Ok(Self(input.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for TemplateName {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<TemplateName> for String {
-    fn from(value: TemplateName) -> Self {
-        value.0
-    }
-}
-
-impl fmt::Display for TemplateName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+super::validated_string!(TemplateName);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,7 +1,6 @@
 //! Users: who a notification is for, how to reach them and what they agreed to receive.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,30 +25,9 @@ impl UserId {
         }
         Ok(Self(input.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for UserId {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<UserId> for String {
-    fn from(value: UserId) -> Self {
-        value.0
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+super::validated_string!(UserId);
 
 /// Per-channel opt-in. A user who never said otherwise is opted in to every channel they have
 /// a contact for: the calling services send what their users signed up for, and a user can
@@ -91,24 +69,9 @@ impl Locale {
             .map_err(|error| format!("is not a BCP 47 language tag: {error}"))?;
         Ok(Self(tag.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for Locale {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Locale> for String {
-    fn from(value: Locale) -> Self {
-        value.0
-    }
-}
+super::validated_string!(Locale);
 
 /// An IANA time zone name (`Europe/London`), checked against the bundled tz database.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -124,24 +87,9 @@ impl TimeZoneName {
             .map_err(|_| "is not an IANA time zone name such as Europe/London".to_string())?;
         Ok(Self(input.to_string()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl TryFrom<String> for TimeZoneName {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<TimeZoneName> for String {
-    fn from(value: TimeZoneName) -> Self {
-        value.0
-    }
-}
+super::validated_string!(TimeZoneName);
 
 /// A push token: an APNs device token (64–200 hex digits) or an FCM registration token
 /// (32–4096 characters of letters, digits, `_`, `-`, `:`).

@@ -30,39 +30,29 @@ impl AppStore {
         output.item.map(|item| from_item("GetItem", item)).transpose()
     }
 
-    /// Stores a new app; fails permanently if the key is taken (a 120-bit random collision).
+    /// Stores a new app; fails permanently if the key is taken (a 80-bit random collision).
     pub async fn create(&self, record: &AppRecord) -> Result<(), DependencyError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item("PutItem", record)?))
-            .condition_expression("attribute_not_exists(app_key)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(DependencyError {
-                    class: FailureClass::Permanent,
-                    service: "dynamodb",
-                    operation: "PutItem",
-                    code: "AppExists".into(),
-                    message: format!("app {} already exists", record.app_key),
-                })
-            }
-            Err(error) => Err(classify("dynamodb", "PutItem", error, &[])),
-        }
+        self.put_if(record, "attribute_not_exists(app_key)", "AppExists", "already exists").await
     }
 
     /// Replaces an existing app (rotation, disabling); fails if it does not exist.
     pub async fn update(&self, record: &AppRecord) -> Result<(), DependencyError> {
+        self.put_if(record, "attribute_exists(app_key)", "NoSuchApp", "does not exist").await
+    }
+
+    async fn put_if(
+        &self,
+        record: &AppRecord,
+        condition: &str,
+        code: &str,
+        failure: &str,
+    ) -> Result<(), DependencyError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(to_item("PutItem", record)?))
-            .condition_expression("attribute_exists(app_key)")
+            .condition_expression(condition)
             .send()
             .await;
         match result {
@@ -72,8 +62,8 @@ impl AppStore {
                     class: FailureClass::Permanent,
                     service: "dynamodb",
                     operation: "PutItem",
-                    code: "NoSuchApp".into(),
-                    message: format!("there is no app {}", record.app_key),
+                    code: code.into(),
+                    message: format!("app {} {failure}", record.app_key),
                 })
             }
             Err(error) => Err(classify("dynamodb", "PutItem", error, &[])),

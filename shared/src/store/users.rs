@@ -53,19 +53,23 @@ impl UserStore {
         Self { client, table: table.into() }
     }
 
-    /// Reads a user (strongly consistent: an API caller reads its own writes).
-    pub async fn get(&self, user_id: &UserId) -> Result<Option<UserProfile>, DependencyError> {
+    /// Reads one item, strongly consistent: an API caller reads its own writes.
+    async fn get_item(&self, pk: AttributeValue, sk: &str) -> Result<Option<Item>, DependencyError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", user_key(user_id))
-            .key("sk", string(PROFILE))
+            .key("pk", pk)
+            .key("sk", string(sk))
             .consistent_read(true)
             .send()
             .await
             .map_err(|error| classify("dynamodb", "GetItem", error, &[]))?;
-        output.item.map(|item| from_item("GetItem", item)).transpose()
+        Ok(output.item)
+    }
+
+    pub async fn get(&self, user_id: &UserId) -> Result<Option<UserProfile>, DependencyError> {
+        self.get_item(user_key(user_id), PROFILE).await?.map(|item| from_item("GetItem", item)).transpose()
     }
 
     /// Writes a whole profile (imports, seeding).
@@ -311,17 +315,7 @@ impl UserStore {
     }
 
     async fn token_owner(&self, token: &DeviceToken) -> Result<Option<UserId>, DependencyError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", token_key(token))
-            .key("sk", string(OWNER))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|error| classify("dynamodb", "GetItem", error, &[]))?;
-        let owner = output.item.and_then(|item| match item.get("user_id") {
+        let owner = self.get_item(token_key(token), OWNER).await?.and_then(|item| match item.get("user_id") {
             Some(AttributeValue::S(user_id)) => UserId::parse(user_id).ok(),
             _ => None,
         });

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -155,24 +155,10 @@ async fn invoke(
     if let Err(error) = &result {
         tracing::warn!(function = %function.logical_id, messages = batch.len(), error = %error, "batch failed; every message returns after the visibility timeout");
     }
-    let deletions = to_delete(mapping, &batch, &result);
-    for chunk in deletions.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(index, message)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(index.to_string())
-                    .receipt_handle(message.receipt_handle.clone().unwrap_or_default())
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if let Err(error) =
-            sqs.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await
-        {
-            tracing::warn!(queue = %source.queue_url, error = %aws_sdk_sqs::error::DisplayErrorContext(error), "deleting processed messages failed; they will be redelivered");
-        }
+    let receipts: Vec<String> =
+        to_delete(mapping, &batch, &result).into_iter().filter_map(|message| message.receipt_handle.clone()).collect();
+    if let Err(error) = notify::queue::delete_messages(sqs, &source.queue_url, &receipts).await {
+        tracing::warn!(queue = %source.queue_url, error = %error, "deleting processed messages failed; they will be redelivered");
     }
 }
 

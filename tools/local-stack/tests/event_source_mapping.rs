@@ -149,19 +149,7 @@ impl Fixture {
     }
 
     async fn queue_is_empty(&self) -> bool {
-        let attributes = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(self.url("WorkQueue"))
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap();
-        ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-            .iter()
-            .all(|name| attributes[&aws_sdk_sqs::types::QueueAttributeName::from(*name)] == "0")
+        support::queue_is_empty(&self.sqs, &self.url("WorkQueue")).await
     }
 }
 

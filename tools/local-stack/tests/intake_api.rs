@@ -66,6 +66,13 @@ impl Api {
         reply
     }
 
+    /// `POST /v1/notifications` with an Idempotency-Key.
+    async fn send_with_key(&self, body: &Value, key: &str) -> Reply {
+        let credentials = Some((self.app.app_key.as_str(), self.app.app_secret.as_str()));
+        self.call_as(credentials, Method::POST, "/v1/notifications", Some(body.clone()), &[("idempotency-key", key)])
+            .await
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         self.call_as(Some((&self.app.app_key, &self.app.app_secret)), method, path, body, &[]).await
     }
@@ -430,20 +437,7 @@ async fn sending_reports_skipped_channels_and_missing_parameters() {
 async fn sms_queue_drained(api: &Api) {
     let url = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
     eventually(Duration::from_secs(30), "the SMS queue to drain", || async {
-        let attributes = api
-            .clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .unwrap()
-            .attributes
-            .unwrap();
-        let count =
-            |name: &str| attributes[&aws_sdk_sqs::types::QueueAttributeName::from(name)].parse::<u32>().unwrap();
-        (count("ApproximateNumberOfMessages") == 0 && count("ApproximateNumberOfMessagesNotVisible") == 0).then_some(())
+        support::queue_is_empty(&api.clients.sqs, &url).await.then_some(())
     })
     .await;
 }
@@ -459,40 +453,16 @@ async fn an_idempotency_key_replays_the_original_and_refuses_another_body() {
     let order = unique("order");
     let body = json!({"user_id": user, "template": template, "params": {"order": order, "name": "Ada"}});
     let key = unique("key");
-    let first = api
-        .call_as(
-            Some((&api.app.app_key, &api.app.app_secret)),
-            Method::POST,
-            "/v1/notifications",
-            Some(body.clone()),
-            &[("idempotency-key", &key)],
-        )
-        .await;
+    let first = api.send_with_key(&body, &key).await;
     assert_eq!(first.status, 202);
     assert!(first.headers.get("idempotent-replayed").is_none());
-    let again = api
-        .call_as(
-            Some((&api.app.app_key, &api.app.app_secret)),
-            Method::POST,
-            "/v1/notifications",
-            Some(body.clone()),
-            &[("idempotency-key", &key)],
-        )
-        .await;
+    let again = api.send_with_key(&body, &key).await;
     assert_eq!(again.status, 202);
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(again.body, first.body);
     let mut other = body.clone();
     other["params"]["name"] = json!("Bob");
-    let reused = api
-        .call_as(
-            Some((&api.app.app_key, &api.app.app_secret)),
-            Method::POST,
-            "/v1/notifications",
-            Some(other),
-            &[("idempotency-key", &key)],
-        )
-        .await;
+    let reused = api.send_with_key(&other, &key).await;
     assert_eq!((reused.status.as_u16(), fields(&reused)), (422, vec!["Idempotency-Key".to_string()]));
 
     sms_queue_drained(&api).await;
@@ -507,17 +477,7 @@ async fn twenty_concurrent_duplicates_make_one_notification_and_one_send() {
     let order = unique("order");
     let body = json!({"user_id": user, "template": template, "params": {"order": order, "name": "Ada"}});
     let key = unique("key");
-    let headers = [("idempotency-key", key.as_str())];
-    let replies = futures::future::join_all((0..20).map(|_| {
-        api.call_as(
-            Some((&api.app.app_key, &api.app.app_secret)),
-            Method::POST,
-            "/v1/notifications",
-            Some(body.clone()),
-            &headers,
-        )
-    }))
-    .await;
+    let replies = futures::future::join_all((0..20).map(|_| api.send_with_key(&body, &key))).await;
     let ids: BTreeSet<String> = replies.iter().map(|reply| reply.body["id"].as_str().unwrap().to_string()).collect();
     assert!(replies.iter().all(|reply| reply.status == 202));
     assert_eq!(ids.len(), 1, "one notification id");

@@ -105,3 +105,19 @@ pub async fn emulator_state() -> Value {
 pub async fn recorded_sms() -> Vec<Value> {
     emulator_state().await["sns"]["SMS"].as_array().cloned().unwrap_or_default()
 }
+
+/// Whether a queue holds no message, visible or in flight.
+pub async fn queue_is_empty(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> bool {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .unwrap_or_default();
+    attributes.values().all(|count| count == "0")
+}
