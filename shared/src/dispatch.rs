@@ -1,27 +1,69 @@
-//! The dispatch loop shared by every channel: parse each record, send it through the channel's
-//! provider, and decide from the error class whether SQS should bring it back.
+//! The dispatch loop shared by every channel. For each record of a batch:
+//! 1. claim the delivery (`queued → sending` with a lease, one conditional write); a delivery
+//!    already sent, failed or skipped is acknowledged without calling the provider, one whose
+//!    lease another attempt holds comes back when the lease ends;
+//! 2. re-check the user at send time (deleted, opted out, device retired → `skipped`);
+//! 3. count it against the user's hourly limit for the channel, once per delivery, unless the
+//!    template is transactional (over the limit → `skipped: rate_limited`);
+//! 4. send through the channel's provider and record the outcome: `sent`; `failed` for a
+//!    permanent error (deleted, never retried); back to `queued` for a transient one, with the
+//!    message's visibility set to an exponential backoff so SQS brings it back later.
+//!
+//! Duplicate sends: the provider call and the `sent` write are two steps. If the function dies
+//! between them (or the write keeps failing), the lease expires and a later receive sends again.
+//! That window is the duration of one DynamoDB write after the provider answered (milliseconds),
+//! and only a crash or a DynamoDB outage inside it produces a duplicate.
 
+use std::time::Duration;
+
+use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
 use crate::batch::{self, Outcome, SqsRecord};
 use crate::config::Settings;
+use crate::domain::backoff::Backoff;
 use crate::domain::delivery::DeliveryMessage;
+use crate::domain::notification::{DeliveryFailure, SkipReason};
+use crate::error::DependencyError;
 use crate::provider::Provider;
+use crate::store::notifications::{AttemptOutcome, Claim, NotificationStore};
+use crate::store::rate_limits::RateLimiter;
+use crate::store::users::UserStore;
 
 pub struct Dispatcher<P> {
     provider: P,
+    notifications: NotificationStore,
+    users: UserStore,
+    limiter: RateLimiter,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    backoff: Backoff,
+    lease: Duration,
     concurrency: usize,
 }
 
 impl<P: Provider> Dispatcher<P> {
-    pub fn new(provider: P, concurrency: usize) -> Self {
-        Self { provider, concurrency }
-    }
-
-    /// `BATCH_CONCURRENCY`: records of one batch in flight at once (default 10).
-    pub fn load(provider: P, settings: &mut Settings<'_>) -> Self {
-        let concurrency = settings.parsed_or("BATCH_CONCURRENCY", 10usize);
-        Self::new(provider, concurrency)
+    /// Settings: `QUEUE_URL` (the channel's queue), `NOTIFICATIONS_TABLE`, `USERS_TABLE`,
+    /// `RATE_LIMITS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10), `RETRY_BASE_SECONDS` (15),
+    /// `RETRY_MAX_SECONDS` (900), `LEASE_SECONDS` (60: longer than the function's timeout, so a
+    /// live attempt is never taken over) and `BATCH_CONCURRENCY` (10).
+    pub fn load(sdk: &SdkConfig, provider: P, settings: &mut Settings<'_>) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let per_hour = settings.parsed_or("RATE_LIMIT_PER_HOUR", 10u32);
+        Self {
+            provider,
+            notifications: NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
+            users: UserStore::new(dynamodb.clone(), settings.required("USERS_TABLE")),
+            limiter: RateLimiter::new(dynamodb, settings.required("RATE_LIMITS_TABLE"), per_hour),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue_url: settings.required("QUEUE_URL"),
+            backoff: Backoff {
+                base: Duration::from_secs(settings.parsed_or("RETRY_BASE_SECONDS", 15)),
+                cap: Duration::from_secs(settings.parsed_or("RETRY_MAX_SECONDS", 900)),
+            },
+            lease: Duration::from_secs(settings.parsed_or("LEASE_SECONDS", 60)),
+            concurrency: settings.parsed_or("BATCH_CONCURRENCY", 10usize),
+        }
     }
 
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
@@ -29,41 +71,110 @@ impl<P: Provider> Dispatcher<P> {
     }
 
     async fn deliver(&self, record: SqsRecord<DeliveryMessage<P::Content>>) -> Outcome {
-        let message = &record.body;
-        match self.provider.send(message).await {
-            Ok(provider_message_id) => {
-                tracing::info!(
-                    notification_id = %message.notification_id,
-                    delivery_id = %message.delivery_id,
-                    channel = %P::CHANNEL,
-                    provider_message_id = %provider_message_id,
-                    "sent"
-                );
-                Outcome::Done
-            }
-            Err(error) if error.is_transient() => {
-                tracing::warn!(
-                    notification_id = %message.notification_id,
-                    delivery_id = %message.delivery_id,
-                    channel = %P::CHANNEL,
-                    attempt = record.receive_count,
-                    error = %error,
-                    "send failed, will retry"
-                );
-                Outcome::Retry
-            }
+        match self.attempt(&record).await {
+            Ok(outcome) => outcome,
+            // Our own state could not be read or written: retry the whole step later.
             Err(error) => {
-                tracing::error!(
-                    notification_id = %message.notification_id,
-                    delivery_id = %message.delivery_id,
-                    channel = %P::CHANNEL,
-                    error = %error,
-                    "send failed permanently"
-                );
-                Outcome::Done
+                tracing::warn!(notification_id = %record.body.notification_id, error = %error, "delivery state unavailable; will retry");
+                let delay = self.backoff_delay(record.receive_count);
+                self.retry_after(&record, delay).await
             }
         }
     }
+
+    async fn attempt(&self, record: &SqsRecord<DeliveryMessage<P::Content>>) -> Result<Outcome, DependencyError> {
+        let message = &record.body;
+        let (id, delivery_id, channel) = (&message.notification_id, &message.delivery_id, P::CHANNEL);
+        let now_ms = crate::time::now_epoch_millis();
+        let attempt = match self.notifications.claim(id, delivery_id, channel, now_ms, self.lease).await? {
+            Claim::Taken { attempt } => attempt,
+            Claim::Finished(status) => {
+                tracing::info!(notification_id = %id, delivery_id = %delivery_id, ?status, "already finished; acknowledged");
+                return Ok(Outcome::Done);
+            }
+            Claim::Held { until_ms } => {
+                let wait = Duration::from_millis((until_ms - now_ms).max(0) as u64) + Duration::from_secs(1);
+                return Ok(self.retry_after(record, wait).await);
+            }
+            Claim::Missing => {
+                tracing::warn!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; dropped");
+                return Ok(Outcome::Done);
+            }
+        };
+
+        let recipient = match self.users.get(&message.user_id).await? {
+            None => return self.finish(message, AttemptOutcome::Skipped(SkipReason::UserDeleted)).await,
+            Some(profile) if !profile.preferences.allows(channel) => {
+                return self.finish(message, AttemptOutcome::Skipped(SkipReason::OptedOut)).await;
+            }
+            Some(profile) => profile,
+        };
+        if let Some(reason) = self.provider.unreachable(message, &recipient) {
+            return self.finish(message, AttemptOutcome::Skipped(reason)).await;
+        }
+        if !message.transactional
+            && attempt == 1
+            && !self.limiter.try_take(&message.user_id, channel, crate::time::now_epoch_seconds()).await?
+        {
+            return self.finish(message, AttemptOutcome::Skipped(SkipReason::RateLimited)).await;
+        }
+
+        match self.provider.send(message, &recipient).await {
+            Ok(provider_message_id) => self.finish(message, AttemptOutcome::Sent { provider_message_id }).await,
+            Err(error) if error.is_transient() => {
+                tracing::warn!(notification_id = %id, delivery_id = %delivery_id, attempt, error = %error, "send failed; will retry");
+                self.notifications.record(id, delivery_id, channel, &AttemptOutcome::Retrying(failure(&error))).await?;
+                let delay = self.backoff_delay(record.receive_count);
+                Ok(self.retry_after(record, delay).await)
+            }
+            Err(error) => {
+                tracing::error!(notification_id = %id, delivery_id = %delivery_id, error = %error, "send failed permanently");
+                self.provider.on_permanent_failure(message, &error).await?;
+                self.finish(message, AttemptOutcome::Failed(failure(&error))).await
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        message: &DeliveryMessage<P::Content>,
+        outcome: AttemptOutcome,
+    ) -> Result<Outcome, DependencyError> {
+        self.notifications.record(&message.notification_id, &message.delivery_id, P::CHANNEL, &outcome).await?;
+        tracing::info!(
+            notification_id = %message.notification_id,
+            delivery_id = %message.delivery_id,
+            channel = %P::CHANNEL,
+            outcome = ?outcome,
+            "delivery finished"
+        );
+        Ok(Outcome::Done)
+    }
+
+    fn backoff_delay(&self, receive_count: u32) -> Duration {
+        self.backoff.delay(receive_count, &mut rand::rng())
+    }
+
+    /// Reports the record failed after making SQS hold it back for `delay`.
+    async fn retry_after<C>(&self, record: &SqsRecord<C>, delay: Duration) -> Outcome {
+        let result = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(&record.receipt_handle)
+            .visibility_timeout(delay.as_secs().max(1) as i32)
+            .send()
+            .await;
+        if let Err(error) = result {
+            // The queue's own visibility timeout still brings it back.
+            tracing::warn!(message_id = %record.message_id, error = %aws_sdk_sqs::error::DisplayErrorContext(error), "could not set the retry delay");
+        }
+        Outcome::Retry
+    }
+}
+
+fn failure(error: &DependencyError) -> DeliveryFailure {
+    DeliveryFailure { class: error.class, code: error.code.clone(), message: error.message.clone() }
 }
 
 impl<P: Provider> crate::function::Function for Dispatcher<P> {

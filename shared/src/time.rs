@@ -14,3 +14,7 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
 pub fn now_epoch_seconds() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
+
+pub fn now_epoch_millis() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

@@ -11,7 +11,7 @@ pub type Function = Dispatcher<SesEmail>;
 pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Function, ConfigError> {
     let mut settings = Settings::new(env);
     let provider = SesEmail::load(aws_sdk_sesv2::Client::new(sdk), &mut settings);
-    let dispatcher = Dispatcher::load(provider, &mut settings);
+    let dispatcher = Dispatcher::load(sdk, provider, &mut settings);
     settings.finish()?;
     Ok(dispatcher)
 }

@@ -4,14 +4,16 @@ use aws_config::SdkConfig;
 use notify::config::{ConfigError, EnvSource, Settings};
 use notify::dispatch::Dispatcher;
 use notify::provider::push::SnsPush;
+use notify::store::users::UserStore;
 
 pub type Function = Dispatcher<SnsPush>;
 
 /// Reads configuration and builds the clients (once per cold start).
 pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Function, ConfigError> {
     let mut settings = Settings::new(env);
-    let provider = SnsPush::load(aws_sdk_sns::Client::new(sdk), &mut settings);
-    let dispatcher = Dispatcher::load(provider, &mut settings);
+    let users = UserStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.required("USERS_TABLE"));
+    let provider = SnsPush::load(aws_sdk_sns::Client::new(sdk), users, &mut settings);
+    let dispatcher = Dispatcher::load(sdk, provider, &mut settings);
     settings.finish()?;
     Ok(dispatcher)
 }

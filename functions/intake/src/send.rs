@@ -201,6 +201,9 @@ impl Intake {
                 status: DeliveryStatus::Queued,
                 attempts: 0,
                 error: None,
+                lease_until: None,
+                provider_message_id: None,
+                skip_reason: None,
                 updated_at: now.clone(),
                 message: body,
             };

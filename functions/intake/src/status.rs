@@ -32,6 +32,12 @@ pub fn notification_body(record: &NotificationRecord) -> Value {
             if let Some(error) = &delivery.error {
                 body["error"] = json!(error);
             }
+            if let Some(reason) = delivery.skip_reason {
+                body["reason"] = json!(reason);
+            }
+            if let Some(id) = &delivery.provider_message_id {
+                body["provider_message_id"] = json!(id);
+            }
             body
         })
         .collect();

@@ -58,7 +58,7 @@ fn user_body(profile: &UserProfile) -> Value {
     let mut body = json!({
         "user_id": profile.user_id,
         "preferences": profile.preferences,
-        "devices": profile.devices.values().collect::<Vec<_>>(),
+        "devices": profile.devices.values().map(device_body).collect::<Vec<_>>(),
         "updated_at": profile.updated_at,
     });
     for (name, value) in [
@@ -72,6 +72,11 @@ fn user_body(profile: &UserProfile) -> Value {
         }
     }
     body
+}
+
+/// A device as the API shows it (its SNS endpoint is internal).
+fn device_body(device: &Device) -> Value {
+    json!({"platform": device.platform, "token": device.token, "active": device.active, "created_at": device.created_at})
 }
 
 fn user_id(request: &ApiGatewayV2httpRequest) -> Result<UserId, ApiError> {
@@ -129,12 +134,15 @@ impl Intake {
             token: token.as_str().to_string(),
             active: true,
             created_at: now.clone(),
+            endpoint_arn: None,
         };
         let registration = self.users.register_device(&user_id, &token, device, &now).await?;
         self.user_cache.invalidate(&user_id);
         match registration {
-            Registration::Added(device) => Ok(json_response(201, "application/json", &json!(device))),
-            Registration::AlreadyRegistered(device) => Ok(json_response(200, "application/json", &json!(device))),
+            Registration::Added(device) => Ok(json_response(201, "application/json", &device_body(&device))),
+            Registration::AlreadyRegistered(device) => {
+                Ok(json_response(200, "application/json", &device_body(&device)))
+            }
             Registration::NoSuchUser => Err(no_such_user(&user_id)),
             Registration::TooManyDevices => {
                 Err(ApiError::Conflict(format!("the user already has {MAX_DEVICES} devices; remove one first")))

@@ -59,6 +59,10 @@ pub struct PushContent {
     pub token: String,
     pub title: String,
     pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sound: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub badge: Option<u32>,
 }
 
 /// Any channel's content, tagged with `"channel"` on the wire.

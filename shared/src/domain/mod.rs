@@ -33,6 +33,7 @@ macro_rules! validated_string {
 pub(crate) use validated_string;
 
 pub mod app;
+pub mod backoff;
 pub mod channel;
 pub mod contact;
 pub mod delivery;

@@ -47,6 +47,12 @@ pub enum SkipReason {
     NoContact,
     /// The template has no content for the channel.
     NoContent,
+    /// The user was deleted between intake and sending.
+    UserDeleted,
+    /// The device's push endpoint was disabled or deleted.
+    DeviceInactive,
+    /// The user reached the channel's per-user limit (transactional templates are exempt).
+    RateLimited,
 }
 
 /// Why a delivery failed: what on-call needs to explain it without reading logs.
@@ -63,11 +69,45 @@ pub struct DeliveryRecord {
     pub target: String,
     pub status: DeliveryStatus,
     pub attempts: u32,
+    /// The last failure: the permanent one for `failed`, the latest transient one otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DeliveryFailure>,
+    /// While `sending`: until when (epoch milliseconds) the attempt holds the delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
     pub updated_at: String,
     /// The queue message body, kept so a delivery that was logged but never enqueued can be.
     pub message: String,
+}
+
+/// What a dispatcher may do with a delivery it received, given the delivery's state: the
+/// state machine `queued → sending (lease) → sent | failed | skipped`, with `sending → queued`
+/// after a transient failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimDecision {
+    /// Take it: it is queued, or its lease expired (the attempt holding it died).
+    Take,
+    /// Another attempt holds an unexpired lease: come back when it ends.
+    HeldUntil(i64),
+    /// It has an outcome already: acknowledge without calling the provider.
+    Finished(DeliveryStatus),
+}
+
+impl DeliveryRecord {
+    pub fn claim_decision(&self, now_ms: i64) -> ClaimDecision {
+        match self.status {
+            DeliveryStatus::Queued => ClaimDecision::Take,
+            DeliveryStatus::Sending => match self.lease_until {
+                Some(until) if until > now_ms => ClaimDecision::HeldUntil(until),
+                _ => ClaimDecision::Take,
+            },
+            finished => ClaimDecision::Finished(finished),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +151,47 @@ pub fn request_hash(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(status: DeliveryStatus, lease_until: Option<i64>) -> DeliveryRecord {
+        DeliveryRecord {
+            channel: Channel::Sms,
+            target: "+12015550123".into(),
+            status,
+            attempts: 1,
+            error: None,
+            lease_until,
+            provider_message_id: None,
+            skip_reason: None,
+            updated_at: "t".into(),
+            message: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn a_queued_delivery_is_taken() {
+        assert_eq!(delivery(DeliveryStatus::Queued, None).claim_decision(1_000), ClaimDecision::Take);
+    }
+
+    #[test]
+    fn a_held_lease_sends_the_message_back_until_it_ends() {
+        assert_eq!(
+            delivery(DeliveryStatus::Sending, Some(5_000)).claim_decision(1_000),
+            ClaimDecision::HeldUntil(5_000)
+        );
+    }
+
+    #[test]
+    fn an_expired_lease_is_taken_over() {
+        assert_eq!(delivery(DeliveryStatus::Sending, Some(500)).claim_decision(1_000), ClaimDecision::Take);
+        assert_eq!(delivery(DeliveryStatus::Sending, None).claim_decision(1_000), ClaimDecision::Take);
+    }
+
+    #[test]
+    fn finished_deliveries_are_never_sent_again() {
+        for status in [DeliveryStatus::Sent, DeliveryStatus::Failed, DeliveryStatus::Skipped] {
+            assert_eq!(delivery(status, Some(5_000)).claim_decision(1_000), ClaimDecision::Finished(status));
+        }
+    }
 
     #[test]
     fn ids_from_the_same_app_and_key_agree_and_differ_otherwise() {

@@ -75,7 +75,7 @@ fn outbound(profile: &UserProfile, rendered: Rendered) -> Vec<(String, OutboundC
             "email".into(),
             OutboundContent::Email(EmailContent { to: profile.email.clone().expect(contact), subject, html, text }),
         )],
-        Rendered::Push { title, body } => profile
+        Rendered::Push { title, body, sound, badge } => profile
             .active_devices()
             .enumerate()
             .map(|(index, device)| {
@@ -84,6 +84,8 @@ fn outbound(profile: &UserProfile, rendered: Rendered) -> Vec<(String, OutboundC
                     token: device.token.clone(),
                     title: title.clone(),
                     body: body.clone(),
+                    sound: sound.clone(),
+                    badge,
                 };
                 (format!("push-{}", index + 1), OutboundContent::Push(content))
             })
@@ -158,14 +160,19 @@ mod tests {
     #[test]
     fn push_goes_to_every_active_device() {
         let mut with_devices = profile();
-        let device =
-            |platform, token: &str, active| Device { platform, token: token.into(), active, created_at: "t".into() };
+        let device = |platform, token: &str, active| Device {
+            platform,
+            token: token.into(),
+            active,
+            created_at: "t".into(),
+            endpoint_arn: None,
+        };
         with_devices.devices.insert("a".into(), device(Platform::Ios, "ios-token", true));
         with_devices.devices.insert("b".into(), device(Platform::Android, "android-token", true));
         with_devices.devices.insert("c".into(), device(Platform::Android, "dead-token", false));
         let mut template = template();
         template.locales.get_mut("en").unwrap().push =
-            Some(PushSource { title: "T {{ code }}".into(), body: "B".into() });
+            Some(PushSource { title: "T {{ code }}".into(), body: "B".into(), sound: None, badge: None });
         let plan = plan(&with_devices, &template, Some(&[Channel::Push]), &params(json!({"code": "1"}))).unwrap();
         let ids: Vec<&str> = plan.deliveries.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, vec!["push-1", "push-2"]);

@@ -30,6 +30,12 @@ super::validated_string!(TemplateName);
 pub struct PushSource {
     pub title: String,
     pub body: String,
+    /// APNs sound name (iOS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sound: Option<String>,
+    /// APNs badge count (iOS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub badge: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +173,7 @@ pub const MAX_EMAIL_BYTES: usize = 200 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "channel", rename_all = "lowercase")]
 pub enum Rendered {
-    Push { title: String, body: String },
+    Push { title: String, body: String, sound: Option<String>, badge: Option<u32> },
     Sms { body: String },
     Email { subject: String, html: String, text: String },
 }
@@ -182,7 +188,7 @@ impl Rendered {
                     return Err(format!("the rendered SMS is {characters} characters; at most {MAX_SMS_CHARS}"));
                 }
             }
-            Rendered::Push { title, body } => {
+            Rendered::Push { title, body, .. } => {
                 let bytes = title.len() + body.len();
                 if bytes > MAX_PUSH_BYTES {
                     return Err(format!(
@@ -266,7 +272,10 @@ impl Template {
         let mut output = output.into_iter();
         let mut next = || output.next().expect("one output per part");
         let rendered = match channel {
-            Channel::Push => Rendered::Push { title: next(), body: next() },
+            Channel::Push => {
+                let push = content.push.as_ref().expect("push parts exist");
+                Rendered::Push { title: next(), body: next(), sound: push.sound.clone(), badge: push.badge }
+            }
             Channel::Sms => Rendered::Sms { body: next() },
             Channel::Email => Rendered::Email { subject: next(), html: next(), text: next() },
         };

@@ -138,6 +138,9 @@ pub struct Device {
     /// False once the provider said the token is dead (disabled or deleted endpoint).
     pub active: bool,
     pub created_at: String,
+    /// The SNS platform endpoint, once the first send created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_arn: Option<String>,
 }
 
 /// How many devices a user may have; the 11th registration is refused.

@@ -8,6 +8,7 @@ use crate::aws::classify;
 use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::delivery::{DeliveryMessage, EmailContent};
+use crate::domain::user::UserProfile;
 use crate::error::DependencyError;
 
 /// SES errors caused by the message or the sender identity.
@@ -39,7 +40,11 @@ impl Provider for SesEmail {
     type Content = EmailContent;
     const CHANNEL: Channel = Channel::Email;
 
-    async fn send(&self, message: &DeliveryMessage<EmailContent>) -> Result<String, DependencyError> {
+    async fn send(
+        &self,
+        message: &DeliveryMessage<EmailContent>,
+        _recipient: &UserProfile,
+    ) -> Result<String, DependencyError> {
         let email = &message.content;
         let content = SesContent::builder()
             .simple(

@@ -1,6 +1,7 @@
 //! Mobile push through SNS: one platform application per platform (APNs for iOS, FCM for
-//! Android); the device's platform endpoint is created idempotently (SNS returns the existing
-//! endpoint for a known token) and the message is published to it as `MessageStructure=json`.
+//! Android). The first send to a device creates its platform endpoint (idempotent in SNS for a
+//! known token) and stores the endpoint's ARN with the device; a disabled or deleted endpoint
+//! retires the device for good.
 
 use aws_sdk_sns::Client;
 
@@ -9,23 +10,29 @@ use crate::aws::classify;
 use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::delivery::{DeliveryMessage, Platform, PushContent};
-use crate::error::DependencyError;
+use crate::domain::notification::SkipReason;
+use crate::domain::user::{DeviceToken, UserProfile};
+use crate::error::{DependencyError, FailureClass};
+use crate::store::users::UserStore;
 
 /// A disabled or deleted endpoint, or a token SNS refuses, will never work again.
 const PERMANENT: &[&str] = &["EndpointDisabled", "NotFound", "InvalidParameter", "InvalidParameterValue"];
+/// The errors that mean the device itself is gone.
+const DEVICE_GONE: &[&str] = &["EndpointDisabled", "NotFound"];
 
-#[derive(Clone)]
 pub struct SnsPush {
     client: Client,
+    users: UserStore,
     apns_application_arn: String,
     fcm_application_arn: String,
 }
 
 impl SnsPush {
     /// `APNS_PLATFORM_APPLICATION_ARN` and `FCM_PLATFORM_APPLICATION_ARN`.
-    pub fn load(client: Client, settings: &mut Settings<'_>) -> Self {
+    pub fn load(client: Client, users: UserStore, settings: &mut Settings<'_>) -> Self {
         Self {
             client,
+            users,
             apns_application_arn: settings.required("APNS_PLATFORM_APPLICATION_ARN"),
             fcm_application_arn: settings.required("FCM_PLATFORM_APPLICATION_ARN"),
         }
@@ -37,15 +44,55 @@ impl SnsPush {
             Platform::Android => &self.fcm_application_arn,
         }
     }
+
+    async fn endpoint(
+        &self,
+        message: &DeliveryMessage<PushContent>,
+        recipient: &UserProfile,
+    ) -> Result<String, DependencyError> {
+        let push = &message.content;
+        let token = token(push)?;
+        if let Some(arn) = recipient.devices.get(&token.key()).and_then(|device| device.endpoint_arn.clone()) {
+            return Ok(arn);
+        }
+        let created = self
+            .client
+            .create_platform_endpoint()
+            .platform_application_arn(self.application_arn(push.platform))
+            .token(&push.token)
+            .send()
+            .await
+            .map_err(|error| classify("sns", "CreatePlatformEndpoint", error, PERMANENT))?;
+        let arn = created.endpoint_arn.unwrap_or_default();
+        self.users.set_device_endpoint(&message.user_id, &token, &arn).await?;
+        Ok(arn)
+    }
 }
 
-/// The per-platform payload SNS forwards: APNs `aps.alert`, FCM notification + data.
+fn token(push: &PushContent) -> Result<DeviceToken, DependencyError> {
+    DeviceToken::parse(push.platform, &push.token).map_err(|message| DependencyError {
+        class: FailureClass::Permanent,
+        service: "sns",
+        operation: "CreatePlatformEndpoint",
+        code: "InvalidToken".into(),
+        message: format!("the device token {message}"),
+    })
+}
+
+/// The per-platform payload SNS forwards: APNs `aps.alert` (with sound and badge when the
+/// template gives them), FCM v1 notification + data.
 pub fn payload(platform: Platform, content: &PushContent, notification_id: &str) -> String {
     let platform_message = match platform {
-        Platform::Ios => serde_json::json!({
-            "aps": {"alert": {"title": content.title, "body": content.body}},
-            "notification_id": notification_id,
-        }),
+        Platform::Ios => {
+            let mut aps = serde_json::json!({"alert": {"title": content.title, "body": content.body}});
+            if let Some(sound) = &content.sound {
+                aps["sound"] = serde_json::json!(sound);
+            }
+            if let Some(badge) = content.badge {
+                aps["badge"] = serde_json::json!(badge);
+            }
+            serde_json::json!({"aps": aps, "notification_id": notification_id})
+        }
         Platform::Android => serde_json::json!({
             "fcmV1Message": {"message": {
                 "notification": {"title": content.title, "body": content.body},
@@ -64,26 +111,82 @@ impl Provider for SnsPush {
     type Content = PushContent;
     const CHANNEL: Channel = Channel::Push;
 
-    async fn send(&self, message: &DeliveryMessage<PushContent>) -> Result<String, DependencyError> {
-        let push = &message.content;
-        let endpoint = self
-            .client
-            .create_platform_endpoint()
-            .platform_application_arn(self.application_arn(push.platform))
-            .token(&push.token)
-            .send()
-            .await
-            .map_err(|error| classify("sns", "CreatePlatformEndpoint", error, PERMANENT))?;
-        let endpoint_arn = endpoint.endpoint_arn.unwrap_or_default();
+    async fn send(
+        &self,
+        message: &DeliveryMessage<PushContent>,
+        recipient: &UserProfile,
+    ) -> Result<String, DependencyError> {
+        let endpoint_arn = self.endpoint(message, recipient).await?;
         let output = self
             .client
             .publish()
             .target_arn(endpoint_arn)
             .message_structure("json")
-            .message(payload(push.platform, push, &message.notification_id))
+            .message(payload(message.content.platform, &message.content, &message.notification_id))
             .send()
             .await
             .map_err(|error| classify("sns", "Publish", error, PERMANENT))?;
         Ok(output.message_id.unwrap_or_default())
+    }
+
+    fn unreachable(&self, message: &DeliveryMessage<PushContent>, recipient: &UserProfile) -> Option<SkipReason> {
+        let key = token(&message.content).ok()?.key();
+        let active = recipient.devices.get(&key).is_some_and(|device| device.active);
+        (!active).then_some(SkipReason::DeviceInactive)
+    }
+
+    async fn on_permanent_failure(
+        &self,
+        message: &DeliveryMessage<PushContent>,
+        error: &DependencyError,
+    ) -> Result<(), DependencyError> {
+        if DEVICE_GONE.contains(&error.code.as_str()) {
+            tracing::warn!(user_id = %message.user_id, code = %error.code, "retiring the device");
+            self.users.deactivate_device(&message.user_id, &token(&message.content)?).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(sound: Option<&str>, badge: Option<u32>) -> PushContent {
+        PushContent {
+            platform: Platform::Ios,
+            token: "t".into(),
+            title: "Title".into(),
+            body: "Body".into(),
+            sound: sound.map(str::to_string),
+            badge,
+        }
+    }
+
+    #[test]
+    fn apns_gets_an_alert_with_sound_and_badge_when_given() {
+        let outer: serde_json::Value =
+            serde_json::from_str(&payload(Platform::Ios, &content(Some("chime"), Some(3)), "n-1")).unwrap();
+        let apns: serde_json::Value = serde_json::from_str(outer["APNS"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            apns["aps"],
+            serde_json::json!({"alert": {"title": "Title", "body": "Body"}, "sound": "chime", "badge": 3})
+        );
+        let plain: serde_json::Value =
+            serde_json::from_str(&payload(Platform::Ios, &content(None, None), "n-1")).unwrap();
+        assert!(
+            plain["APNS"].as_str().unwrap().contains(r#""aps":{"alert""#)
+                && !plain["APNS"].as_str().unwrap().contains("sound")
+        );
+    }
+
+    #[test]
+    fn fcm_gets_a_notification_and_data() {
+        let outer: serde_json::Value =
+            serde_json::from_str(&payload(Platform::Android, &content(None, None), "n-1")).unwrap();
+        let fcm: serde_json::Value = serde_json::from_str(outer["GCM"].as_str().unwrap()).unwrap();
+        assert_eq!(fcm["fcmV1Message"]["message"]["notification"]["title"], "Title");
+        assert_eq!(fcm["fcmV1Message"]["message"]["data"]["notification_id"], "n-1");
+        assert_eq!(outer["default"], "Body");
     }
 }

@@ -10,6 +10,7 @@ use crate::aws::classify;
 use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::delivery::{DeliveryMessage, SmsContent};
+use crate::domain::user::UserProfile;
 use crate::error::DependencyError;
 
 /// SNS errors caused by the number or the text, which no retry can fix. Account-level errors
@@ -72,7 +73,11 @@ impl Provider for SnsSms {
     type Content = SmsContent;
     const CHANNEL: Channel = Channel::Sms;
 
-    async fn send(&self, message: &DeliveryMessage<SmsContent>) -> Result<String, DependencyError> {
+    async fn send(
+        &self,
+        message: &DeliveryMessage<SmsContent>,
+        _recipient: &UserProfile,
+    ) -> Result<String, DependencyError> {
         let mut publish = self
             .client
             .publish()

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod notifications;
+pub mod rate_limits;
 pub mod templates;
 pub mod users;
 

@@ -1,12 +1,90 @@
 //! The notifications table: key `id`; TTL attribute `expires_at`.
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use std::collections::HashMap;
+use std::time::Duration;
 
-use super::{from_item, string, to_item};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+use super::{Item, corrupt, from_item, string, to_item};
 use crate::aws::classify;
-use crate::domain::notification::NotificationRecord;
+use crate::domain::channel::Channel;
+use crate::domain::notification::{
+    ClaimDecision, DeliveryFailure, DeliveryStatus, NotificationRecord, SkipReason, TimelineEvent,
+};
 use crate::error::DependencyError;
+
+/// What claiming a delivery for an attempt came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This attempt holds the delivery; `attempt` counts attempts so far, this one included.
+    Taken { attempt: u32 },
+    /// Another attempt holds it until then (epoch milliseconds).
+    Held { until_ms: i64 },
+    /// It has an outcome already.
+    Finished(DeliveryStatus),
+    /// No such notification or delivery (expired from the log, or never logged).
+    Missing,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Sent {
+        provider_message_id: String,
+    },
+    Failed(DeliveryFailure),
+    Skipped(SkipReason),
+    /// A transient failure: the delivery goes back to `queued` for the next receive.
+    Retrying(DeliveryFailure),
+}
+
+impl AttemptOutcome {
+    fn status(&self) -> DeliveryStatus {
+        match self {
+            AttemptOutcome::Sent { .. } => DeliveryStatus::Sent,
+            AttemptOutcome::Failed(_) => DeliveryStatus::Failed,
+            AttemptOutcome::Skipped(_) => DeliveryStatus::Skipped,
+            AttemptOutcome::Retrying(_) => DeliveryStatus::Queued,
+        }
+    }
+
+    fn event(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Sent { .. } => "sent",
+            AttemptOutcome::Failed(_) => "failed",
+            AttemptOutcome::Skipped(_) => "skipped",
+            AttemptOutcome::Retrying(_) => "retrying",
+        }
+    }
+}
+
+fn status_value(status: DeliveryStatus) -> AttributeValue {
+    AttributeValue::S(
+        serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+    )
+}
+
+/// Placeholders shared by the delivery transitions (`status` is a DynamoDB reserved word).
+fn delivery_names(delivery_id: &str) -> HashMap<String, String> {
+    [
+        ("#deliveries", "deliveries"),
+        ("#d", delivery_id),
+        ("#status", "status"),
+        ("#lease", "lease_until"),
+        ("#updated", "updated_at"),
+        ("#events", "events"),
+    ]
+    .into_iter()
+    .map(|(placeholder, name)| (placeholder.to_string(), name.to_string()))
+    .collect()
+}
+
+fn event(kind: &str, channel: Channel) -> Result<AttributeValue, DependencyError> {
+    let event = TimelineEvent { at: crate::time::now_rfc3339(), kind: kind.to_string(), channel: Some(channel) };
+    let item: Item = to_item("UpdateItem", &event)?;
+    Ok(AttributeValue::L(vec![AttributeValue::M(item)]))
+}
 
 #[derive(Clone)]
 pub struct NotificationStore {
@@ -65,5 +143,129 @@ impl NotificationStore {
             .await
             .map_err(|error| classify("dynamodb", "GetItem", error, &[]))?;
         output.item.map(|item| from_item("GetItem", item)).transpose()
+    }
+
+    /// Claims a delivery for an attempt: `queued`, or `sending` with an expired lease, becomes
+    /// `sending` with a lease until `now + lease`, in one conditional update.
+    pub async fn claim(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        now_ms: i64,
+        lease: Duration,
+    ) -> Result<Claim, DependencyError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .update_expression(
+                "SET #deliveries.#d.#status = :sending, #deliveries.#d.#lease = :lease, \
+                 #deliveries.#d.attempts = #deliveries.#d.attempts + :one, #deliveries.#d.#updated = :now_iso, \
+                 #events = list_append(#events, :event)",
+            )
+            .condition_expression(
+                "#deliveries.#d.#status = :queued OR (#deliveries.#d.#status = :sending AND \
+                 (attribute_not_exists(#deliveries.#d.#lease) OR #deliveries.#d.#lease < :now))",
+            )
+            .set_expression_attribute_names(Some(delivery_names(delivery_id)))
+            .expression_attribute_values(":queued", status_value(DeliveryStatus::Queued))
+            .expression_attribute_values(":sending", status_value(DeliveryStatus::Sending))
+            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+            .expression_attribute_values(":lease", AttributeValue::N((now_ms + lease.as_millis() as i64).to_string()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":now_iso", string(&crate::time::now_rfc3339()))
+            .expression_attribute_values(":event", event("sending", channel)?)
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let (item, taken) = match result {
+            Ok(output) => (output.attributes.unwrap_or_default(), true),
+            Err(error) => match error.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                    failed,
+                )) => (failed.item.clone().unwrap_or_default(), false),
+                // A delivery id that is not in the record makes the document path invalid.
+                Some(service) if service.meta().code() == Some("ValidationException") => return Ok(Claim::Missing),
+                _ => return Err(classify("dynamodb", "UpdateItem", error, &[])),
+            },
+        };
+        if item.is_empty() {
+            return Ok(Claim::Missing);
+        }
+        let record: NotificationRecord = from_item("UpdateItem", item)?;
+        let Some(delivery) = record.deliveries.get(delivery_id) else { return Ok(Claim::Missing) };
+        if taken {
+            return Ok(Claim::Taken { attempt: delivery.attempts });
+        }
+        Ok(match delivery.claim_decision(now_ms) {
+            ClaimDecision::Finished(status) => Claim::Finished(status),
+            ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },
+            // The lease ran out between the write and now: come straight back.
+            ClaimDecision::Take => Claim::Held { until_ms: now_ms },
+        })
+    }
+
+    /// Records how an attempt ended, if the delivery is still `sending` (an attempt that took
+    /// over and finished first has already recorded it).
+    pub async fn record(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), DependencyError> {
+        let mut names = delivery_names(delivery_id);
+        let mut sets = vec![
+            "#deliveries.#d.#status = :status".to_string(),
+            "#deliveries.#d.#updated = :now_iso".to_string(),
+            "#events = list_append(#events, :event)".to_string(),
+        ];
+        let mut values = HashMap::from([
+            (":status".to_string(), status_value(outcome.status())),
+            (":sending".to_string(), status_value(DeliveryStatus::Sending)),
+            (":now_iso".to_string(), string(&crate::time::now_rfc3339())),
+            (":event".to_string(), event(outcome.event(), channel)?),
+        ]);
+        match outcome {
+            AttemptOutcome::Sent { provider_message_id } => {
+                sets.push("#deliveries.#d.provider_message_id = :provider_message_id".into());
+                values.insert(":provider_message_id".into(), string(provider_message_id));
+            }
+            AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) => {
+                // `error` is a reserved word too.
+                names.insert("#error".into(), "error".into());
+                sets.push("#deliveries.#d.#error = :error".into());
+                values.insert(":error".into(), AttributeValue::M(to_item("UpdateItem", failure)?));
+            }
+            AttemptOutcome::Skipped(reason) => {
+                sets.push("#deliveries.#d.skip_reason = :reason".into());
+                values.insert(
+                    ":reason".into(),
+                    serde_dynamo::to_attribute_value(reason).map_err(|e| corrupt("UpdateItem", e))?,
+                );
+            }
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .update_expression(format!("SET {} REMOVE #deliveries.#d.#lease", sets.join(", ")))
+            .condition_expression("#deliveries.#d.#status = :sending")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                tracing::info!(notification_id = %id, delivery_id = %delivery_id, "the delivery was finished by another attempt");
+                Ok(())
+            }
+            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
+        }
     }
 }

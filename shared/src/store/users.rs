@@ -340,6 +340,48 @@ impl UserStore {
             Err(error) => Err(classify("dynamodb", "DeleteItem", error, &[])),
         }
     }
+
+    /// Remembers a device's SNS endpoint, if the device is still the user's.
+    pub async fn set_device_endpoint(
+        &self,
+        user_id: &UserId,
+        token: &DeviceToken,
+        endpoint_arn: &str,
+    ) -> Result<(), DependencyError> {
+        self.update_device(user_id, token, "endpoint_arn", string(endpoint_arn)).await
+    }
+
+    /// Marks a device inactive (its endpoint is disabled or gone): it is never used again.
+    pub async fn deactivate_device(&self, user_id: &UserId, token: &DeviceToken) -> Result<(), DependencyError> {
+        self.update_device(user_id, token, "active", AttributeValue::Bool(false)).await
+    }
+
+    async fn update_device(
+        &self,
+        user_id: &UserId,
+        token: &DeviceToken,
+        attribute: &str,
+        value: AttributeValue,
+    ) -> Result<(), DependencyError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", user_key(user_id))
+            .key("sk", string(PROFILE))
+            .update_expression("SET devices.#key.#attribute = :value")
+            .condition_expression("attribute_exists(devices.#key)")
+            .expression_attribute_names("#key", token.key())
+            .expression_attribute_names("#attribute", attribute)
+            .expression_attribute_values(":value", value)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if is_conditional_failure(&error) => Ok(()),
+            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
+        }
+    }
 }
 
 fn corrupt_device(message: &str) -> DependencyError {
