@@ -7,6 +7,7 @@ mod request;
 mod send;
 mod status;
 mod templates;
+mod unsubscribe;
 mod users;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use notify::cache::TtlCache;
 use notify::config::{ConfigError, EnvSource, Settings, Tables};
 use notify::domain::app::{AppRecord, Scope};
 use notify::domain::template::{Template, TemplateName};
+use notify::domain::unsubscribe::LinkSigner;
 use notify::domain::user::{UserId, UserProfile};
 use notify::function::Function;
 use notify::queue::{ChannelQueues, Enqueuer};
@@ -48,6 +50,8 @@ pub const ROUTES: &[&str] = &[
     "POST /v1/notifications/batch",
     "GET /v1/notifications/{id}",
     "GET /v1/openapi.json",
+    "GET /v1/unsubscribe/{token}",
+    "POST /v1/unsubscribe/{token}",
 ];
 
 /// The OpenAPI 3.1 document of this API, served at `GET /v1/openapi.json`.
@@ -65,16 +69,19 @@ pub struct Intake {
     app_cache: TtlCache<String, Option<AppRecord>>,
     user_cache: TtlCache<UserId, Option<UserProfile>>,
     template_cache: TtlCache<TemplateName, Option<Template>>,
+    link_signer: LinkSigner,
 }
 
 impl Intake {
     /// Reads configuration and builds the clients (once per cold start). `CACHE_TTL_SECONDS`
-    /// (default 5) bounds how stale an app, user or template read through another instance may be.
+    /// (default 5) bounds how stale an app, user or template read through another instance may
+    /// be; `LINK_SIGNING_SECRET` verifies unsubscribe links.
     pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let mut settings = Settings::new(env);
         let tables = Tables::load(&mut settings);
         let queues = ChannelQueues::load(&mut settings);
         let ttl = Duration::from_secs(settings.parsed_or("CACHE_TTL_SECONDS", 5u64));
+        let link_signer = LinkSigner::new(&settings.required("LINK_SIGNING_SECRET"));
         settings.finish()?;
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
@@ -86,6 +93,7 @@ impl Intake {
             app_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             user_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             template_cache: TtlCache::new(ttl, CACHE_CAPACITY),
+            link_signer,
         })
     }
 
@@ -101,6 +109,8 @@ impl Intake {
                 let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON (tested)");
                 Ok(problem::json_response(200, "application/json", &document))
             }
+            "GET /v1/unsubscribe/{token}" => self.unsubscribe_form(request),
+            "POST /v1/unsubscribe/{token}" => self.unsubscribe(request).await,
             "PUT /v1/users/{user_id}" => {
                 self.authenticate(request, Scope::Users).await?;
                 self.put_user(request, &body(request)?).await

@@ -40,6 +40,7 @@ pub mod delivery;
 pub mod notification;
 pub mod plan;
 pub mod template;
+pub mod unsubscribe;
 pub mod user;
 
 /// One reason a field of a request is invalid.

@@ -45,6 +45,19 @@ impl Default for Preferences {
     }
 }
 
+impl PreferencesPatch {
+    /// A patch that opts out of one channel.
+    pub fn opt_out(channel: Channel) -> Self {
+        let mut patch = Self::default();
+        match channel {
+            Channel::Push => patch.push = Some(false),
+            Channel::Sms => patch.sms = Some(false),
+            Channel::Email => patch.email = Some(false),
+        }
+        patch
+    }
+}
+
 impl Preferences {
     pub fn allows(&self, channel: Channel) -> bool {
         match channel {

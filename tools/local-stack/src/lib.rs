@@ -89,6 +89,9 @@ impl Clients {
     }
 }
 
+/// The template parameter that names the API's public URL; locally, the local API server's.
+const PUBLIC_API_URL: &str = "PublicApiUrl";
+
 pub struct StackOptions {
     /// Prefix of every physical name; unique per test so tests can share one emulator.
     pub stack_name: String,
@@ -111,7 +114,14 @@ impl LocalStack {
     pub async fn start(sdk: &SdkConfig, template: &Template, options: StackOptions) -> Result<Self, StackError> {
         let clients = Clients::new(sdk);
         clients.check_reachable().await?;
-        let deployed = provision::deploy(&clients, template, &options.stack_name, &options.parameters).await?;
+        // Bound first, so links the functions build (PublicApiUrl) point at this server.
+        let listener = tokio::net::TcpListener::bind(options.api_address).await?;
+        let api_url = format!("http://{}", listener.local_addr()?);
+        let mut parameters = options.parameters.clone();
+        if template.parameters.contains_key(PUBLIC_API_URL) && !parameters.contains_key(PUBLIC_API_URL) {
+            parameters.insert(PUBLIC_API_URL.into(), api_url.clone());
+        }
+        let deployed = provision::deploy(&clients, template, &options.stack_name, &parameters).await?;
 
         let mut functions = BTreeMap::new();
         for spec in &deployed.spec.functions {
@@ -157,8 +167,6 @@ impl LocalStack {
                 ));
             }
         }
-        let listener = tokio::net::TcpListener::bind(options.api_address).await?;
-        let api_url = format!("http://{}", listener.local_addr()?);
         let routes = Arc::new(routes);
         tasks.spawn(async move {
             if let Err(error) = api::serve(listener, routes).await {
@@ -236,6 +244,11 @@ pub async fn local_parameters(
                 message: aws_sdk_sns::error::DisplayErrorContext(error).to_string(),
             })?;
         parameters.insert(parameter.to_string(), created.platform_application_arn.unwrap_or_default());
+    }
+    if wanted("LinkSigningSecret") {
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        parameters.insert("LinkSigningSecret".into(), bytes.iter().map(|byte| format!("{byte:02x}")).collect());
     }
     if wanted("EmailFromAddress") {
         // SES sends only from verified identities; the emulator verifies at once. A sender
