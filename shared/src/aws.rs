@@ -11,6 +11,13 @@ pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
+/// The configuration for provider clients (SNS, SES): no SDK-level retries. A failed send is
+/// retried through the queue with backoff (see `dispatch`), which neither holds the rest of the
+/// batch for seconds nor hides the attempt from the delivery's record.
+pub fn provider_config(sdk: &SdkConfig) -> SdkConfig {
+    sdk.to_builder().retry_config(aws_config::retry::RetryConfig::disabled()).build()
+}
+
 /// Classifies an SDK error. Errors whose code is in `permanent_codes` are permanent (the target
 /// or content is at fault and retrying cannot help); everything else, including throttling,
 /// 5xx, timeouts, network failures and codes we do not know, is transient: a wrongly transient

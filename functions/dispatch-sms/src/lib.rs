@@ -10,7 +10,7 @@ pub type Function = Dispatcher<SnsSms>;
 /// Reads configuration and builds the clients (once per cold start).
 pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Function, ConfigError> {
     let mut settings = Settings::new(env);
-    let provider = SnsSms::load(aws_sdk_sns::Client::new(sdk), &mut settings);
+    let provider = SnsSms::load(aws_sdk_sns::Client::new(&notify::aws::provider_config(sdk)), &mut settings);
     let dispatcher = Dispatcher::load(sdk, provider, &mut settings);
     settings.finish()?;
     Ok(dispatcher)

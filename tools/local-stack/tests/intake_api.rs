@@ -6,143 +6,14 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use local_stack::demo::{self, DemoApp};
-use local_stack::{Clients, LocalStack};
+use local_stack::demo;
 use notify::domain::app::Scope;
 use notify::store::apps::AppStore;
 use notify::store::notifications::NotificationStore;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{demo_stack, eventually, recorded_sms};
-
-const OPENAPI: &str = include_str!("../../../functions/intake/openapi.json");
-
-struct Api {
-    stack: LocalStack,
-    clients: Clients,
-    app: DemoApp,
-    http: reqwest::Client,
-    openapi: Value,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
-
-impl Api {
-    async fn start() -> Self {
-        let (stack, clients, app) = demo_stack().await;
-        Self { stack, clients, app, http: reqwest::Client::new(), openapi: serde_json::from_str(OPENAPI).unwrap() }
-    }
-
-    async fn call_as(
-        &self,
-        credentials: Option<(&str, &str)>,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.stack.api_url));
-        if let Some((key, secret)) = credentials {
-            request = request.basic_auth(key, Some(secret));
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body =
-            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        let reply = Reply { status, headers, body };
-        check_against_openapi(&self.openapi, &method, path, &reply);
-        reply
-    }
-
-    /// `POST /v1/notifications` with an Idempotency-Key.
-    async fn send_with_key(&self, body: &Value, key: &str) -> Reply {
-        let credentials = Some((self.app.app_key.as_str(), self.app.app_secret.as_str()));
-        self.call_as(credentials, Method::POST, "/v1/notifications", Some(body.clone()), &[("idempotency-key", key)])
-            .await
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        self.call_as(Some((&self.app.app_key, &self.app.app_secret)), method, path, body, &[]).await
-    }
-}
-
-/// Every response must be documented for its operation, with a body its schema accepts.
-fn check_against_openapi(openapi: &Value, method: &Method, path: &str, reply: &Reply) {
-    let path = path.split('?').next().unwrap();
-    let (template, operation) = openapi["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .find_map(|(template, item)| {
-            matches(template, path).then(|| (template.clone(), item[method.as_str().to_lowercase()].clone()))
-        })
-        .unwrap_or_else(|| panic!("{method} {path} is not in openapi.json"));
-    assert!(!operation.is_null(), "{method} {template} is not in openapi.json");
-    let documented = &operation["responses"][reply.status.as_str()];
-    assert!(
-        !documented.is_null(),
-        "{method} {template} answered {} which openapi.json does not document: {}",
-        reply.status,
-        reply.body
-    );
-    let Some(content) = documented["content"].as_object() else {
-        assert!(reply.body.is_null(), "{method} {template} {}: undocumented body {}", reply.status, reply.body);
-        return;
-    };
-    let content_type = reply.headers["content-type"].to_str().unwrap();
-    let schema = &content.get(content_type).unwrap_or_else(|| {
-        panic!("{method} {template} {}: content type {content_type} is not documented", reply.status)
-    })["schema"];
-    let mut document = json!({"components": openapi["components"]});
-    for (key, value) in schema.as_object().unwrap() {
-        document[key] = value.clone();
-    }
-    let validator = jsonschema::validator_for(&document).unwrap();
-    let errors: Vec<String> =
-        validator.iter_errors(&reply.body).map(|error| format!("{} at {}", error, error.instance_path())).collect();
-    assert!(
-        errors.is_empty(),
-        "{method} {template} {}: body {} violates openapi.json: {errors:?}",
-        reply.status,
-        reply.body
-    );
-}
-
-/// Whether an OpenAPI path template (`/v1/users/{user_id}`) matches a concrete path.
-fn matches(template: &str, path: &str) -> bool {
-    let (template, path): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
-    template.len() == path.len()
-        && template.iter().zip(&path).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
-}
-
-fn fields(reply: &Reply) -> Vec<String> {
-    reply.body["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|error| error["field"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn ios_token() -> String {
-    uuid::Uuid::new_v4().simple().to_string().repeat(2)
-}
+use support::api::{Api, OPENAPI, Reply, check_against_openapi, fields, ios_token, unique};
+use support::{eventually, recorded_sms};
 
 #[test]
 #[should_panic(expected = "violates openapi.json")]

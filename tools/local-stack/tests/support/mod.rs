@@ -3,6 +3,9 @@
 //! deadline instead of sleeping.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod api;
+pub mod fault_proxy;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +25,10 @@ pub fn endpoint() -> String {
 }
 
 pub async fn sdk_for(endpoint: &str) -> SdkConfig {
-    notify::telemetry::init();
+    // The functions' JSON logs, when asked for (RUST_LOG=info scripts/test.sh -- --nocapture).
+    if std::env::var_os("RUST_LOG").is_some() {
+        notify::telemetry::init();
+    }
     local_stack::emulator_config(endpoint).await
 }
 

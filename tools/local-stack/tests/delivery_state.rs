@@ -1,0 +1,254 @@
+//! The delivery state machine, deterministically: the SMS dispatcher's event-source mapping is
+//! pointed at a parked queue, so these tests hand the real dispatcher the real queue messages
+//! themselves, after changing the world in between.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use local_stack::poller::{Source, event};
+use notify::domain::channel::Channel;
+use notify::domain::notification::DeliveryStatus;
+use notify::store::notifications::{AttemptOutcome, Claim, NotificationStore};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::api::{Api, unique};
+use support::{endpoint, project_template_text, recorded_sms};
+
+struct Parked {
+    api: Api,
+    user: String,
+    template: String,
+    transactional_template: String,
+}
+
+impl Parked {
+    /// The project's stack, with nothing consuming the SMS queue and 2 SMS per user per hour.
+    async fn start() -> Self {
+        let text = project_template_text().replace("Queue: !GetAtt SmsQueue.Arn", "Queue: !GetAtt ParkedQueue.Arn").replace(
+            "  # ---------------------------------------------------------------- tables",
+            "  ParkedQueue:\n    Type: AWS::SQS::Queue\n\n  # ---------------------------------------------------------------- tables",
+        );
+        let parameters = BTreeMap::from([("SmsRateLimitPerHour".to_string(), "2".to_string())]);
+        let api = Api::start_from(&text, &endpoint(), parameters).await;
+        let (user, template, transactional_template) = (unique("u"), unique("t"), unique("otp"));
+        api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+        for (name, transactional) in [(&template, false), (&transactional_template, true)] {
+            let content = json!({"default_locale": "en", "transactional": transactional, "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
+            api.call(Method::PUT, &format!("/v1/templates/{name}"), Some(content)).await;
+        }
+        Self { api, user, template, transactional_template }
+    }
+
+    /// Sends an SMS through the API; returns the notification id and the text.
+    async fn accept(&self, template: &str) -> (String, String) {
+        let text = unique("text");
+        let body = json!({"user_id": self.user, "template": template, "params": {"text": text}, "channels": ["sms"]});
+        let reply = self.api.call(Method::POST, "/v1/notifications", Some(body)).await;
+        assert_eq!(reply.status, 202, "{}", reply.body);
+        (reply.body["id"].as_str().unwrap().to_string(), text)
+    }
+
+    fn source(&self) -> Source {
+        let (queue_url, queue_arn) = self.api.stack.deployed.queue("SmsQueue").unwrap();
+        Source { queue_url: queue_url.into(), queue_arn: queue_arn.into(), region: "us-east-1".into() }
+    }
+
+    /// Every message waiting on the SMS queue.
+    async fn receive(&self) -> Vec<Message> {
+        let received = self
+            .api
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(self.source().queue_url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        received.messages.unwrap_or_default()
+    }
+
+    /// Invokes the real SMS dispatcher with `messages`; returns the ids it reported failed.
+    async fn dispatch(&self, messages: &[Message]) -> Vec<String> {
+        let function = self.api.stack.function("DispatchSmsFunction").unwrap();
+        let response = function.invoke(event(messages, &self.source())).await.unwrap();
+        response["batchItemFailures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    async fn delivery(&self, id: &str) -> Value {
+        self.api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body["deliveries"][0].clone()
+    }
+
+    fn store(&self) -> NotificationStore {
+        NotificationStore::new(
+            self.api.clients.dynamodb.clone(),
+            local_stack::demo::tables(&self.api.stack.deployed).unwrap().notifications,
+        )
+    }
+}
+
+async fn sms_count(text: &str) -> usize {
+    recorded_sms().await.iter().filter(|sms| sms["message"] == text).count()
+}
+
+#[tokio::test]
+async fn a_redelivered_sent_message_is_acknowledged_without_a_second_send() {
+    let parked = Parked::start().await;
+    let (id, text) = parked.accept(&parked.template).await;
+    let messages = parked.receive().await;
+    assert_eq!(messages.len(), 1);
+    assert!(parked.dispatch(&messages).await.is_empty());
+    assert_eq!(parked.delivery(&id).await["status"], "sent");
+    // SQS delivers at least once: the same message again.
+    assert!(parked.dispatch(&messages).await.is_empty(), "acknowledged");
+    assert_eq!(sms_count(&text).await, 1);
+    assert_eq!(parked.delivery(&id).await["attempts"], 1);
+    parked.api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_opt_out_or_deletion_after_intake_skips_the_send() {
+    let parked = Parked::start().await;
+    let (opted_out, opted_out_text) = parked.accept(&parked.template).await;
+    parked.api.call(Method::PUT, &format!("/v1/users/{}/preferences", parked.user), Some(json!({"sms": false}))).await;
+    assert!(parked.dispatch(&parked.receive().await).await.is_empty());
+    let delivery = parked.delivery(&opted_out).await;
+    assert_eq!((delivery["status"].clone(), delivery["reason"].clone()), (json!("skipped"), json!("opted_out")));
+    assert_eq!(sms_count(&opted_out_text).await, 0);
+
+    parked.api.call(Method::PUT, &format!("/v1/users/{}/preferences", parked.user), Some(json!({"sms": true}))).await;
+    let (deleted, deleted_text) = parked.accept(&parked.template).await;
+    parked.api.call(Method::DELETE, &format!("/v1/users/{}", parked.user), None).await;
+    assert!(parked.dispatch(&parked.receive().await).await.is_empty());
+    let delivery = parked.delivery(&deleted).await;
+    assert_eq!((delivery["status"].clone(), delivery["reason"].clone()), (json!("skipped"), json!("user_deleted")));
+    assert_eq!(sms_count(&deleted_text).await, 0);
+    parked.api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_skips_the_third_sms_in_an_hour_but_not_transactional_ones() {
+    let parked = Parked::start().await;
+    let mut accepted = Vec::new();
+    for template in [&parked.template, &parked.template, &parked.template, &parked.transactional_template] {
+        accepted.push(parked.accept(template).await);
+    }
+    // One message per invocation, so the counter sees them one after the other.
+    let mut dispatched = 0;
+    while dispatched < accepted.len() {
+        let messages = parked.receive().await;
+        assert!(!messages.is_empty(), "{dispatched} of {} dispatched", accepted.len());
+        for message in messages {
+            assert!(parked.dispatch(&[message]).await.is_empty());
+            dispatched += 1;
+        }
+    }
+    let mut statuses = Vec::new();
+    for (id, text) in &accepted {
+        let delivery = parked.delivery(id).await;
+        statuses.push((delivery["status"].as_str().unwrap().to_string(), sms_count(text).await));
+    }
+    let sent = statuses.iter().filter(|(status, count)| status == "sent" && *count == 1).count();
+    let limited: Vec<&(String, usize)> = statuses.iter().filter(|(status, _)| status == "skipped").collect();
+    assert_eq!((sent, limited.len()), (3, 1), "{statuses:?}");
+    assert_eq!(limited[0].1, 0, "the limited one was not sent");
+    assert_eq!(statuses[3].0, "sent", "transactional messages bypass the limit");
+    parked.api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() {
+    let parked = Parked::start().await;
+    let (id, text) = parked.accept(&parked.template).await;
+    let store = parked.store();
+    let now = notify::time::now_epoch_millis();
+    // Another attempt holds the delivery for a minute.
+    assert_eq!(
+        store.claim(&id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap(),
+        Claim::Taken { attempt: 1 }
+    );
+    let messages = parked.receive().await;
+    assert_eq!(
+        parked.dispatch(&messages).await,
+        vec![messages[0].message_id.clone().unwrap()],
+        "reported for a later retry"
+    );
+    assert_eq!(sms_count(&text).await, 0);
+
+    // That attempt died: once its lease runs out, the next attempt takes over and sends.
+    let later = now + 61_000;
+    assert_eq!(
+        store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap(),
+        Claim::Taken { attempt: 2 }
+    );
+    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Sent { provider_message_id: "p-1".into() }).await.unwrap();
+    assert_eq!(
+        store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap(),
+        Claim::Finished(DeliveryStatus::Sent)
+    );
+    parked.api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn every_transition_is_recorded_with_its_event() {
+    let parked = Parked::start().await;
+    let store = parked.store();
+    let lease = Duration::from_secs(60);
+    let now = notify::time::now_epoch_millis();
+    let failure = notify::domain::notification::DeliveryFailure {
+        class: notify::error::FailureClass::Transient,
+        code: "Throttling".into(),
+        message: "slow down".into(),
+    };
+    let (id, _) = parked.accept(&parked.template).await;
+    // queued → sending → queued (transient) → sending → failed (permanent)
+    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(), Claim::Taken { attempt: 1 });
+    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Retrying(failure.clone())).await.unwrap();
+    assert_eq!(parked.delivery(&id).await["status"], "queued");
+    assert_eq!(parked.delivery(&id).await["error"]["code"], "Throttling");
+    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(), Claim::Taken { attempt: 2 });
+    let permanent =
+        notify::domain::notification::DeliveryFailure { class: notify::error::FailureClass::Permanent, ..failure };
+    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Failed(permanent)).await.unwrap();
+    assert_eq!(
+        store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(),
+        Claim::Finished(DeliveryStatus::Failed)
+    );
+    // A late outcome from a superseded attempt changes nothing.
+    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Sent { provider_message_id: "late".into() }).await.unwrap();
+    let body = parked.api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
+    assert_eq!(body["deliveries"][0]["status"], "failed");
+    let events: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(events, vec!["accepted", "sending", "retrying", "sending", "failed"]);
+
+    // queued → sending → skipped
+    let (skipped, _) = parked.accept(&parked.template).await;
+    store.claim(&skipped, "sms", Channel::Sms, now, lease).await.unwrap();
+    store
+        .record(
+            &skipped,
+            "sms",
+            Channel::Sms,
+            &AttemptOutcome::Skipped(notify::domain::notification::SkipReason::RateLimited),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked.delivery(&skipped).await["reason"], "rate_limited");
+
+    // Unknown notifications and deliveries are reported missing, not errors.
+    assert_eq!(
+        store.claim("00000000-0000-7000-8000-000000000000", "sms", Channel::Sms, now, lease).await.unwrap(),
+        Claim::Missing
+    );
+    assert_eq!(store.claim(&skipped, "push-9", Channel::Push, now, lease).await.unwrap(), Claim::Missing);
+    parked.api.stack.stop().await;
+}

@@ -1,0 +1,118 @@
+//! A fault-injecting HTTP proxy for tests (loopback only): forwards every request to the
+//! emulator, except that a given share of provider sends (SNS `Publish`, SES v2 `SendEmail`)
+//! are answered with the provider's own throttling error instead.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use rand::Rng;
+
+pub struct FaultProxy {
+    pub url: String,
+    pub throttled: Arc<AtomicU64>,
+    pub forwarded_sends: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    url: String,
+    http: reqwest::Client,
+    share: f64,
+    throttled: Arc<AtomicU64>,
+    forwarded_sends: Arc<AtomicU64>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` throttling `share` (0.0–1.0) of provider sends.
+    pub async fn start(upstream: &str, share: f64) -> Self {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let throttled = Arc::new(AtomicU64::new(0));
+        let forwarded_sends = Arc::new(AtomicU64::new(0));
+        let state = Upstream {
+            url: upstream.to_string(),
+            http: reqwest::Client::new(),
+            share,
+            throttled: throttled.clone(),
+            forwarded_sends: forwarded_sends.clone(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { url, throttled, forwarded_sends, task }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+enum Send {
+    Sns,
+    Ses,
+}
+
+fn provider_send(path: &str, body: &[u8]) -> Option<Send> {
+    if path == "/v2/email/outbound-emails" {
+        return Some(Send::Ses);
+    }
+    let form = std::str::from_utf8(body).ok()?;
+    form.split('&').any(|pair| pair == "Action=Publish").then_some(Send::Sns)
+}
+
+async fn forward(State(upstream): State<Upstream>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = to_bytes(body, 64 * 1024 * 1024).await.unwrap();
+    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    if let Some(send) = provider_send(parts.uri.path(), &body) {
+        if rand::rng().random_bool(upstream.share) {
+            upstream.throttled.fetch_add(1, Ordering::SeqCst);
+            return throttle(send);
+        }
+        upstream.forwarded_sends.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut forwarded =
+        upstream.http.request(parts.method.clone(), format!("{}{path}", upstream.url)).body(body.to_vec());
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            forwarded = forwarded.header(name.as_str(), value.as_bytes());
+        }
+    }
+    let answer = forwarded.send().await.unwrap();
+    let mut response = Response::builder().status(answer.status().as_u16());
+    for (name, value) in answer.headers() {
+        if name != "content-length" && name != "transfer-encoding" {
+            response = response.header(name.as_str(), value.as_bytes());
+        }
+    }
+    response.body(Body::from(answer.bytes().await.unwrap())).unwrap()
+}
+
+/// The providers' throttling errors, as each protocol spells them.
+fn throttle(send: Send) -> Response {
+    match send {
+        Send::Sns => Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header("content-type", "text/xml")
+            .body(Body::from(
+                "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>Sender</Type>\
+                 <Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>fault</RequestId></ErrorResponse>",
+            ))
+            .unwrap(),
+        Send::Ses => Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("content-type", "application/json")
+            .header("x-amzn-errortype", "TooManyRequestsException")
+            .body(Body::from(r#"{"message":"Too many requests"}"#))
+            .unwrap(),
+    }
+}
