@@ -1,7 +1,7 @@
 //! Mobile push through SNS: one platform application per platform (APNs for iOS, FCM for
 //! Android). The first send to a device creates its platform endpoint (idempotent in SNS for a
 //! known token) and stores the endpoint's ARN with the device; a disabled or deleted endpoint
-//! retires the device for good.
+//! retires the device until the app registers the token again.
 
 use aws_sdk_sns::Client;
 
@@ -62,11 +62,45 @@ impl SnsPush {
             .token(&push.token)
             .send()
             .await
-            .map_err(|error| classify("sns", "CreatePlatformEndpoint", error, PERMANENT))?;
-        let arn = created.endpoint_arn.unwrap_or_default();
+            .map_err(|error| classify("sns", "CreatePlatformEndpoint", error, PERMANENT));
+        // SNS refuses to create an endpoint for a known token whose endpoint attributes differ
+        // (e.g. it was disabled) and names the existing endpoint: AWS's documented way to find it.
+        let arn = match created {
+            Ok(created) => created.endpoint_arn.unwrap_or_default(),
+            Err(error) => existing_endpoint(&error).ok_or(error)?,
+        };
+        // SNS hands back the existing endpoint for a known token, disabled if the platform once
+        // rejected it; a device registered again has a live token, so the endpoint is re-enabled.
+        let attributes = self
+            .client
+            .get_endpoint_attributes()
+            .endpoint_arn(&arn)
+            .send()
+            .await
+            .map_err(|error| classify("sns", "GetEndpointAttributes", error, PERMANENT))?;
+        if attributes.attributes.unwrap_or_default().get("Enabled").is_some_and(|enabled| enabled == "false") {
+            self.client
+                .set_endpoint_attributes()
+                .endpoint_arn(&arn)
+                .attributes("Enabled", "true")
+                .send()
+                .await
+                .map_err(|error| classify("sns", "SetEndpointAttributes", error, PERMANENT))?;
+        }
         self.users.set_device_endpoint(&message.user_id, &token, &arn).await?;
         Ok(arn)
     }
+}
+
+/// The ARN in SNS's "Endpoint <arn> already exists with the same Token, but different
+/// attributes." refusal.
+fn existing_endpoint(error: &DependencyError) -> Option<String> {
+    if error.code != "InvalidParameter" {
+        return None;
+    }
+    let rest = &error.message[error.message.find("Endpoint arn:")? + "Endpoint ".len()..];
+    let arn = &rest[..rest.find(" already exists with the same")?];
+    Some(arn.to_string())
 }
 
 fn token(push: &PushContent) -> Result<DeviceToken, DependencyError> {
@@ -178,6 +212,20 @@ mod tests {
             plain["APNS"].as_str().unwrap().contains(r#""aps":{"alert""#)
                 && !plain["APNS"].as_str().unwrap().contains("sound")
         );
+    }
+
+    #[test]
+    fn the_existing_endpoint_is_read_from_snss_refusal() {
+        let refusal = DependencyError {
+            class: FailureClass::Permanent,
+            service: "sns",
+            operation: "CreatePlatformEndpoint",
+            code: "InvalidParameter".into(),
+            message: "Invalid parameter: Token Reason: Endpoint arn:aws:sns:us-east-1:1:endpoint/APNS/app/id already exists with the same Token, but different attributes.".into(),
+        };
+        assert_eq!(existing_endpoint(&refusal).as_deref(), Some("arn:aws:sns:us-east-1:1:endpoint/APNS/app/id"));
+        assert_eq!(existing_endpoint(&DependencyError { code: "Throttling".into(), ..refusal.clone() }), None);
+        assert_eq!(existing_endpoint(&DependencyError { message: "Invalid parameter: Token".into(), ..refusal }), None);
     }
 
     #[test]

@@ -231,25 +231,12 @@ impl UserStore {
         }
         let previous_owner = self.token_owner(token).await?;
 
+        let profile_update = self
+            .device_update(user_id, "SET devices.#key = :device, updated_at = :now", &key)
+            .expression_attribute_values(":device", AttributeValue::M(to_item("TransactWriteItems", &device)?))
+            .expression_attribute_values(":now", string(now));
         let mut operations = vec![
-            TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&self.table)
-                        .key("pk", user_key(user_id))
-                        .key("sk", string(PROFILE))
-                        .update_expression("SET devices.#key = :device, updated_at = :now")
-                        .condition_expression("attribute_exists(pk)")
-                        .expression_attribute_names("#key", &key)
-                        .expression_attribute_values(
-                            ":device",
-                            AttributeValue::M(to_item("TransactWriteItems", &device)?),
-                        )
-                        .expression_attribute_values(":now", string(now))
-                        .build()
-                        .expect("table, key and expression are set"),
-                )
-                .build(),
+            TransactWriteItem::builder().update(profile_update.build().expect("key and expression are set")).build(),
         ];
         let mut owner_item: Item = HashMap::from([
             ("pk".into(), token_key(token)),
@@ -268,20 +255,9 @@ impl UserStore {
         if let Some(previous) = previous_owner.as_ref().filter(|previous| *previous != user_id)
             && self.get(previous).await?.is_some()
         {
+            let moved_from = self.device_update(previous, "REMOVE devices.#key", &key);
             operations.push(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .key("pk", user_key(previous))
-                            .key("sk", string(PROFILE))
-                            .update_expression("REMOVE devices.#key")
-                            .condition_expression("attribute_exists(pk)")
-                            .expression_attribute_names("#key", &key)
-                            .build()
-                            .expect("table, key and expression are set"),
-                    )
-                    .build(),
+                TransactWriteItem::builder().update(moved_from.build().expect("key and expression are set")).build(),
             );
         }
         self.client
@@ -291,6 +267,22 @@ impl UserStore {
             .await
             .map_err(|error| classify("dynamodb", "TransactWriteItems", error, &[]))?;
         Ok(Registration::Added(device))
+    }
+
+    /// An update of one device entry (`#key`) in an existing user's profile, for a transaction.
+    fn device_update(
+        &self,
+        user_id: &UserId,
+        expression: &str,
+        key: &str,
+    ) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", user_key(user_id))
+            .key("sk", string(PROFILE))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#key", key)
     }
 
     /// Removes a device from a user (no-op when it is not theirs).

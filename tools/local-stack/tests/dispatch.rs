@@ -202,6 +202,16 @@ async fn a_disabled_endpoint_retires_the_device() {
     assert!(reasons.is_empty() || notification["skipped"].as_array().unwrap().is_empty());
     let messages = endpoints_for(&[&token]).await[0]["messages"].as_object().unwrap().len();
     assert_eq!(messages, 1, "only the first push reached the endpoint");
+
+    // The app registers the token again (it is live again): the endpoint is re-enabled.
+    let registered = api
+        .call(Method::POST, &format!("/v1/users/{user}/devices"), Some(json!({"platform": "ios", "token": token})))
+        .await;
+    assert_eq!((registered.status.as_u16(), registered.body["active"].clone()), (201, json!(true)));
+    let fourth = send(&api, &user, &template, "4", &["push"]).await;
+    let notification = completed(&api, &fourth).await;
+    assert!(notification["deliveries"].as_array().unwrap().iter().any(|d| d["status"] == "sent"), "{notification}");
+    assert_eq!(endpoints_for(&[&token]).await[0]["messages"].as_object().unwrap().len(), 2);
     api.stack.stop().await;
 }
 
