@@ -1,0 +1,107 @@
+//! The alerting contract, read from template.yaml and RUNBOOK.md: every DLQ and every channel
+//! queue has its alarm, every function its errors and throttles alarms, every alarm notifies
+//! the alert topic and names a runbook section that exists.
+
+use std::collections::BTreeSet;
+
+use serde_norway::Value as Yaml;
+
+fn template() -> Yaml {
+    serde_norway::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn runbook() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../RUNBOOK.md")).unwrap()
+}
+
+/// The scalar inside a `!Ref X` or `!GetAtt X.Y` tag.
+fn tagged(value: &Yaml) -> String {
+    match value {
+        Yaml::Tagged(tagged) => tagged.value.as_str().unwrap().to_string(),
+        other => panic!("expected an intrinsic, got {other:?}"),
+    }
+}
+
+fn resources<'a>(root: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {
+    root["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, resource)| resource["Type"].as_str() == Some(kind))
+        .map(|(id, resource)| (id.as_str().unwrap().to_string(), &resource["Properties"]))
+        .collect()
+}
+
+/// (metric, dimension target) of every alarm.
+fn alarmed(root: &Yaml) -> BTreeSet<(String, String)> {
+    resources(root, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(_, alarm)| (alarm["MetricName"].as_str().unwrap().to_string(), tagged(&alarm["Dimensions"][0]["Value"])))
+        .collect()
+}
+
+#[test]
+fn every_dead_letter_queue_has_a_depth_alarm_and_every_channel_queue_an_age_alarm() {
+    let root = template();
+    let alarmed = alarmed(&root);
+    let queues = resources(&root, "AWS::SQS::Queue");
+    let dead_letter_queues: BTreeSet<String> = queues
+        .iter()
+        .filter_map(|(_, queue)| {
+            queue.get("RedrivePolicy").map(|policy| tagged(&policy["deadLetterTargetArn"]).replace(".Arn", ""))
+        })
+        .collect();
+    assert!(!dead_letter_queues.is_empty());
+    for dead_letter_queue in &dead_letter_queues {
+        let metric = ("ApproximateNumberOfMessagesVisible".to_string(), format!("{dead_letter_queue}.QueueName"));
+        assert!(alarmed.contains(&metric), "{dead_letter_queue} has no depth alarm");
+    }
+    for (queue, properties) in &queues {
+        if properties.get("RedrivePolicy").is_some() {
+            let metric = ("ApproximateAgeOfOldestMessage".to_string(), format!("{queue}.QueueName"));
+            assert!(alarmed.contains(&metric), "{queue} has no age alarm");
+        }
+    }
+    for (_, alarm) in resources(&root, "AWS::CloudWatch::Alarm") {
+        if alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" {
+            assert_eq!(
+                (alarm["Threshold"].as_u64(), alarm["ComparisonOperator"].as_str()),
+                (Some(1), Some("GreaterThanOrEqualToThreshold"))
+            );
+        }
+    }
+}
+
+#[test]
+fn every_function_has_errors_and_throttles_alarms() {
+    let root = template();
+    let alarmed = alarmed(&root);
+    for (function, _) in resources(&root, "AWS::Serverless::Function") {
+        for metric in ["Errors", "Throttles"] {
+            assert!(alarmed.contains(&(metric.to_string(), function.clone())), "{function} has no {metric} alarm");
+        }
+    }
+}
+
+#[test]
+fn every_alarm_pages_the_alert_topic_and_names_an_existing_runbook_section() {
+    let root = template();
+    let runbook = runbook();
+    let sections: BTreeSet<String> =
+        runbook.lines().filter_map(|line| line.strip_prefix("## ")).map(str::to_string).collect();
+    for (name, alarm) in resources(&root, "AWS::CloudWatch::Alarm") {
+        let actions: Vec<String> = alarm["AlarmActions"].as_sequence().unwrap().iter().map(tagged).collect();
+        assert_eq!(actions, vec!["AlertTopic"], "{name} alarm actions");
+        let description = alarm["AlarmDescription"].as_str().unwrap();
+        let anchor =
+            description.split("RUNBOOK.md#").nth(1).unwrap_or_else(|| panic!("{name} names no runbook section"));
+        assert!(sections.contains(anchor), "{name} names RUNBOOK.md#{anchor}, which has no section");
+        assert!(
+            runbook.contains(&format!("`{name}`")) || runbook.contains("`<Function>"),
+            "RUNBOOK.md does not mention {name}"
+        );
+    }
+}
