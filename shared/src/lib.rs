@@ -15,6 +15,7 @@ pub mod function;
 pub mod outputs;
 pub mod provider;
 pub mod queue;
+pub mod redrive;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -1,15 +1,17 @@
 //! The recovery function. Invoked on demand with
-//! `{"action": "redrive", "channel": "sms", "max": 500, "dry_run": false}`, it moves messages
-//! from the channel's DLQ back to its queue (after the fault that put them there is fixed).
+//! `{"action": "redrive", "channel": "sms", "max": 500, "dry_run": false}`, it redrives the
+//! channel's DLQ (see `notify::redrive`) once the fault that filled it is fixed.
 
 use aws_config::SdkConfig;
 use lambda_runtime::{Error, LambdaEvent};
 use notify::config::{ConfigError, EnvSource, Settings};
 use notify::domain::channel::Channel;
-use notify::queue::{ChannelDeadLetterQueues, ChannelQueues, Redriver};
-use serde::{Deserialize, Serialize};
+use notify::queue::{ChannelDeadLetterQueues, ChannelQueues};
+use notify::redrive::{Redrive, RedriveReport};
+use notify::store::notifications::NotificationStore;
+use serde::Deserialize;
 
-/// Most messages one redrive moves when `max` is not given.
+/// Most messages one redrive handles when `max` is not given.
 pub const DEFAULT_MAX: usize = 500;
 
 #[derive(Debug, Deserialize)]
@@ -24,37 +26,22 @@ pub enum Request {
     },
 }
 
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RedriveReport {
-    pub channel: Channel,
-    pub dry_run: bool,
-    /// Messages in the DLQ before the redrive (approximate, as SQS counts).
-    pub dead_letters: u64,
-    pub moved: usize,
-}
-
 pub struct Retry {
     queues: ChannelQueues,
     dead_letter_queues: ChannelDeadLetterQueues,
-    redriver: Redriver,
+    redrive: Redrive,
 }
 
 impl Retry {
+    /// Settings: the channel queues and DLQs, and `NOTIFICATIONS_TABLE`.
     pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let mut settings = Settings::new(env);
         let queues = ChannelQueues::load(&mut settings);
         let dead_letter_queues = ChannelDeadLetterQueues::load(&mut settings);
+        let notifications =
+            NotificationStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.required("NOTIFICATIONS_TABLE"));
         settings.finish()?;
-        Ok(Self { queues, dead_letter_queues, redriver: Redriver::new(aws_sdk_sqs::Client::new(sdk)) })
-    }
-
-    pub async fn redrive(&self, channel: Channel, max: usize, dry_run: bool) -> Result<RedriveReport, Error> {
-        let dead_letter_url = self.dead_letter_queues.url(channel);
-        let dead_letters = self.redriver.depth(dead_letter_url).await?;
-        let moved =
-            if dry_run { 0 } else { self.redriver.redrive(dead_letter_url, self.queues.url(channel), max).await? };
-        tracing::info!(channel = %channel, dead_letters, moved, dry_run, "redrive finished");
-        Ok(RedriveReport { channel, dry_run, dead_letters, moved })
+        Ok(Self { queues, dead_letter_queues, redrive: Redrive::new(aws_sdk_sqs::Client::new(sdk), notifications) })
     }
 }
 
@@ -65,7 +52,11 @@ impl notify::function::Function for Retry {
     async fn handle(&self, event: LambdaEvent<Request>) -> Result<RedriveReport, Error> {
         match event.payload {
             Request::Redrive { channel, max, dry_run } => {
-                self.redrive(channel, max.unwrap_or(DEFAULT_MAX), dry_run).await
+                let (dead_letters, queue) = (self.dead_letter_queues.url(channel), self.queues.url(channel));
+                let report =
+                    self.redrive.run(channel, dead_letters, queue, max.unwrap_or(DEFAULT_MAX), dry_run).await?;
+                tracing::info!(report = ?report, "redrive finished");
+                Ok(report)
             }
         }
     }

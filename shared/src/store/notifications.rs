@@ -268,4 +268,24 @@ impl NotificationStore {
             Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
         }
     }
+
+    /// Appends an event to a notification's timeline (no-op for a notification that is gone).
+    pub async fn append_event(&self, id: &str, kind: &str, channel: Channel) -> Result<(), DependencyError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .update_expression("SET #events = list_append(#events, :event)")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#events", "events")
+            .expression_attribute_values(":event", event(kind, channel)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -14,6 +14,8 @@ use rand::Rng;
 
 pub struct FaultProxy {
     pub url: String,
+    /// Share of provider sends throttled, in thousandths.
+    per_mille: Arc<AtomicU32>,
     pub throttled: Arc<AtomicU64>,
     pub forwarded_sends: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
@@ -23,7 +25,7 @@ pub struct FaultProxy {
 struct Upstream {
     url: String,
     http: reqwest::Client,
-    share: f64,
+    per_mille: Arc<AtomicU32>,
     throttled: Arc<AtomicU64>,
     forwarded_sends: Arc<AtomicU64>,
 }
@@ -33,12 +35,13 @@ impl FaultProxy {
     pub async fn start(upstream: &str, share: f64) -> Self {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let per_mille = Arc::new(AtomicU32::new((share * 1000.0) as u32));
         let throttled = Arc::new(AtomicU64::new(0));
         let forwarded_sends = Arc::new(AtomicU64::new(0));
         let state = Upstream {
             url: upstream.to_string(),
             http: reqwest::Client::new(),
-            share,
+            per_mille: per_mille.clone(),
             throttled: throttled.clone(),
             forwarded_sends: forwarded_sends.clone(),
         };
@@ -46,7 +49,12 @@ impl FaultProxy {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { url, throttled, forwarded_sends, task }
+        Self { url, per_mille, throttled, forwarded_sends, task }
+    }
+
+    /// Changes the share of throttled sends (0.0–1.0) from now on.
+    pub fn set_share(&self, share: f64) {
+        self.per_mille.store((share * 1000.0) as u32, Ordering::SeqCst);
     }
 }
 
@@ -74,7 +82,7 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
     let body = to_bytes(body, 64 * 1024 * 1024).await.unwrap();
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     if let Some(send) = provider_send(parts.uri.path(), &body) {
-        if rand::rng().random_bool(upstream.share) {
+        if rand::rng().random_range(0..1000) < upstream.per_mille.load(Ordering::SeqCst) {
             upstream.throttled.fetch_add(1, Ordering::SeqCst);
             return throttle(send);
         }
