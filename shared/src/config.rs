@@ -71,11 +71,6 @@ impl<'a> Settings<'a> {
         }
     }
 
-    /// Records a problem found while interpreting settings already read.
-    pub fn problem(&mut self, message: impl Into<String>) {
-        self.problems.push(message.into());
-    }
-
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
     }

@@ -3,8 +3,9 @@
 //!    already sent, failed or skipped is acknowledged without calling the provider, one whose
 //!    lease another attempt holds comes back when the lease ends;
 //! 2. re-check the user at send time (deleted, opted out, device retired → `skipped`);
-//! 3. count it against the user's hourly limit for the channel, once per delivery, unless the
-//!    template is transactional (over the limit → `skipped: rate_limited`);
+//! 3. count the notification against the user's hourly limit for the channel (once, however
+//!    many attempts or devices), unless the template is transactional (over the limit →
+//!    `skipped: rate_limited`);
 //! 4. send through the channel's provider and record the outcome: `sent`; `failed` for a
 //!    permanent error (deleted, never retried); back to `queued` for a transient one, with the
 //!    message's visibility set to an exponential backoff so SQS brings it back later.
@@ -75,7 +76,18 @@ impl<P: Provider> Dispatcher<P> {
             Ok(outcome) => outcome,
             // Our own state could not be read or written: retry the whole step later.
             Err(error) => {
-                tracing::warn!(notification_id = %record.body.notification_id, error = %error, "delivery state unavailable; will retry");
+                let message = &record.body;
+                tracing::warn!(notification_id = %message.notification_id, error = %error, "delivery state unavailable; will retry");
+                // Release a lease this attempt may hold, so the retry need not wait it out
+                // (a no-op when the claim itself failed).
+                let release = AttemptOutcome::Retrying(failure(&error));
+                if let Err(error) = self
+                    .notifications
+                    .record(&message.notification_id, &message.delivery_id, P::CHANNEL, &release)
+                    .await
+                {
+                    tracing::warn!(notification_id = %message.notification_id, error = %error, "could not release the lease");
+                }
                 let delay = self.backoff_delay(record.receive_count);
                 self.retry_after(&record, delay).await
             }
@@ -86,8 +98,8 @@ impl<P: Provider> Dispatcher<P> {
         let message = &record.body;
         let (id, delivery_id, channel) = (&message.notification_id, &message.delivery_id, P::CHANNEL);
         let now_ms = crate::time::now_epoch_millis();
-        let attempt = match self.notifications.claim(id, delivery_id, channel, now_ms, self.lease).await? {
-            Claim::Taken { attempt } => attempt,
+        match self.notifications.claim(id, delivery_id, channel, now_ms, self.lease).await? {
+            Claim::Taken => {}
             Claim::Finished(status) => {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, ?status, "already finished; acknowledged");
                 return Ok(Outcome::Done);
@@ -100,7 +112,7 @@ impl<P: Provider> Dispatcher<P> {
                 tracing::warn!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; dropped");
                 return Ok(Outcome::Done);
             }
-        };
+        }
 
         let recipient = match self.users.get(&message.user_id).await? {
             None => return self.finish(message, AttemptOutcome::Skipped(SkipReason::UserDeleted)).await,
@@ -113,8 +125,7 @@ impl<P: Provider> Dispatcher<P> {
             return self.finish(message, AttemptOutcome::Skipped(reason)).await;
         }
         if !message.transactional
-            && attempt == 1
-            && !self.limiter.try_take(&message.user_id, channel, crate::time::now_epoch_seconds()).await?
+            && !self.limiter.try_take(&message.user_id, channel, id, crate::time::now_epoch_seconds()).await?
         {
             return self.finish(message, AttemptOutcome::Skipped(SkipReason::RateLimited)).await;
         }
@@ -122,7 +133,7 @@ impl<P: Provider> Dispatcher<P> {
         match self.provider.send(message, &recipient).await {
             Ok(provider_message_id) => self.finish(message, AttemptOutcome::Sent { provider_message_id }).await,
             Err(error) if error.is_transient() => {
-                tracing::warn!(notification_id = %id, delivery_id = %delivery_id, attempt, error = %error, "send failed; will retry");
+                tracing::warn!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "send failed; will retry");
                 self.notifications.record(id, delivery_id, channel, &AttemptOutcome::Retrying(failure(&error))).await?;
                 let delay = self.backoff_delay(record.receive_count);
                 Ok(self.retry_after(record, delay).await)

@@ -109,7 +109,6 @@ impl Redrive {
                         finished.push(receipt);
                     }
                     Some(DeliveryStatus::Queued | DeliveryStatus::Sending) => {
-                        self.notifications.append_event(&delivery.notification_id, "redriven", channel).await?;
                         self.sqs
                             .send_message()
                             .queue_url(queue_url)
@@ -117,6 +116,7 @@ impl Redrive {
                             .send()
                             .await
                             .map_err(|error| classify("sqs", "SendMessage", error, &[]))?;
+                        self.notifications.append_event(&delivery.notification_id, "redriven", channel).await?;
                         report.redriven += 1;
                         finished.push(receipt);
                     }

@@ -2,7 +2,7 @@
 //! the notification with one conditional write (which is also the idempotency check), enqueue
 //! one message per delivery, answer 202.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_lambda_events::apigw::ApiGatewayV2httpResponse;
 use aws_lambda_events::http::HeaderValue;
@@ -131,6 +131,14 @@ pub fn idempotency_key(
 
 /// Most notifications in one batch request.
 pub const MAX_BATCH: usize = 100;
+/// Largest queue message (SQS allows 256 KiB; the rest is headroom for attributes).
+pub const MAX_MESSAGE_BYTES: usize = 240 * 1024;
+/// Largest sum of one notification's messages (DynamoDB items hold 400 KB; the rest of the
+/// record needs room too).
+pub const MAX_OUTBOX_BYTES: usize = 340 * 1024;
+/// How long an intake request can run (its Lambda timeout): a replay after this knows the
+/// original request has ended, one way or another.
+const INTAKE_TIMEOUT_SECONDS: i64 = 10;
 
 /// A notification ready to be logged: its record and its queue messages.
 struct Prepared {
@@ -209,6 +217,23 @@ impl Intake {
             };
             deliveries.insert(delivery_id, record);
         }
+        // SQS takes 256 KiB per message and DynamoDB 400 KB per item (the record keeps every
+        // message as its outbox): refuse here what could never be enqueued or logged.
+        if let Some(large) = outgoing.iter().find(|message| message.body.len() > MAX_MESSAGE_BYTES) {
+            let message = format!(
+                "the rendered {} message is {} bytes; at most {MAX_MESSAGE_BYTES}",
+                large.channel,
+                large.body.len()
+            );
+            return Err(ApiError::invalid("params", message));
+        }
+        let total: usize = outgoing.iter().map(|message| message.body.len()).sum();
+        if total > MAX_OUTBOX_BYTES {
+            return Err(ApiError::invalid(
+                "params",
+                format!("the rendered messages total {total} bytes; at most {MAX_OUTBOX_BYTES}"),
+            ));
+        }
         let record = NotificationRecord {
             id,
             app_key: app.app_key.clone(),
@@ -239,6 +264,60 @@ impl Intake {
         }
     }
 
+    /// Prepares and logs one request. Returns the outcome and what to enqueue: a new
+    /// notification's messages, or for a replay the deliveries still queued and never attempted
+    /// once the original request must have ended (it may have died between its log write and its
+    /// enqueue). A replay answers the original even if the user or template changed since.
+    async fn accept(
+        &self,
+        app: &AppRecord,
+        idempotency_key: Option<String>,
+        json: &Value,
+    ) -> Result<(Outcome, Vec<Outgoing>), ApiError> {
+        let prepared = match self.prepare(app, idempotency_key.clone(), json).await {
+            Ok(prepared) => prepared,
+            Err(error @ ApiError::Validation(_)) => {
+                let Some(key) = &idempotency_key else { return Err(error) };
+                let id = notification::notification_id(&app.app_key, Some(key));
+                let hash = notification::request_hash(json.to_string().as_bytes());
+                return match self.notifications.get(&id).await? {
+                    Some(existing)
+                        if existing.request_hash == hash && existing.expires_at > notify::time::now_epoch_seconds() =>
+                    {
+                        let unsent = unsent(&existing);
+                        Ok((Outcome::Replayed(Box::new(existing)), unsent))
+                    }
+                    _ => Err(error),
+                };
+            }
+            Err(error) => return Err(error),
+        };
+        match self.log(&prepared).await? {
+            Outcome::Accepted(record) => Ok((Outcome::Accepted(record), prepared.outgoing)),
+            Outcome::Replayed(record) => {
+                let unsent = unsent(&record);
+                Ok((Outcome::Replayed(record), unsent))
+            }
+        }
+    }
+
+    /// Loads each distinct user and template of a batch once, before its items run
+    /// concurrently and would all miss the cache together.
+    async fn warm_caches(&self, items: &[BatchItem]) {
+        let field = |name: &str| -> BTreeSet<String> {
+            items.iter().filter_map(|item| item.as_ref().ok()?.1.get(name)?.as_str().map(str::to_string)).collect()
+        };
+        let users = field("user_id").into_iter().filter_map(|id| UserId::parse(&id).ok());
+        let templates = field("template").into_iter().filter_map(|name| TemplateName::parse(&name).ok());
+        let user_loads = futures::future::join_all(users.map(|id| async move {
+            let _ = self.user_cache.get_or_load(&id, self.users.get(&id)).await;
+        }));
+        let template_loads = futures::future::join_all(templates.map(|name| async move {
+            let _ = self.template_cache.get_or_load(&name, self.templates.get(&name)).await;
+        }));
+        futures::future::join(user_loads, template_loads).await;
+    }
+
     /// Enqueues the messages of notifications just logged. The record is the outbox: a
     /// delivery whose message is not accepted by SQS stays `queued` in the log, where the
     /// recovery sweep finds it, so the notification is still accepted.
@@ -255,10 +334,9 @@ impl Intake {
         body: &[u8],
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let json = request::json(body)?;
-        let prepared = self.prepare(app, idempotency_key, &json).await?;
-        let outcome = self.log(&prepared).await?;
+        let (outcome, outgoing) = self.accept(app, idempotency_key, &json).await?;
+        self.enqueue(&outgoing).await;
         if let Outcome::Accepted(record) = &outcome {
-            self.enqueue(&prepared.outgoing).await;
             tracing::info!(notification_id = %record.id, deliveries = record.deliveries.len(), "accepted");
         }
         let (record, replayed) = match &outcome {
@@ -278,29 +356,25 @@ impl Intake {
     pub(crate) async fn send_batch(&self, app: &AppRecord, body: &[u8]) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let envelope = request::json(body)?;
         let items = batch_items(&envelope)?;
+        self.warm_caches(&items).await;
         let results = futures::future::join_all(items.into_iter().map(|item| async move {
             let (key, item) = item?;
-            let prepared = self.prepare(app, Some(key), &item).await?;
-            let outcome = self.log(&prepared).await?;
-            Ok::<_, ApiError>((prepared, outcome))
+            self.accept(app, Some(key), &item).await
         }))
         .await;
         let outgoing: Vec<Outgoing> = results
             .iter()
-            .filter_map(|result| match result {
-                Ok((prepared, Outcome::Accepted(_))) => Some(prepared.outgoing.iter().cloned()),
-                _ => None,
-            })
-            .flatten()
+            .filter_map(|result| result.as_ref().ok())
+            .flat_map(|(_, outgoing)| outgoing.iter().cloned())
             .collect();
         self.enqueue(&outgoing).await;
         let results: Vec<Value> = results
             .into_iter()
             .map(|result| match result {
-                Ok((_, Outcome::Accepted(record))) => {
+                Ok((Outcome::Accepted(record), _)) => {
                     json!({"status": 202, "replayed": false, "body": accepted_body(&record)})
                 }
-                Ok((_, Outcome::Replayed(record))) => {
+                Ok((Outcome::Replayed(record), _)) => {
                     json!({"status": 202, "replayed": true, "body": accepted_body(&record)})
                 }
                 Err(error) => {
@@ -311,6 +385,27 @@ impl Intake {
             .collect();
         Ok(json_response(200, "application/json", &json!({ "results": results })))
     }
+}
+
+/// The deliveries of a logged notification that are still queued and were never attempted,
+/// once its original request must have ended.
+fn unsent(record: &NotificationRecord) -> Vec<Outgoing> {
+    let created = time::OffsetDateTime::parse(&record.created_at, &time::format_description::well_known::Rfc3339);
+    let settled = created
+        .is_ok_and(|created| (time::OffsetDateTime::now_utc() - created).whole_seconds() > INTAKE_TIMEOUT_SECONDS);
+    if !settled {
+        return Vec::new();
+    }
+    record
+        .deliveries
+        .iter()
+        .filter(|(_, delivery)| delivery.status == DeliveryStatus::Queued && delivery.attempts == 0)
+        .map(|(delivery_id, delivery)| Outgoing {
+            key: format!("{}/{delivery_id}", record.id),
+            channel: delivery.channel,
+            body: delivery.message.clone(),
+        })
+        .collect()
 }
 
 /// One batch item: its idempotency key and the rest of it, or why it is unusable.

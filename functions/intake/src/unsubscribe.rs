@@ -6,7 +6,8 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
-use notify::domain::user::PreferencesPatch;
+use notify::domain::channel::Channel;
+use notify::domain::user::{PreferencesPatch, UserId};
 
 use crate::Intake;
 use crate::problem::ApiError;
@@ -23,19 +24,19 @@ fn html(status: i64, body: String) -> ApiGatewayV2httpResponse {
 }
 
 impl Intake {
-    fn unsubscribe_token<'a>(&self, request: &'a ApiGatewayV2httpRequest) -> Result<&'a str, ApiError> {
+    /// The link's token, user and channel, if this deployment signed it.
+    fn verified_link<'a>(&self, request: &'a ApiGatewayV2httpRequest) -> Result<(&'a str, UserId, Channel), ApiError> {
         let token = path_parameter(request, "token")?;
-        self.link_signer
-            .verify(token)
-            .map(|_| token)
-            .ok_or_else(|| ApiError::NotFound("no such unsubscribe link".into()))
+        let (user_id, channel) =
+            self.link_signer.verify(token).ok_or_else(|| ApiError::NotFound("no such unsubscribe link".into()))?;
+        Ok((token, user_id, channel))
     }
 
     pub(crate) fn unsubscribe_form(
         &self,
         request: &ApiGatewayV2httpRequest,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let token = self.unsubscribe_token(request)?;
+        let (token, _, _) = self.verified_link(request)?;
         Ok(html(
             200,
             format!(
@@ -49,8 +50,7 @@ impl Intake {
         &self,
         request: &ApiGatewayV2httpRequest,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let token = self.unsubscribe_token(request)?;
-        let (user_id, channel) = self.link_signer.verify(token).expect("verified above");
+        let (_, user_id, channel) = self.verified_link(request)?;
         let patch = PreferencesPatch::opt_out(channel);
         // A user deleted since the email was sent is as unsubscribed as can be: same answer.
         self.users.set_preferences(&user_id, patch, &notify::time::now_rfc3339()).await?;

@@ -255,7 +255,12 @@ impl Template {
             let template = environment
                 .template_from_named_str(part, source)
                 .map_err(|error| RenderError::Failed { part: part.to_string(), message: describe(&error) })?;
-            missing.extend(template.undeclared_variables(false).into_iter().filter(|name| !params.contains_key(name)));
+            // Globals (`range`, `dict`, …) are the engine's, not parameters.
+            missing.extend(
+                template.undeclared_variables(false).into_iter().filter(|name| {
+                    !params.contains_key(name) && !environment.globals().any(|(global, _)| global == name)
+                }),
+            );
             compiled.push(template);
         }
         if !missing.is_empty() {
@@ -289,8 +294,13 @@ pub fn check_compiles(part: &str, source: &str) -> Result<(), String> {
     environment().template_from_named_str(part, source).map(|_| ()).map_err(|error| describe(&error))
 }
 
+/// Rendering steps one template part may take: generous for real templates, and a bound on
+/// what a template with runaway loops can cost a send.
+const RENDER_FUEL: u64 = 50_000;
+
 fn environment() -> Environment<'static> {
     let mut environment = Environment::new();
+    environment.set_fuel(Some(RENDER_FUEL));
     environment.set_undefined_behavior(UndefinedBehavior::Strict);
     environment
         .set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
@@ -407,6 +417,16 @@ mod tests {
         let long = "x".repeat(MAX_SMS_CHARS);
         let error = template().render(Channel::Sms, None, &params(json!({"name": long, "code": "1"}))).unwrap_err();
         assert!(matches!(&error, RenderError::TooLarge(message) if message.contains("at most 1600")), "{error}");
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let mut looping = template();
+        looping.locales.get_mut("en").unwrap().sms = Some(SmsSource {
+            body: "{% for a in range(1000) %}{% for b in range(1000) %}x{% endfor %}{% endfor %}".into(),
+        });
+        let error = looping.render(Channel::Sms, None, &params(json!({}))).unwrap_err();
+        assert!(matches!(error, RenderError::Failed { .. }), "{error}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::aws::classify;
 use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::delivery::{DeliveryMessage, EmailContent};
+use crate::domain::notification::SkipReason;
 use crate::domain::unsubscribe::LinkSigner;
 use crate::domain::user::UserProfile;
 use crate::error::{DependencyError, FailureClass};
@@ -88,5 +89,10 @@ impl Provider for SesEmail {
             .await
             .map_err(|error| classify("sesv2", "SendEmail", error, PERMANENT))?;
         Ok(output.message_id.unwrap_or_default())
+    }
+
+    /// An address the user removed or changed since intake is not written to.
+    fn unreachable(&self, message: &DeliveryMessage<EmailContent>, recipient: &UserProfile) -> Option<SkipReason> {
+        (recipient.email.as_ref() != Some(&message.content.to)).then_some(SkipReason::NoContact)
     }
 }

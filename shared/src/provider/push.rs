@@ -174,7 +174,11 @@ impl Provider for SnsPush {
         message: &DeliveryMessage<PushContent>,
         error: &DependencyError,
     ) -> Result<(), DependencyError> {
-        if DEVICE_GONE.contains(&error.code.as_str()) {
+        // Only an endpoint's own answer condemns the device: `NotFound` from
+        // CreatePlatformEndpoint means the platform application is missing (configuration).
+        let about_the_endpoint =
+            matches!(error.operation, "Publish" | "GetEndpointAttributes" | "SetEndpointAttributes");
+        if about_the_endpoint && DEVICE_GONE.contains(&error.code.as_str()) {
             tracing::warn!(user_id = %message.user_id, code = %error.code, "retiring the device");
             self.users.deactivate_device(&message.user_id, &token(&message.content)?).await?;
         }

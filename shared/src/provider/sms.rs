@@ -10,6 +10,7 @@ use crate::aws::classify;
 use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::delivery::{DeliveryMessage, SmsContent};
+use crate::domain::notification::SkipReason;
 use crate::domain::user::UserProfile;
 use crate::error::DependencyError;
 
@@ -89,5 +90,10 @@ impl Provider for SnsSms {
         }
         let output = publish.send().await.map_err(|error| classify("sns", "Publish", error, PERMANENT))?;
         Ok(output.message_id.unwrap_or_default())
+    }
+
+    /// A number the user removed or changed since intake may be someone else's now.
+    fn unreachable(&self, message: &DeliveryMessage<SmsContent>, recipient: &UserProfile) -> Option<SkipReason> {
+        (recipient.phone.as_ref() != Some(&message.content.to)).then_some(SkipReason::NoContact)
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, corrupt, from_item, string, to_item};
 use crate::aws::classify;
@@ -17,8 +17,8 @@ use crate::error::DependencyError;
 /// What claiming a delivery for an attempt came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// This attempt holds the delivery; `attempt` counts attempts so far, this one included.
-    Taken { attempt: u32 },
+    /// This attempt holds the delivery.
+    Taken,
     /// Another attempt holds it until then (epoch milliseconds).
     Held { until_ms: i64 },
     /// It has an outcome already.
@@ -177,18 +177,23 @@ impl NotificationStore {
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":now_iso", string(&crate::time::now_rfc3339()))
             .expression_attribute_values(":event", event("sending", channel)?)
-            .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let (item, taken) = match result {
-            Ok(output) => (output.attributes.unwrap_or_default(), true),
+        let item = match result {
+            Ok(_) => return Ok(Claim::Taken),
             Err(error) => match error.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
                     failed,
-                )) => (failed.item.clone().unwrap_or_default(), false),
-                // A delivery id that is not in the record makes the document path invalid.
-                Some(service) if service.meta().code() == Some("ValidationException") => return Ok(Claim::Missing),
+                )) => failed.item.clone().unwrap_or_default(),
+                // A delivery id that is not in the record makes the document path invalid; any
+                // other validation error is a real failure and must not drop the message.
+                Some(service)
+                    if service.meta().code() == Some("ValidationException")
+                        && service.meta().message().is_some_and(|m| m.contains("document path")) =>
+                {
+                    return Ok(Claim::Missing);
+                }
                 _ => return Err(classify("dynamodb", "UpdateItem", error, &[])),
             },
         };
@@ -197,9 +202,6 @@ impl NotificationStore {
         }
         let record: NotificationRecord = from_item("UpdateItem", item)?;
         let Some(delivery) = record.deliveries.get(delivery_id) else { return Ok(Claim::Missing) };
-        if taken {
-            return Ok(Claim::Taken { attempt: delivery.attempts });
-        }
         Ok(match delivery.claim_decision(now_ms) {
             ClaimDecision::Finished(status) => Claim::Finished(status),
             ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },

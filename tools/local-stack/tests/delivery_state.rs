@@ -172,10 +172,7 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
     let store = parked.store();
     let now = notify::time::now_epoch_millis();
     // Another attempt holds the delivery for a minute.
-    assert_eq!(
-        store.claim(&id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap(),
-        Claim::Taken { attempt: 1 }
-    );
+    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap(), Claim::Taken);
     let messages = parked.receive().await;
     assert_eq!(
         parked.dispatch(&messages).await,
@@ -186,10 +183,8 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
 
     // That attempt died: once its lease runs out, the next attempt takes over and sends.
     let later = now + 61_000;
-    assert_eq!(
-        store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap(),
-        Claim::Taken { attempt: 2 }
-    );
+    assert_eq!(store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap(), Claim::Taken);
+    assert_eq!(parked.delivery(&id).await["attempts"], 2, "the takeover is the second attempt");
     store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Sent { provider_message_id: "p-1".into() }).await.unwrap();
     assert_eq!(
         store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap(),
@@ -211,11 +206,11 @@ async fn every_transition_is_recorded_with_its_event() {
     };
     let (id, _) = parked.accept(&parked.template).await;
     // queued → sending → queued (transient) → sending → failed (permanent)
-    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(), Claim::Taken { attempt: 1 });
+    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(), Claim::Taken);
     store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Retrying(failure.clone())).await.unwrap();
     assert_eq!(parked.delivery(&id).await["status"], "queued");
     assert_eq!(parked.delivery(&id).await["error"]["code"], "Throttling");
-    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(), Claim::Taken { attempt: 2 });
+    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(), Claim::Taken);
     let permanent =
         notify::domain::notification::DeliveryFailure { class: notify::error::FailureClass::Permanent, ..failure };
     store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Failed(permanent)).await.unwrap();
@@ -250,5 +245,48 @@ async fn every_transition_is_recorded_with_its_event() {
         Claim::Missing
     );
     assert_eq!(store.claim(&skipped, "push-9", Channel::Push, now, lease).await.unwrap(), Claim::Missing);
+    parked.api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_re_enqueues_deliveries_whose_original_enqueue_was_lost() {
+    let parked = Parked::start().await;
+    let key = unique("key");
+    let body = json!({"user_id": parked.user, "template": parked.template, "params": {"text": unique("text")}, "channels": ["sms"]});
+    let first = parked.api.send_with_key(&body, &key).await;
+    let id = first.body["id"].as_str().unwrap().to_string();
+
+    // The original request died after its log write: its message never reached the queue.
+    let lost = parked.receive().await;
+    assert_eq!(lost.len(), 1);
+    let receipts: Vec<String> = lost.iter().filter_map(|message| message.receipt_handle.clone()).collect();
+    notify::queue::delete_messages(&parked.api.clients.sqs, &parked.source().queue_url, &receipts).await.unwrap();
+
+    // A replay soon after must not enqueue: the original request may still be enqueueing.
+    assert_eq!(parked.api.send_with_key(&body, &key).await.headers["idempotent-replayed"], "true");
+    assert!(parked.receive().await.is_empty());
+
+    // Once the original request must have ended (its timeout), the client's retry enqueues what
+    // was never attempted, and the delivery goes out.
+    let table = local_stack::demo::tables(&parked.api.stack.deployed).unwrap().notifications;
+    let a_minute_ago = notify::time::rfc3339(time::OffsetDateTime::now_utc() - time::Duration::minutes(1));
+    parked
+        .api
+        .clients
+        .dynamodb
+        .update_item()
+        .table_name(table)
+        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.clone()))
+        .update_expression("SET created_at = :then")
+        .expression_attribute_values(":then", aws_sdk_dynamodb::types::AttributeValue::S(a_minute_ago))
+        .send()
+        .await
+        .unwrap();
+    let replay = parked.api.send_with_key(&body, &key).await;
+    assert_eq!((replay.status.as_u16(), replay.body["id"].as_str()), (202, Some(id.as_str())));
+    let requeued = parked.receive().await;
+    assert_eq!(requeued.len(), 1, "the lost message is back");
+    assert!(parked.dispatch(&requeued).await.is_empty());
+    assert_eq!(parked.delivery(&id).await["status"], "sent");
     parked.api.stack.stop().await;
 }

@@ -85,7 +85,7 @@ async fn sdk_config(outputs: &Outputs) -> SdkConfig {
             loader
                 .endpoint_url(endpoint)
                 .region(Region::new("us-east-1"))
-                .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
                     "testing",
                     "testing",
                     None,
