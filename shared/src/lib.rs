@@ -17,5 +17,6 @@ pub mod provider;
 pub mod queue;
 pub mod redrive;
 pub mod store;
+pub mod sweep;
 pub mod telemetry;
 pub mod time;

@@ -48,6 +48,22 @@ pub struct Outgoing {
     pub body: String,
 }
 
+impl Outgoing {
+    /// The logged messages of some of a notification's deliveries (its outbox), to enqueue again.
+    pub fn from_outbox<'a>(
+        notification_id: &str,
+        deliveries: impl Iterator<Item = (&'a String, &'a crate::domain::notification::DeliveryRecord)>,
+    ) -> Vec<Self> {
+        deliveries
+            .map(|(delivery_id, delivery)| Outgoing {
+                key: format!("{notification_id}/{delivery_id}"),
+                channel: delivery.channel,
+                body: delivery.message.clone(),
+            })
+            .collect()
+    }
+}
+
 /// A message that could not be enqueued, and why.
 #[derive(Debug)]
 pub struct NotEnqueued {

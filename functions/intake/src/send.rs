@@ -188,6 +188,7 @@ impl Intake {
 
         let id = notification::notification_id(&app.app_key, idempotency_key.as_deref());
         let now = notify::time::now_rfc3339();
+        let now_epoch = notify::time::now_epoch_seconds();
         let mut deliveries = BTreeMap::new();
         let mut outgoing = Vec::new();
         for (delivery_id, content) in plan.deliveries {
@@ -243,7 +244,12 @@ impl Intake {
             user_id: request.user_id.to_string(),
             template: request.template.to_string(),
             created_at: now.clone(),
-            expires_at: notify::time::now_epoch_seconds() + RETENTION_SECONDS,
+            expires_at: now_epoch + RETENTION_SECONDS,
+            // Only a notification with deliveries can strand one; it joins the sweep's index in
+            // this same write.
+            sweep_shard: (!deliveries.is_empty())
+                .then(|| format!("pending#{}", rand::random_range(0..notification::SWEEP_SHARDS))),
+            sweep_at: (!deliveries.is_empty()).then_some(now_epoch + notification::FIRST_SWEEP_AFTER_SECONDS),
             deliveries,
             skipped: plan.skipped,
             events: vec![TimelineEvent { at: now, kind: "accepted".into(), channel: None }],
@@ -319,8 +325,8 @@ impl Intake {
     }
 
     /// Enqueues the messages of notifications just logged. The record is the outbox: a
-    /// delivery whose message is not accepted by SQS stays `queued` in the log, where the
-    /// recovery sweep finds it, so the notification is still accepted.
+    /// delivery whose message is not accepted by SQS stays `queued` in the log, where a replay
+    /// or the recovery sweep finds it, so the notification is still accepted.
     async fn enqueue(&self, outgoing: &[Outgoing]) {
         for failure in self.enqueuer.enqueue(outgoing).await {
             tracing::error!(delivery = %failure.key, error = %failure.error, "enqueue failed; left for the recovery sweep");
@@ -387,25 +393,15 @@ impl Intake {
     }
 }
 
-/// The deliveries of a logged notification that are still queued and were never attempted,
-/// once its original request must have ended.
+/// The deliveries of a logged notification whose messages may be gone (see
+/// `NotificationRecord::stranded`), once its original request must have ended.
 fn unsent(record: &NotificationRecord) -> Vec<Outgoing> {
-    let created = time::OffsetDateTime::parse(&record.created_at, &time::format_description::well_known::Rfc3339);
-    let settled = created
-        .is_ok_and(|created| (time::OffsetDateTime::now_utc() - created).whole_seconds() > INTAKE_TIMEOUT_SECONDS);
+    let created = notify::time::parse_rfc3339_epoch(&record.created_at);
+    let settled = created.is_some_and(|created| notify::time::now_epoch_seconds() - created > INTAKE_TIMEOUT_SECONDS);
     if !settled {
         return Vec::new();
     }
-    record
-        .deliveries
-        .iter()
-        .filter(|(_, delivery)| delivery.status == DeliveryStatus::Queued && delivery.attempts == 0)
-        .map(|(delivery_id, delivery)| Outgoing {
-            key: format!("{}/{delivery_id}", record.id),
-            channel: delivery.channel,
-            body: delivery.message.clone(),
-        })
-        .collect()
+    Outgoing::from_outbox(&record.id, record.stranded(notify::time::now_epoch_millis()))
 }
 
 /// One batch item: its idempotency key and the rest of it, or why it is unusable.

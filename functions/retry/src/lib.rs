@@ -1,18 +1,24 @@
-//! The recovery function. Invoked on demand with
-//! `{"action": "redrive", "channel": "sms", "max": 500, "dry_run": false}`, it redrives the
-//! channel's DLQ (see `notify::redrive`) once the fault that filled it is fixed.
+//! The recovery function, two jobs:
+//! - `{"action": "sweep"}` (every minute, from template.yaml's schedule): re-enqueues deliveries
+//!   whose messages may be gone (see `notify::sweep`);
+//! - `{"action": "redrive", "channel": "sms", "max": 500, "dry_run": false}` (on demand): redrives
+//!   the channel's DLQ (see `notify::redrive`) once the fault that filled it is fixed.
 
 use aws_config::SdkConfig;
 use lambda_runtime::{Error, LambdaEvent};
 use notify::config::{ConfigError, EnvSource, Settings};
 use notify::domain::channel::Channel;
+use notify::queue::Enqueuer;
 use notify::queue::{ChannelDeadLetterQueues, ChannelQueues};
 use notify::redrive::{Redrive, RedriveReport};
 use notify::store::notifications::NotificationStore;
-use serde::Deserialize;
+use notify::sweep::{Sweep, SweepReport};
+use serde::{Deserialize, Serialize};
 
 /// Most messages one redrive handles when `max` is not given.
 pub const DEFAULT_MAX: usize = 500;
+/// Most records one sweep looks at when `max` is not given: bounded work per run.
+pub const DEFAULT_SWEEP_MAX: usize = 200;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
@@ -24,12 +30,24 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    Sweep {
+        #[serde(default)]
+        max: Option<usize>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Redrive(RedriveReport),
+    Sweep(SweepReport),
 }
 
 pub struct Retry {
     queues: ChannelQueues,
     dead_letter_queues: ChannelDeadLetterQueues,
     redrive: Redrive,
+    sweep: Sweep,
 }
 
 impl Retry {
@@ -41,22 +59,34 @@ impl Retry {
         let notifications =
             NotificationStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.required("NOTIFICATIONS_TABLE"));
         settings.finish()?;
-        Ok(Self { queues, dead_letter_queues, redrive: Redrive::new(aws_sdk_sqs::Client::new(sdk), notifications) })
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        Ok(Self {
+            sweep: Sweep::new(notifications.clone(), Enqueuer::new(sqs.clone(), queues.clone())),
+            redrive: Redrive::new(sqs, notifications),
+            queues,
+            dead_letter_queues,
+        })
     }
 }
 
 impl notify::function::Function for Retry {
     type Event = Request;
-    type Output = RedriveReport;
+    type Output = Report;
 
-    async fn handle(&self, event: LambdaEvent<Request>) -> Result<RedriveReport, Error> {
+    async fn handle(&self, event: LambdaEvent<Request>) -> Result<Report, Error> {
         match event.payload {
             Request::Redrive { channel, max, dry_run } => {
                 let (dead_letters, queue) = (self.dead_letter_queues.url(channel), self.queues.url(channel));
                 let report =
                     self.redrive.run(channel, dead_letters, queue, max.unwrap_or(DEFAULT_MAX), dry_run).await?;
                 tracing::info!(report = ?report, "redrive finished");
-                Ok(report)
+                Ok(Report::Redrive(report))
+            }
+            Request::Sweep { max } => {
+                let report =
+                    self.sweep.run(notify::time::now_epoch_seconds(), max.unwrap_or(DEFAULT_SWEEP_MAX)).await?;
+                tracing::info!(report = ?report, "sweep finished");
+                Ok(Report::Sweep(report))
             }
         }
     }

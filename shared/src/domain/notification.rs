@@ -142,6 +142,38 @@ pub struct NotificationRecord {
     pub deliveries: BTreeMap<String, DeliveryRecord>,
     pub skipped: Vec<SkippedChannel>,
     pub events: Vec<TimelineEvent>,
+    /// While some delivery may still need the recovery sweep: the shard of the sparse
+    /// `pending` index, and when (epoch seconds) the sweep looks at the record next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_shard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_at: Option<i64>,
+}
+
+/// Shards of the `pending` index, so its writes spread over partitions.
+pub const SWEEP_SHARDS: u32 = 4;
+/// How long after acceptance the sweep first looks at a notification: well past the intake's
+/// timeout and a normal dispatch.
+pub const FIRST_SWEEP_AFTER_SECONDS: i64 = 300;
+
+impl NotificationRecord {
+    /// Every delivery has an outcome.
+    pub fn finished(&self) -> bool {
+        self.deliveries.values().all(|delivery| {
+            matches!(delivery.status, DeliveryStatus::Sent | DeliveryStatus::Failed | DeliveryStatus::Skipped)
+        })
+    }
+
+    /// Deliveries whose message may be gone: never attempted (the enqueue after the log write
+    /// was lost), or whose attempt died holding an expired lease. Deliveries retrying through
+    /// SQS (or parked in a DLQ) have a message and are left alone.
+    pub fn stranded(&self, now_ms: i64) -> impl Iterator<Item = (&String, &DeliveryRecord)> {
+        self.deliveries.iter().filter(move |(_, delivery)| match delivery.status {
+            DeliveryStatus::Queued => delivery.attempts == 0,
+            DeliveryStatus::Sending => delivery.lease_until.is_none_or(|until| until < now_ms),
+            _ => false,
+        })
+    }
 }
 
 pub fn request_hash(body: &[u8]) -> String {
@@ -165,6 +197,40 @@ mod tests {
             updated_at: "t".into(),
             message: "{}".into(),
         }
+    }
+
+    #[test]
+    fn stranded_deliveries_are_the_never_attempted_and_the_abandoned() {
+        let mut never = delivery(DeliveryStatus::Queued, None);
+        never.attempts = 0;
+        let retrying = delivery(DeliveryStatus::Queued, None);
+        let abandoned = delivery(DeliveryStatus::Sending, Some(500));
+        let held = delivery(DeliveryStatus::Sending, Some(5_000));
+        let sent = delivery(DeliveryStatus::Sent, None);
+        let record = NotificationRecord {
+            id: "n".into(),
+            app_key: "a".into(),
+            idempotency_key: None,
+            request_hash: "h".into(),
+            user_id: "u".into(),
+            template: "t".into(),
+            created_at: "c".into(),
+            expires_at: 0,
+            deliveries: BTreeMap::from([
+                ("a".into(), never),
+                ("b".into(), retrying),
+                ("c".into(), abandoned),
+                ("d".into(), held),
+                ("e".into(), sent),
+            ]),
+            skipped: vec![],
+            events: vec![],
+            sweep_shard: None,
+            sweep_at: None,
+        };
+        let stranded: Vec<&str> = record.stranded(1_000).map(|(id, _)| id.as_str()).collect();
+        assert_eq!(stranded, vec!["a", "c"]);
+        assert!(!record.finished());
     }
 
     #[test]

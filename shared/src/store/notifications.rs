@@ -290,4 +290,54 @@ impl NotificationStore {
             Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
         }
     }
+
+    /// Ids of notifications in a shard of the `pending` index that are due (`sweep_at <= now`).
+    pub async fn due(&self, shard: &str, now_epoch: i64, limit: usize) -> Result<Vec<String>, DependencyError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(PENDING_INDEX)
+            .key_condition_expression("sweep_shard = :shard AND sweep_at <= :now")
+            .expression_attribute_values(":shard", string(shard))
+            .expression_attribute_values(":now", AttributeValue::N(now_epoch.to_string()))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|error| classify("dynamodb", "Query", error, &[]))?;
+        Ok(output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| item.get("id")?.as_s().ok().cloned())
+            .collect())
+    }
+
+    /// Moves a record's next sweep from `seen` to `next` (or out of the index with `None`), if
+    /// no other sweep moved it first: the winner alone acts on the record.
+    pub async fn reschedule_sweep(&self, id: &str, seen: i64, next: Option<i64>) -> Result<bool, DependencyError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .condition_expression("sweep_at = :seen")
+            .expression_attribute_values(":seen", AttributeValue::N(seen.to_string()));
+        let update = match next {
+            Some(next) => update
+                .update_expression("SET sweep_at = :next")
+                .expression_attribute_values(":next", AttributeValue::N(next.to_string())),
+            None => update.update_expression("REMOVE sweep_shard, sweep_at"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(false)
+            }
+            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
+        }
+    }
 }
+
+/// The sparse index of notifications the recovery sweep may have to finish.
+pub const PENDING_INDEX: &str = "pending";

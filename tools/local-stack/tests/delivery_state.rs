@@ -290,3 +290,75 @@ async fn a_replay_re_enqueues_deliveries_whose_original_enqueue_was_lost() {
     assert_eq!(parked.delivery(&id).await["status"], "sent");
     parked.api.stack.stop().await;
 }
+
+impl Parked {
+    /// Makes a notification look accepted a while ago and due for the sweep.
+    async fn age(&self, id: &str) {
+        let table = local_stack::demo::tables(&self.api.stack.deployed).unwrap().notifications;
+        let then = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+        self.api
+            .clients
+            .dynamodb
+            .update_item()
+            .table_name(table)
+            .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.to_string()))
+            .update_expression("SET created_at = :then, sweep_at = :due")
+            .expression_attribute_values(
+                ":then",
+                aws_sdk_dynamodb::types::AttributeValue::S(notify::time::rfc3339(then)),
+            )
+            .expression_attribute_values(
+                ":due",
+                aws_sdk_dynamodb::types::AttributeValue::N((then.unix_timestamp() + 60).to_string()),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+
+    async fn sweep(&self) -> Value {
+        self.api.stack.function("RetryFunction").unwrap().invoke(json!({"action": "sweep"})).await.unwrap()
+    }
+
+    /// Accepts an SMS and loses its message, as if intake died between its log write and its
+    /// enqueue; returns the notification id.
+    async fn accept_and_lose(&self) -> String {
+        let (id, _) = self.accept(&self.template).await;
+        let lost = self.receive().await;
+        let receipts: Vec<String> = lost.iter().filter_map(|message| message.receipt_handle.clone()).collect();
+        notify::queue::delete_messages(&self.api.clients.sqs, &self.source().queue_url, &receipts).await.unwrap();
+        id
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_delivers_a_notification_whose_enqueue_was_lost() {
+    let parked = Parked::start().await;
+    let id = parked.accept_and_lose().await;
+    assert_eq!(parked.sweep().await["requeued"], 0, "not due yet");
+    parked.age(&id).await;
+    let report = parked.sweep().await;
+    assert_eq!((report["examined"].clone(), report["requeued"].clone()), (json!(1), json!(1)), "{report}");
+    let requeued = parked.receive().await;
+    assert_eq!(requeued.len(), 1);
+    assert!(parked.dispatch(&requeued).await.is_empty());
+    assert_eq!(parked.delivery(&id).await["status"], "sent");
+
+    // Once everything has an outcome, the record leaves the sweep's index.
+    parked.age(&id).await;
+    assert_eq!(parked.sweep().await["settled"], 1);
+    assert_eq!(parked.sweep().await["examined"], 0);
+    parked.api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn two_sweeps_at_once_enqueue_each_stranded_delivery_once() {
+    let parked = Parked::start().await;
+    let id = parked.accept_and_lose().await;
+    parked.age(&id).await;
+    let (first, second) = futures::future::join(parked.sweep(), parked.sweep()).await;
+    let requeued = first["requeued"].as_u64().unwrap() + second["requeued"].as_u64().unwrap();
+    assert_eq!(requeued, 1, "{first} {second}");
+    assert_eq!(parked.receive().await.len(), 1, "one message on the queue");
+    parked.api.stack.stop().await;
+}
