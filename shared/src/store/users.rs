@@ -136,11 +136,7 @@ impl UserStore {
             expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
         let output = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", user_key(user_id))
-            .key("sk", string(PROFILE))
+            .update_profile(user_id)
             .update_expression(expression)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
@@ -191,11 +187,7 @@ impl UserStore {
             }
         }
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", user_key(user_id))
-            .key("sk", string(PROFILE))
+            .update_profile(user_id)
             .update_expression(format!("SET {}", sets.join(", ")))
             .condition_expression("attribute_exists(pk)")
             .set_expression_attribute_values(Some(values))
@@ -269,6 +261,14 @@ impl UserStore {
         Ok(Registration::Added(device))
     }
 
+    /// An UpdateItem of a user's profile item.
+    fn update_profile(
+        &self,
+        user_id: &UserId,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.table).key("pk", user_key(user_id)).key("sk", string(PROFILE))
+    }
+
     /// An update of one device entry (`#key`) in an existing user's profile, for a transaction.
     fn device_update(
         &self,
@@ -288,11 +288,7 @@ impl UserStore {
     /// Removes a device from a user (no-op when it is not theirs).
     pub async fn remove_device(&self, user_id: &UserId, token: &DeviceToken) -> Result<(), DependencyError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", user_key(user_id))
-            .key("sk", string(PROFILE))
+            .update_profile(user_id)
             .update_expression("REMOVE devices.#key")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#key", token.key())
@@ -356,11 +352,7 @@ impl UserStore {
         value: AttributeValue,
     ) -> Result<(), DependencyError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", user_key(user_id))
-            .key("sk", string(PROFILE))
+            .update_profile(user_id)
             .update_expression("SET devices.#key.#attribute = :value")
             .condition_expression("attribute_exists(devices.#key)")
             .expression_attribute_names("#key", token.key())

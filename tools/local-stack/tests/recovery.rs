@@ -28,6 +28,17 @@ async fn dead_letters(api: &Api) -> u64 {
     attributes.values().next().unwrap().parse().unwrap()
 }
 
+/// A user, an SMS template and a notification to the user; returns its id and text.
+async fn send_sms(api: &Api) -> (String, String) {
+    let (user, template, text) = (unique("u"), unique("t"), unique("text"));
+    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+    let content = json!({"default_locale": "en", "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
+    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+    let body = json!({"user_id": user, "template": template, "params": {"text": text}});
+    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
+    (id, text)
+}
+
 async fn redrive(api: &Api) -> Value {
     let retry = api.stack.function("RetryFunction").unwrap();
     retry.invoke(json!({"action": "redrive", "channel": "sms"})).await.unwrap()
@@ -42,12 +53,7 @@ async fn a_persistently_failing_delivery_is_parked_then_redriven_exactly_once() 
         ("RetryMaxSeconds".to_string(), "1".to_string()),
     ]);
     let api = Api::start_with(&proxy.url, parameters).await;
-    let (user, template, text) = (unique("u"), unique("t"), unique("text"));
-    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
-    let content = json!({"default_locale": "en", "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
-    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
-    let body = json!({"user_id": user, "template": template, "params": {"text": text}});
-    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
+    let (id, text) = send_sms(&api).await;
 
     eventually(Duration::from_secs(90), "the message in the SMS DLQ", || async {
         (dead_letters(&api).await == 1).then_some(())
@@ -82,12 +88,7 @@ async fn a_persistently_failing_delivery_is_parked_then_redriven_exactly_once() 
 #[tokio::test]
 async fn a_redrive_drops_deliveries_that_already_have_an_outcome_and_leaves_strangers() {
     let api = Api::start().await;
-    let (user, template, text) = (unique("u"), unique("t"), unique("text"));
-    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
-    let content = json!({"default_locale": "en", "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
-    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
-    let body = json!({"user_id": user, "template": template, "params": {"text": text}});
-    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
+    let (id, text) = send_sms(&api).await;
     eventually(Duration::from_secs(30), "the delivery to be sent", || async {
         let body = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
         (body["deliveries"][0]["status"] == "sent").then_some(())
