@@ -138,6 +138,38 @@ impl Enqueuer {
     }
 }
 
+/// Reads up to `limit` messages of a queue without taking them: each is received with a zero
+/// visibility timeout, so it stays available (its receive count goes up, which only matters on
+/// a queue with a redrive policy: use this on DLQs).
+pub async fn peek(
+    client: &Client,
+    queue_url: &str,
+    limit: usize,
+) -> Result<Vec<aws_sdk_sqs::types::Message>, DependencyError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut messages = Vec::new();
+    while messages.len() < limit {
+        let received = client
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(SQS_BATCH_LIMIT as i32)
+            .visibility_timeout(0)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "ReceiveMessage", error, &[]))?
+            .messages
+            .unwrap_or_default();
+        let fresh: Vec<_> = received.into_iter().filter(|message| seen.insert(message.message_id.clone())).collect();
+        if fresh.is_empty() {
+            break;
+        }
+        messages.extend(fresh);
+    }
+    messages.truncate(limit);
+    Ok(messages)
+}
+
 /// Deletes received messages by receipt handle, 10 per DeleteMessageBatch call.
 pub async fn delete_messages(
     client: &Client,

@@ -157,6 +157,45 @@ pub const SWEEP_SHARDS: u32 = 4;
 pub const FIRST_SWEEP_AFTER_SECONDS: i64 = 300;
 
 impl NotificationRecord {
+    /// The notification as callers and on-call see it (`GET /v1/notifications/{id}`,
+    /// `notifyctl status`): `completed` once every delivery has an outcome, else `accepted`.
+    pub fn view(&self) -> serde_json::Value {
+        use serde_json::json;
+        let deliveries: Vec<serde_json::Value> = self
+            .deliveries
+            .values()
+            .map(|delivery| {
+                let mut body = json!({
+                    "channel": delivery.channel,
+                    "target": delivery.target,
+                    "status": delivery.status,
+                    "attempts": delivery.attempts,
+                    "updated_at": delivery.updated_at,
+                });
+                if let Some(error) = &delivery.error {
+                    body["error"] = json!(error);
+                }
+                if let Some(reason) = delivery.skip_reason {
+                    body["reason"] = json!(reason);
+                }
+                if let Some(id) = &delivery.provider_message_id {
+                    body["provider_message_id"] = json!(id);
+                }
+                body
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "status": if self.finished() { "completed" } else { "accepted" },
+            "user_id": self.user_id,
+            "template": self.template,
+            "created_at": self.created_at,
+            "deliveries": deliveries,
+            "skipped": self.skipped,
+            "events": self.events,
+        })
+    }
+
     /// Every delivery has an outcome.
     pub fn finished(&self) -> bool {
         self.deliveries.values().all(|delivery| {

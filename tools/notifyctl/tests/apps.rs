@@ -1,39 +1,16 @@
 //! notifyctl against a local stack: an app created, rotated and disabled with the CLI is
 //! accepted and refused by the real intake exactly as its state says.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+mod support;
+
 use std::process::Command;
 
-use local_stack::template::Template;
-use serde_json::{Value, json};
-
-fn notifyctl(outputs: &std::path::Path, args: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_notifyctl"))
-        .arg("--outputs")
-        .arg(outputs)
-        .arg("--json")
-        .args(args)
-        .env_remove("AWS_ENDPOINT_URL")
-        .output()
-        .expect("notifyctl runs");
-    assert!(output.status.success(), "notifyctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("notifyctl --json prints JSON")
-}
+use serde_json::json;
+use support::notifyctl;
 
 #[tokio::test]
 async fn apps_created_rotated_and_disabled_with_the_cli_are_honoured_by_the_api() {
-    let endpoint = std::env::var("NOTIFY_TEST_ENDPOINT").expect("run the tests with scripts/test.sh");
-    let sdk = local_stack::emulator_config(&endpoint).await;
-    let template = Template::parse(include_str!("../../../template.yaml")).unwrap();
-    let stack_name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let address = SocketAddr::from(([127, 0, 0, 1], 0));
-    let (stack, _) = local_stack::start_project(&sdk, &template, &stack_name, &BTreeMap::new(), address).await.unwrap();
-    let directory = std::env::temp_dir().join(&stack_name);
-    let outputs = directory.join("outputs.json");
-    let mut values = stack.deployed.outputs.clone();
-    values.insert(notify::outputs::LOCAL_ENDPOINT.into(), endpoint.clone());
-    notify::outputs::Outputs::write(&outputs, &values).unwrap();
+    let (stack, outputs, directory) = support::start().await;
 
     let created = notifyctl(&outputs, &["apps", "create", "--name", "billing", "--scopes", "users,status"]);
     let key = created["app_key"].as_str().unwrap().to_string();
