@@ -68,7 +68,9 @@ impl<P: Provider> Dispatcher<P> {
     }
 
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        batch::process(event, self.concurrency, |record| self.deliver(record)).await
+        let response = batch::process(event, self.concurrency, |record| self.deliver(record)).await;
+        crate::metrics::flush();
+        response
     }
 
     async fn deliver(&self, record: SqsRecord<DeliveryMessage<P::Content>>) -> Outcome {
@@ -130,11 +132,15 @@ impl<P: Provider> Dispatcher<P> {
             return self.finish(message, AttemptOutcome::Skipped(SkipReason::RateLimited)).await;
         }
 
-        match self.provider.send(message, &recipient).await {
+        let started = std::time::Instant::now();
+        let sent = self.provider.send(message, &recipient).await;
+        crate::metrics::provider_latency(channel, started.elapsed());
+        match sent {
             Ok(provider_message_id) => self.finish(message, AttemptOutcome::Sent { provider_message_id }).await,
             Err(error) if error.is_transient() => {
                 tracing::warn!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "send failed; will retry");
                 self.notifications.record(id, delivery_id, channel, &AttemptOutcome::Retrying(failure(&error))).await?;
+                crate::metrics::delivery(channel, crate::metrics::Outcome::Retried);
                 let delay = self.backoff_delay(record.receive_count);
                 Ok(self.retry_after(record, delay).await)
             }
@@ -152,6 +158,13 @@ impl<P: Provider> Dispatcher<P> {
         outcome: AttemptOutcome,
     ) -> Result<Outcome, DependencyError> {
         self.notifications.record(&message.notification_id, &message.delivery_id, P::CHANNEL, &outcome).await?;
+        let metric = match outcome {
+            AttemptOutcome::Sent { .. } => crate::metrics::Outcome::Sent,
+            AttemptOutcome::Failed(_) => crate::metrics::Outcome::Failed,
+            AttemptOutcome::Skipped(_) => crate::metrics::Outcome::Skipped,
+            AttemptOutcome::Retrying(_) => crate::metrics::Outcome::Retried,
+        };
+        crate::metrics::delivery(P::CHANNEL, metric);
         tracing::info!(
             notification_id = %message.notification_id,
             delivery_id = %message.delivery_id,

@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod function;
+pub mod metrics;
 pub mod outputs;
 pub mod provider;
 pub mod queue;

@@ -18,8 +18,13 @@ pub const FUNCTION: &str = "AWS::Serverless::Function";
 /// Resource types that exist only in AWS: alarms are never evaluated by the emulator, log
 /// groups and email subscriptions have no local effect, and the HTTP API is served by the
 /// local API server from the functions' `HttpApi` events.
-pub const NOT_EMULATED: &[&str] =
-    &["AWS::Serverless::HttpApi", "AWS::CloudWatch::Alarm", "AWS::Logs::LogGroup", "AWS::SNS::Subscription"];
+pub const NOT_EMULATED: &[&str] = &[
+    "AWS::Serverless::HttpApi",
+    "AWS::CloudWatch::Alarm",
+    "AWS::CloudWatch::Dashboard",
+    "AWS::Logs::LogGroup",
+    "AWS::SNS::Subscription",
+];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueSpec {
