@@ -10,9 +10,7 @@ use notify::domain::FieldError;
 use notify::domain::app::AppRecord;
 use notify::domain::channel::Channel;
 use notify::domain::delivery::DeliveryMessage;
-use notify::domain::notification::{
-    self, DeliveryRecord, DeliveryStatus, NotificationRecord, RETENTION_SECONDS, TimelineEvent,
-};
+use notify::domain::notification::{self, DeliveryRecord, NotificationRecord, RETENTION_SECONDS, TimelineEvent};
 use notify::domain::plan::plan;
 use notify::domain::template::{RenderError, TemplateName};
 use notify::domain::user::UserId;
@@ -204,19 +202,7 @@ impl Intake {
             };
             let body = serde_json::to_string(&message).expect("delivery messages serialize");
             outgoing.push(Outgoing { key: format!("{id}/{delivery_id}"), channel, body: body.clone() });
-            let record = DeliveryRecord {
-                channel,
-                target,
-                status: DeliveryStatus::Queued,
-                attempts: 0,
-                error: None,
-                lease_until: None,
-                provider_message_id: None,
-                skip_reason: None,
-                updated_at: now.clone(),
-                message: body,
-            };
-            deliveries.insert(delivery_id, record);
+            deliveries.insert(delivery_id, DeliveryRecord::queued(channel, target, body, &now));
         }
         // SQS takes 256 KiB per message and DynamoDB 400 KB per item (the record keeps every
         // message as its outbox): refuse here what could never be enqueued or logged.

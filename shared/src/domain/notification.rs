@@ -84,6 +84,24 @@ pub struct DeliveryRecord {
     pub message: String,
 }
 
+impl DeliveryRecord {
+    /// A delivery as intake logs it: queued, never attempted, with its queue message.
+    pub fn queued(channel: Channel, target: String, message: String, now: &str) -> Self {
+        Self {
+            channel,
+            target,
+            status: DeliveryStatus::Queued,
+            attempts: 0,
+            error: None,
+            lease_until: None,
+            provider_message_id: None,
+            skip_reason: None,
+            updated_at: now.to_string(),
+            message,
+        }
+    }
+}
+
 /// What a dispatcher may do with a delivery it received, given the delivery's state: the
 /// state machine `queued → sending (lease) → sent | failed | skipped`, with `sending → queued`
 /// after a transient failure.
@@ -224,18 +242,8 @@ mod tests {
     use super::*;
 
     fn delivery(status: DeliveryStatus, lease_until: Option<i64>) -> DeliveryRecord {
-        DeliveryRecord {
-            channel: Channel::Sms,
-            target: "+12015550123".into(),
-            status,
-            attempts: 1,
-            error: None,
-            lease_until,
-            provider_message_id: None,
-            skip_reason: None,
-            updated_at: "t".into(),
-            message: "{}".into(),
-        }
+        let queued = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "{}".into(), "t");
+        DeliveryRecord { status, attempts: 1, lease_until, ..queued }
     }
 
     #[test]

@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use notify::domain::channel::Channel;
-use notify::domain::notification::{
-    DeliveryFailure, DeliveryRecord, DeliveryStatus, NotificationRecord, TimelineEvent,
-};
+use notify::domain::notification::{DeliveryFailure, DeliveryRecord, NotificationRecord, TimelineEvent};
 use notify::error::FailureClass;
 use notify::store::notifications::{AttemptOutcome, NotificationStore};
 use serde_json::json;
@@ -26,18 +24,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
     let id = uuid::Uuid::now_v7().to_string();
     let now = notify::time::now_rfc3339();
     let body = json!({"notification_id": id, "delivery_id": "sms", "user_id": "u", "template": "t", "transactional": false, "channel": "sms", "to": "+12015550123", "body": "hi"}).to_string();
-    let delivery = DeliveryRecord {
-        channel: Channel::Sms,
-        target: "+12015550123".into(),
-        status: DeliveryStatus::Queued,
-        attempts: 0,
-        error: None,
-        lease_until: None,
-        provider_message_id: None,
-        skip_reason: None,
-        updated_at: now.clone(),
-        message: body.clone(),
-    };
+    let delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), body.clone(), &now);
     let record = NotificationRecord {
         id: id.clone(),
         app_key: "ak_test".into(),
