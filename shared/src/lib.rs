@@ -21,3 +21,4 @@ pub mod store;
 pub mod sweep;
 pub mod telemetry;
 pub mod time;
+pub mod user_import;

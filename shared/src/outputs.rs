@@ -61,7 +61,15 @@ impl Outputs {
     pub fn local_endpoint(&self) -> Option<&str> {
         self.values.get(LOCAL_ENDPOINT).map(String::as_str)
     }
+
+    /// The local stack's Lambda API (it runs the functions in-process), if these are its outputs.
+    pub fn local_lambda_endpoint(&self) -> Option<&str> {
+        self.values.get(LOCAL_LAMBDA_ENDPOINT).map(String::as_str)
+    }
 }
 
 /// The extra output a local stack writes: the emulator's URL.
 pub const LOCAL_ENDPOINT: &str = "LocalAwsEndpoint";
+
+/// The extra output a local stack writes: its Lambda API's URL, for invoking its functions.
+pub const LOCAL_LAMBDA_ENDPOINT: &str = "LocalLambdaEndpoint";

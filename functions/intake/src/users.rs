@@ -1,12 +1,8 @@
 //! `/v1/users/{user_id}`: contact data, devices and preferences (scope `users`).
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use notify::domain::FieldError;
-use notify::domain::contact::{EmailAddress, PhoneNumber};
 use notify::domain::delivery::Platform;
-use notify::domain::user::{
-    Contacts, Device, DeviceToken, Locale, MAX_DEVICES, PreferencesPatch, TimeZoneName, UserId, UserProfile,
-};
+use notify::domain::user::{ContactsInput, Device, DeviceToken, MAX_DEVICES, PreferencesPatch, UserId, UserProfile};
 use notify::store::users::Registration;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,37 +10,6 @@ use serde_json::{Value, json};
 use crate::Intake;
 use crate::problem::{ApiError, empty_response, json_response};
 use crate::request::{parsed_path_parameter, typed};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContactsInput {
-    email: Option<String>,
-    phone: Option<String>,
-    locale: Option<String>,
-    timezone: Option<String>,
-}
-
-impl ContactsInput {
-    fn check(self) -> Result<Contacts, ApiError> {
-        let mut errors = Vec::new();
-        fn field<T>(
-            errors: &mut Vec<FieldError>,
-            name: &str,
-            value: Option<String>,
-            parse: impl Fn(&str) -> Result<T, String>,
-        ) -> Option<T> {
-            let value = value?;
-            parse(&value).map_err(|message| errors.push(FieldError::new(name, message))).ok()
-        }
-        let contacts = Contacts {
-            email: field(&mut errors, "email", self.email, EmailAddress::parse),
-            phone: field(&mut errors, "phone", self.phone, PhoneNumber::parse),
-            locale: field(&mut errors, "locale", self.locale, Locale::parse),
-            timezone: field(&mut errors, "timezone", self.timezone, TimeZoneName::parse),
-        };
-        if errors.is_empty() { Ok(contacts) } else { Err(ApiError::Validation(errors)) }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +59,7 @@ impl Intake {
         body: &[u8],
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let user_id = user_id(request)?;
-        let contacts = typed::<ContactsInput>(body)?.check()?;
+        let contacts = typed::<ContactsInput>(body)?.check().map_err(ApiError::Validation)?;
         let (profile, created) = self.users.put_contacts(&user_id, &contacts, &notify::time::now_rfc3339()).await?;
         self.user_cache.invalidate(&user_id);
         Ok(json_response(if created { 201 } else { 200 }, "application/json", &user_body(&profile)))
@@ -129,13 +94,7 @@ impl Intake {
         let token =
             DeviceToken::parse(input.platform, &input.token).map_err(|message| ApiError::invalid("token", message))?;
         let now = notify::time::now_rfc3339();
-        let device = Device {
-            platform: input.platform,
-            token: token.as_str().to_string(),
-            active: true,
-            created_at: now.clone(),
-            endpoint_arn: None,
-        };
+        let device = Device::registered(input.platform, &token, &now);
         let registration = self.users.register_device(&user_id, &token, device, &now).await?;
         self.user_cache.invalidate(&user_id);
         match registration {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::FieldError;
 use super::channel::Channel;
 use super::contact::{EmailAddress, PhoneNumber};
 use super::delivery::Platform;
@@ -156,6 +157,19 @@ pub struct Device {
     pub endpoint_arn: Option<String>,
 }
 
+impl Device {
+    /// A device registered now, active until the provider says otherwise.
+    pub fn registered(platform: Platform, token: &DeviceToken, now: &str) -> Self {
+        Self {
+            platform,
+            token: token.as_str().to_string(),
+            active: true,
+            created_at: now.to_string(),
+            endpoint_arn: None,
+        }
+    }
+}
+
 /// How many devices a user may have; the 11th registration is refused.
 pub const MAX_DEVICES: usize = 10;
 
@@ -193,6 +207,39 @@ pub struct Contacts {
     pub phone: Option<PhoneNumber>,
     pub locale: Option<Locale>,
     pub timezone: Option<TimeZoneName>,
+}
+
+/// Contact data as a caller gives it (the API's JSON body, a row of an import file): checked
+/// field by field, so every bad field is reported at once.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactsInput {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+}
+
+impl ContactsInput {
+    pub fn check(self) -> Result<Contacts, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        fn field<T>(
+            errors: &mut Vec<FieldError>,
+            name: &str,
+            value: Option<String>,
+            parse: impl Fn(&str) -> Result<T, String>,
+        ) -> Option<T> {
+            let value = value?;
+            parse(&value).map_err(|message| errors.push(FieldError::new(name, message))).ok()
+        }
+        let contacts = Contacts {
+            email: field(&mut errors, "email", self.email, EmailAddress::parse),
+            phone: field(&mut errors, "phone", self.phone, PhoneNumber::parse),
+            locale: field(&mut errors, "locale", self.locale, Locale::parse),
+            timezone: field(&mut errors, "timezone", self.timezone, TimeZoneName::parse),
+        };
+        if errors.is_empty() { Ok(contacts) } else { Err(errors) }
+    }
 }
 
 /// A partial preferences update.

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod demo;
 pub mod functions;
+pub mod lambda_api;
 pub mod poller;
 pub mod provision;
 pub mod resolve;
@@ -105,6 +106,8 @@ pub struct StackOptions {
 pub struct LocalStack {
     pub deployed: Deployed,
     pub api_url: String,
+    /// Where the local Lambda API (Invoke) listens: the endpoint for aws-sdk-lambda.
+    pub lambda_url: String,
     pub functions: BTreeMap<String, Arc<LocalFunction>>,
     tasks: JoinSet<()>,
 }
@@ -117,6 +120,8 @@ impl LocalStack {
         // Bound first, so links the functions build (PublicApiUrl) point at this server.
         let listener = tokio::net::TcpListener::bind(options.api_address).await?;
         let api_url = format!("http://{}", listener.local_addr()?);
+        let lambda_listener = tokio::net::TcpListener::bind((options.api_address.ip(), 0)).await?;
+        let lambda_url = format!("http://{}", lambda_listener.local_addr()?);
         let mut parameters = options.parameters.clone();
         if template.parameters.contains_key(PUBLIC_API_URL) && !parameters.contains_key(PUBLIC_API_URL) {
             parameters.insert(PUBLIC_API_URL.into(), api_url.clone());
@@ -173,7 +178,25 @@ impl LocalStack {
                 tracing::error!(error = %error, "the local API server stopped");
             }
         });
-        Ok(Self { deployed, api_url, functions, tasks })
+        let invocable = Arc::new(lambda_api::Functions::new(functions.values()));
+        tasks.spawn(async move {
+            if let Err(error) = lambda_api::serve(lambda_listener, invocable).await {
+                tracing::error!(error = %error, "the local Lambda API server stopped");
+            }
+        });
+        Ok(Self { deployed, api_url, lambda_url, functions, tasks })
+    }
+
+    /// The stack's outputs as the deployed stack has them, plus where its local endpoints are:
+    /// what notifyctl reads.
+    pub fn outputs(&self, aws_endpoint: Option<&str>) -> BTreeMap<String, String> {
+        let mut outputs = self.deployed.outputs.clone();
+        outputs.insert("ApiUrl".into(), self.api_url.clone());
+        outputs.insert(notify::outputs::LOCAL_LAMBDA_ENDPOINT.into(), self.lambda_url.clone());
+        if let Some(endpoint) = aws_endpoint {
+            outputs.insert(notify::outputs::LOCAL_ENDPOINT.into(), endpoint.to_string());
+        }
+        outputs
     }
 
     pub fn function(&self, logical_id: &str) -> Option<&Arc<LocalFunction>> {

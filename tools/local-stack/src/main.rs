@@ -86,11 +86,7 @@ async fn run(args: Args) -> Result<(), StackError> {
     let api_address = SocketAddr::from(([127, 0, 0, 1], args.api_port));
     let (stack, _) = start_project(&sdk, &template, &args.stack_name, &given, api_address).await?;
     let app = demo::seed(&clients, &stack.deployed).await?;
-    let mut outputs = stack.deployed.outputs.clone();
-    outputs.insert("ApiUrl".into(), stack.api_url.clone());
-    if let Some((_, endpoint)) = &emulator {
-        outputs.insert(notify::outputs::LOCAL_ENDPOINT.into(), endpoint.clone());
-    }
+    let outputs = stack.outputs(emulator.as_ref().map(|(_, endpoint)| endpoint.as_str()));
     notify::outputs::Outputs::write(&args.outputs_file, &outputs)?;
 
     let body = format!(
@@ -117,7 +113,7 @@ async fn run(args: Args) -> Result<(), StackError> {
         );
     }
     println!();
-    println!("Manage apps: cargo run -q -p notifyctl -- apps --help   (reads {})", args.outputs_file.display());
+    println!("Admin and on-call: cargo run -q -p notifyctl -- --help   (reads {})", args.outputs_file.display());
     println!();
     println!("Ctrl-C stops everything.");
 

@@ -1,5 +1,6 @@
 //! `notifyctl`: the admin CLI. Apps (the services that call the API) are managed here, against
-//! the apps table, never through the public API.
+//! the apps table, never through the public API; on-call reads notifications and DLQs and
+//! redrives through the retry function; users are bulk-imported from CSV.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -11,8 +12,11 @@ use notify::domain::app::{AppRecord, Scope};
 use notify::domain::channel::Channel;
 use notify::domain::notification::NotificationRecord;
 use notify::outputs::Outputs;
+use notify::redrive::RedriveReport;
 use notify::store::apps::AppStore;
 use notify::store::notifications::NotificationStore;
+use notify::store::users::UserStore;
+use notify::user_import::{ImportError, ImportRow};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -39,6 +43,25 @@ enum Command {
     /// Dead-letter queues: what was given up on, and why.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Users: bulk import.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Imports users from a CSV file with a header row. Columns: user_id (required), email,
+    /// phone, locale, timezone, devices ("ios:<token> android:<token>"), push_opt_in,
+    /// sms_opt_in, email_opt_in (true/false; empty leaves the preference as it is). Contacts
+    /// are replaced as `PUT /v1/users/{id}` does. Bad rows are reported and written nowhere;
+    /// good rows are kept, so a fixed file can be imported again. Exits 1 if any row was
+    /// rejected.
+    Import {
+        file: PathBuf,
+        /// Rows written at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +74,19 @@ enum DlqCommand {
     },
     /// One DLQ message explained with its notification's deliveries and timeline.
     Show { message_id: String },
+    /// Sends DLQ messages back to their channel's queue (once the fault is fixed), through the
+    /// retry function: deliveries that already have an outcome are dropped, not resent.
+    Redrive {
+        /// One channel (default: every channel).
+        #[arg(long, value_parser = parse_channel)]
+        channel: Option<Channel>,
+        /// Most messages per channel.
+        #[arg(long, default_value_t = 500)]
+        max: usize,
+        /// Only count what would be redriven.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn parse_channel(text: &str) -> Result<Channel, String> {
@@ -94,6 +130,12 @@ enum CliError {
     NoSuchNotification(String),
     #[error("no DLQ holds a message {0}")]
     NoSuchMessage(String),
+    #[error("{path}: {message}")]
+    ImportFile { path: String, message: String },
+    #[error("{0} rows were rejected (see the report); the other rows were imported")]
+    RowsRejected(usize),
+    #[error("invoking {function}: {message}")]
+    Invoke { function: String, message: String },
 }
 
 #[tokio::main]
@@ -144,6 +186,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Dlq(command) => dlq(&sdk, &outputs, command, cli.json).await,
+        Command::Users(UsersCommand::Import { file, concurrency }) => {
+            let users = UserStore::new(aws_sdk_dynamodb::Client::new(&sdk), outputs.get("UsersTableName")?);
+            import_users(&users, &file, concurrency.max(1), cli.json).await
+        }
     }
 }
 
@@ -367,7 +413,20 @@ async fn dlq(sdk: &SdkConfig, outputs: &Outputs, command: DlqCommand, json: bool
                     );
                 }
                 println!();
-                println!("Explain one: notifyctl dlq show <message-id>; redrive: see RUNBOOK.md#dead-letters");
+                println!(
+                    "Explain one: notifyctl dlq show <message-id>; once the cause is fixed: notifyctl dlq redrive"
+                );
+            }
+        }
+        DlqCommand::Redrive { channel, max, dry_run } => {
+            let channels: Vec<Channel> = channel.map_or_else(|| Channel::ALL.to_vec(), |channel| vec![channel]);
+            let retry = RetryFunction::new(sdk, outputs)?;
+            let mut reports = Vec::new();
+            for channel in channels {
+                reports.push(redrive(&retry, channel, max, dry_run, json).await?);
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(reports.iter().map(|report| json!(report)).collect()));
             }
         }
         DlqCommand::Show { message_id } => {
@@ -401,4 +460,212 @@ async fn dlq(sdk: &SdkConfig, outputs: &Outputs, command: DlqCommand, json: bool
         }
     }
     Ok(())
+}
+
+/// The stack's retry function, invoked through the Lambda API (the local stack serves it too).
+struct RetryFunction {
+    lambda: aws_sdk_lambda::Client,
+    name: String,
+}
+
+impl RetryFunction {
+    fn new(sdk: &SdkConfig, outputs: &Outputs) -> Result<Self, CliError> {
+        let mut config = aws_sdk_lambda::config::Builder::from(sdk);
+        if let Some(endpoint) = outputs.local_lambda_endpoint()
+            && std::env::var_os("AWS_ENDPOINT_URL").is_none()
+        {
+            config = config.endpoint_url(endpoint);
+        }
+        Ok(Self {
+            lambda: aws_sdk_lambda::Client::from_conf(config.build()),
+            name: outputs.get("RetryFunctionName")?.into(),
+        })
+    }
+
+    async fn invoke(&self, request: serde_json::Value) -> Result<RedriveReport, CliError> {
+        let failed = |message: String| CliError::Invoke { function: self.name.clone(), message };
+        let output = self
+            .lambda
+            .invoke()
+            .function_name(&self.name)
+            .payload(aws_sdk_lambda::primitives::Blob::new(request.to_string()))
+            .send()
+            .await
+            .map_err(|error| failed(aws_sdk_lambda::error::DisplayErrorContext(error).to_string()))?;
+        let payload = output.payload.map(|payload| payload.into_inner()).unwrap_or_default();
+        if let Some(kind) = output.function_error {
+            return Err(failed(format!("{kind} error: {}", String::from_utf8_lossy(&payload))));
+        }
+        serde_json::from_slice(&payload).map_err(|error| failed(format!("unexpected answer ({error})")))
+    }
+}
+
+/// Messages one invocation of the retry function redrives: small enough to finish well within
+/// its timeout, and to move the progress bar.
+const REDRIVE_CHUNK: usize = 50;
+
+/// Redrives up to `max` messages of one channel's DLQ, a chunk per invocation, with a progress
+/// bar (on a terminal); a dry run only counts them.
+async fn redrive(
+    retry: &RetryFunction,
+    channel: Channel,
+    max: usize,
+    dry_run: bool,
+    json: bool,
+) -> Result<RedriveReport, CliError> {
+    let counted = retry.invoke(json!({"action": "redrive", "channel": channel, "dry_run": true})).await?;
+    let mut total =
+        RedriveReport { channel: Some(channel), dry_run, dead_letters: counted.dead_letters, ..Default::default() };
+    if !dry_run {
+        let expected = (counted.dead_letters as usize).min(max) as u64;
+        let bar = indicatif::ProgressBar::new(expected).with_prefix(channel.to_string()).with_style(
+            indicatif::ProgressStyle::with_template("{prefix:>5} [{bar:30}] {pos}/{len} messages {msg}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        let mut handled = 0;
+        while handled < max {
+            let chunk = REDRIVE_CHUNK.min(max - handled);
+            let report = retry.invoke(json!({"action": "redrive", "channel": channel, "max": chunk})).await?;
+            let in_chunk = report.redriven + report.already_finished + report.left_in_dlq;
+            total.redriven += report.redriven;
+            total.already_finished += report.already_finished;
+            total.left_in_dlq += report.left_in_dlq;
+            handled += in_chunk;
+            // SQS counts are approximate: the bar grows when more turn up than counted.
+            if handled as u64 > bar.length().unwrap_or_default() {
+                bar.set_length(handled as u64);
+            }
+            bar.set_position(handled as u64);
+            bar.set_message(format!("({} redriven)", total.redriven));
+            // A short chunk means the DLQ is drained; one that moved nothing holds only
+            // messages that stay for a person to read.
+            if in_chunk < chunk || report.redriven + report.already_finished == 0 {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+    }
+    if !json {
+        print_redrive(&total);
+    }
+    Ok(total)
+}
+
+fn print_redrive(report: &RedriveReport) {
+    let channel = report.channel.map(|channel| channel.to_string()).unwrap_or_default();
+    if report.dry_run {
+        println!("{channel}: {} messages in the DLQ; dry run, nothing moved", report.dead_letters);
+        return;
+    }
+    println!(
+        "{channel}: {} redriven, {} dropped (their delivery already had an outcome), {} left in the DLQ",
+        report.redriven, report.already_finished, report.left_in_dlq
+    );
+    if report.left_in_dlq > 0 {
+        println!(
+            "  the ones left are not deliveries of the log: read them with `notifyctl dlq list --channel {channel}`"
+        );
+    }
+}
+
+/// One reason a row of an import file was rejected.
+#[derive(serde::Serialize)]
+struct Rejection {
+    line: u64,
+    user_id: Option<String>,
+    field: String,
+    reason: String,
+}
+
+async fn import_users(
+    users: &UserStore,
+    file: &std::path::Path,
+    concurrency: usize,
+    json: bool,
+) -> Result<(), CliError> {
+    use futures::StreamExt;
+    let unreadable =
+        |error: csv::Error| CliError::ImportFile { path: file.display().to_string(), message: error.to_string() };
+    let open = || csv::ReaderBuilder::new().trim(csv::Trim::All).from_path(file).map_err(unreadable);
+    // A first pass counts the rows for the progress bar.
+    let rows = open()?.records().count();
+    let mut reader = open()?;
+    let header = reader.headers().map_err(unreadable)?.clone();
+    notify::user_import::check_columns(header.iter())
+        .map_err(|message| CliError::ImportFile { path: file.display().to_string(), message })?;
+    let user_id_column = header.iter().position(|column| column == "user_id");
+
+    let bar = indicatif::ProgressBar::new(rows as u64).with_style(
+        indicatif::ProgressStyle::with_template("import [{bar:30}] {pos}/{len} rows ({per_sec}, {eta} left)")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    let now = notify::time::now_rfc3339();
+    let checked = reader.into_records().map(|record| match record {
+        Err(error) => {
+            let line = error.position().map(|p| p.line()).unwrap_or_default();
+            (line, None, Err(vec![notify::domain::FieldError::new("row", error.to_string())]))
+        }
+        Ok(record) => {
+            let line = record.position().map(|p| p.line()).unwrap_or_default();
+            let user_id = user_id_column.and_then(|column| record.get(column)).map(str::to_string);
+            let row = record
+                .deserialize::<ImportRow>(Some(&header))
+                .map_err(|error| vec![notify::domain::FieldError::new("row", error.to_string())])
+                .and_then(ImportRow::check);
+            (line, user_id, row)
+        }
+    });
+    let mut written = futures::stream::iter(checked)
+        .map(|(line, user_id, row)| {
+            let now = &now;
+            async move {
+                let errors = match row {
+                    Err(errors) => errors,
+                    Ok(user) => match notify::user_import::apply(users, &user, now).await {
+                        Ok(()) => vec![],
+                        Err(ImportError::Refused(error)) => vec![error],
+                        // The SDK already retried; the import is idempotent, so the row can be re-run.
+                        Err(ImportError::Dependency(error)) => {
+                            vec![notify::domain::FieldError::new("-", format!("{error} (import the row again)"))]
+                        }
+                    },
+                };
+                (line, user_id, errors)
+            }
+        })
+        .buffer_unordered(concurrency);
+    let (mut imported, mut rejected_rows, mut rejections) = (0, 0, Vec::new());
+    while let Some((line, user_id, errors)) = written.next().await {
+        bar.inc(1);
+        if errors.is_empty() {
+            imported += 1;
+            continue;
+        }
+        rejected_rows += 1;
+        rejections.extend(errors.into_iter().map(|error| Rejection {
+            line,
+            user_id: user_id.clone(),
+            field: error.field,
+            reason: error.message,
+        }));
+    }
+    bar.finish_and_clear();
+    rejections.sort_by_key(|rejection| rejection.line);
+
+    if json {
+        println!("{}", json!({"imported": imported, "rejected_rows": rejected_rows, "rejections": rejections}));
+    } else {
+        println!("imported {imported} users; rejected {rejected_rows} rows");
+        if !rejections.is_empty() {
+            println!();
+            println!("{:>6}  {:<24} {:<14} REASON", "LINE", "USER ID", "FIELD");
+            for rejection in &rejections {
+                let user_id = rejection.user_id.as_deref().unwrap_or("-");
+                println!("{:>6}  {:<24} {:<14} {}", rejection.line, user_id, rejection.field, rejection.reason);
+            }
+        }
+    }
+    if rejected_rows > 0 { Err(CliError::RowsRejected(rejected_rows)) } else { Ok(()) }
 }

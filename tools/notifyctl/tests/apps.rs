@@ -12,12 +12,12 @@ use support::notifyctl;
 async fn apps_created_rotated_and_disabled_with_the_cli_are_honoured_by_the_api() {
     let (stack, outputs, directory) = support::start().await;
 
-    let created = notifyctl(&outputs, &["apps", "create", "--name", "billing", "--scopes", "users,status"]);
+    let created = notifyctl(&outputs, &["apps", "create", "--name", "billing", "--scopes", "users,status"]).await;
     let key = created["app_key"].as_str().unwrap().to_string();
     let first_secret = created["app_secret"].as_str().unwrap().to_string();
     assert_eq!(created["scopes"], json!(["users", "status"]));
 
-    let listed = notifyctl(&outputs, &["apps", "list"]);
+    let listed = notifyctl(&outputs, &["apps", "list"]).await;
     let app = listed.as_array().unwrap().iter().find(|app| app["app_key"] == key.as_str()).expect("listed");
     assert_eq!(
         (app["name"].clone(), app["active_secrets"].clone(), app["disabled"].clone()),
@@ -25,8 +25,9 @@ async fn apps_created_rotated_and_disabled_with_the_cli_are_honoured_by_the_api(
     );
     assert!(app.get("secrets").is_none() && !listed.to_string().contains(&first_secret), "no secret is ever listed");
 
-    let second_secret = notifyctl(&outputs, &["apps", "rotate", &key])["app_secret"].as_str().unwrap().to_string();
-    let third_secret = notifyctl(&outputs, &["apps", "rotate", &key])["app_secret"].as_str().unwrap().to_string();
+    let second_secret =
+        notifyctl(&outputs, &["apps", "rotate", &key]).await["app_secret"].as_str().unwrap().to_string();
+    let third_secret = notifyctl(&outputs, &["apps", "rotate", &key]).await["app_secret"].as_str().unwrap().to_string();
 
     let http = reqwest::Client::new();
     let get_user = |secret: String| {
@@ -38,7 +39,7 @@ async fn apps_created_rotated_and_disabled_with_the_cli_are_honoured_by_the_api(
     assert_eq!(get_user(third_secret.clone()).await, 404, "the new secret works");
 
     // A disabled app is refused once the intake's app cache (CACHE_TTL_SECONDS, 5 s) expires.
-    notifyctl(&outputs, &["apps", "disable", &key]);
+    notifyctl(&outputs, &["apps", "disable", &key]).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     while get_user(third_secret.clone()).await != 401 {
         assert!(tokio::time::Instant::now() < deadline, "the disabled app is refused within the cache TTL");

@@ -51,7 +51,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
     let message_id = sqs.send_message().queue_url(&dlq).message_body(body).send().await.unwrap().message_id.unwrap();
     sqs.send_message().queue_url(&dlq).message_body("not a delivery").send().await.unwrap();
 
-    let groups = notifyctl(&outputs, &["dlq", "list", "--channel", "sms"]);
+    let groups = notifyctl(&outputs, &["dlq", "list", "--channel", "sms"]).await;
     let groups: Vec<(String, String, u64)> = groups
         .as_array()
         .unwrap()
@@ -65,17 +65,17 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
         vec![("transient".into(), "Throttling".into(), 1), ("unreadable".into(), "not a delivery message".into(), 1)]
     );
 
-    let shown = notifyctl(&outputs, &["dlq", "show", &message_id]);
+    let shown = notifyctl(&outputs, &["dlq", "show", &message_id]).await;
     assert_eq!((shown["class"].clone(), shown["code"].clone()), (json!("transient"), json!("Throttling")));
     let events: Vec<&str> =
         shown["notification"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(events, vec!["accepted", "sending", "retrying"]);
 
-    let status = notifyctl(&outputs, &["status", &id]);
+    let status = notifyctl(&outputs, &["status", &id]).await;
     assert_eq!(status["deliveries"][0]["error"]["code"], "Throttling");
     assert_eq!(status["deliveries"][0]["attempts"], 1);
     // Reading the DLQ took nothing out of it.
-    assert_eq!(notifyctl(&outputs, &["dlq", "list"]).as_array().unwrap().len(), 2);
+    assert_eq!(notifyctl(&outputs, &["dlq", "list"]).await.as_array().unwrap().len(), 2);
     stack.stop().await;
     let _ = std::fs::remove_dir_all(directory);
 }

@@ -88,6 +88,35 @@ impl Api {
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         self.call_as(Some((&self.app.app_key, &self.app.app_secret)), method, path, body, &[]).await
     }
+
+    /// A new user, an SMS template and a notification to the user; returns its id and text.
+    pub async fn send_sms(&self) -> (String, String) {
+        let (user, template, text) = (unique("u"), unique("t"), unique("text"));
+        self.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+        let content = json!({"default_locale": "en", "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
+        self.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+        let body = json!({"user_id": user, "template": template, "params": {"text": text}});
+        let id =
+            self.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
+        (id, text)
+    }
+
+    /// Messages in a queue of the stack (approximately, as SQS counts).
+    pub async fn queue_depth(&self, logical_id: &str) -> u64 {
+        let url = self.stack.deployed.queue(logical_id).unwrap().0.to_string();
+        let attributes = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        attributes.values().next().unwrap().parse().unwrap()
+    }
 }
 
 /// Every response must be documented for its operation, with a body its schema accepts.

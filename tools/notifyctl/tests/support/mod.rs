@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use local_stack::LocalStack;
 use local_stack::template::Template;
@@ -19,23 +18,40 @@ pub async fn start() -> (LocalStack, PathBuf, PathBuf) {
     let stack_name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
     let (stack, _) = local_stack::start_project(&sdk, &template, &stack_name, &BTreeMap::new(), address).await.unwrap();
-    let directory = std::env::temp_dir().join(&stack_name);
-    let outputs = directory.join("outputs.json");
-    let mut values = stack.deployed.outputs.clone();
-    values.insert(notify::outputs::LOCAL_ENDPOINT.into(), endpoint);
-    notify::outputs::Outputs::write(&outputs, &values).unwrap();
+    let (outputs, directory) = write_outputs(&stack, &endpoint);
     (stack, outputs, directory)
 }
 
-pub fn notifyctl(outputs: &Path, args: &[&str]) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_notifyctl"))
+/// Writes `stack`'s outputs (with `endpoint` as its AWS endpoint) to a scratch folder of its
+/// own; returns the file and the folder.
+pub fn write_outputs(stack: &LocalStack, endpoint: &str) -> (PathBuf, PathBuf) {
+    let directory = std::env::temp_dir().join(&stack.deployed.stack_name);
+    let outputs = directory.join("outputs.json");
+    notify::outputs::Outputs::write(&outputs, &stack.outputs(Some(endpoint))).unwrap();
+    (outputs, directory)
+}
+
+/// Runs `notifyctl --json <args>` (without blocking the runtime: the stack under test runs in
+/// this process and answers the CLI); returns whether it succeeded and what it printed.
+pub async fn try_notifyctl(outputs: &Path, args: &[&str]) -> (bool, Value, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_notifyctl"))
         .arg("--outputs")
         .arg(outputs)
         .arg("--json")
         .args(args)
         .env_remove("AWS_ENDPOINT_URL")
         .output()
+        .await
         .expect("notifyctl runs");
-    assert!(output.status.success(), "notifyctl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).expect("notifyctl --json prints JSON")
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let printed = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("notifyctl {args:?} printed no JSON ({error}): {stderr}"));
+    (output.status.success(), printed, stderr)
+}
+
+/// Runs `notifyctl --json <args>`, which must succeed, and returns what it printed.
+pub async fn notifyctl(outputs: &Path, args: &[&str]) -> Value {
+    let (succeeded, printed, stderr) = try_notifyctl(outputs, args).await;
+    assert!(succeeded, "notifyctl {args:?} failed: {stderr}");
+    printed
 }
