@@ -35,10 +35,11 @@ fn resources<'a>(root: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {
         .collect()
 }
 
-/// (metric, dimension target) of every alarm.
+/// (metric, dimension target) of every single-metric alarm.
 fn alarmed(root: &Yaml) -> BTreeSet<(String, String)> {
     resources(root, "AWS::CloudWatch::Alarm")
         .into_iter()
+        .filter(|(_, alarm)| alarm.get("MetricName").is_some())
         .map(|(_, alarm)| (alarm["MetricName"].as_str().unwrap().to_string(), tagged(&alarm["Dimensions"][0]["Value"])))
         .collect()
 }
@@ -84,6 +85,23 @@ fn every_function_has_errors_and_throttles_alarms() {
             assert!(alarmed.contains(&(metric.to_string(), function.clone())), "{function} has no {metric} alarm");
         }
     }
+}
+
+#[test]
+fn every_channel_has_a_permanent_failure_rate_alarm_on_its_emf_metrics() {
+    let root = template();
+    let mut watched = BTreeSet::new();
+    for (_, alarm) in resources(&root, "AWS::CloudWatch::Alarm") {
+        for query in alarm.get("Metrics").and_then(Yaml::as_sequence).into_iter().flatten() {
+            let metric = &query["MetricStat"]["Metric"];
+            if metric["Namespace"] == "notify" && metric["MetricName"] == "Failed" {
+                assert_eq!(metric["Dimensions"][0]["Name"], "Channel");
+                watched.insert(metric["Dimensions"][0]["Value"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let channels: BTreeSet<String> = notify::domain::channel::Channel::ALL.iter().map(|c| c.to_string()).collect();
+    assert_eq!(watched, channels);
 }
 
 #[test]
