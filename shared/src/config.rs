@@ -83,6 +83,7 @@ pub struct Tables {
     pub users: String,
     pub templates: String,
     pub notifications: String,
+    pub suppressions: String,
 }
 
 impl Tables {
@@ -92,6 +93,7 @@ impl Tables {
             users: settings.required("USERS_TABLE"),
             templates: settings.required("TEMPLATES_TABLE"),
             notifications: settings.required("NOTIFICATIONS_TABLE"),
+            suppressions: settings.required("SUPPRESSIONS_TABLE"),
         }
     }
 }
@@ -113,7 +115,8 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid configuration: missing environment variable USERS_TABLE; \
-             missing environment variable TEMPLATES_TABLE; missing environment variable NOTIFICATIONS_TABLE"
+             missing environment variable TEMPLATES_TABLE; missing environment variable NOTIFICATIONS_TABLE; \
+             missing environment variable SUPPRESSIONS_TABLE"
         );
     }
 
@@ -133,6 +136,7 @@ mod tests {
             ("USERS_TABLE", "u"),
             ("TEMPLATES_TABLE", "t"),
             ("NOTIFICATIONS_TABLE", "n"),
+            ("SUPPRESSIONS_TABLE", "s"),
         ]);
         let mut settings = Settings::new(&env);
         let tables = Tables::load(&mut settings);

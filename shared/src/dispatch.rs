@@ -2,7 +2,8 @@
 //! 1. claim the delivery (`queued → sending` with a lease, one conditional write); a delivery
 //!    already sent, failed or skipped is acknowledged without calling the provider, one whose
 //!    lease another attempt holds comes back when the lease ends;
-//! 2. re-check the user at send time (deleted, opted out, device retired → `skipped`);
+//! 2. re-check the user at send time (deleted, opted out, device retired, address suppressed
+//!    → `skipped`);
 //! 3. count the notification against the user's hourly limit for the channel (once, however
 //!    many attempts or devices), unless the template is transactional (over the limit →
 //!    `skipped: rate_limited`);
@@ -125,6 +126,9 @@ impl<P: Provider> Dispatcher<P> {
         };
         if let Some(reason) = self.provider.unreachable(message, &recipient) {
             return self.finish(message, AttemptOutcome::Skipped(reason)).await;
+        }
+        if self.provider.suppressed(message).await? {
+            return self.finish(message, AttemptOutcome::Skipped(SkipReason::Suppressed)).await;
         }
         if !message.transactional
             && !self.limiter.try_take(&message.user_id, channel, id, crate::time::now_epoch_seconds()).await?

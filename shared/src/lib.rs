@@ -11,6 +11,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod error;
+pub mod feedback;
 pub mod function;
 pub mod metrics;
 pub mod outputs;

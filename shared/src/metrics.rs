@@ -1,7 +1,8 @@
 //! Metrics as CloudWatch embedded-metric-format (EMF) lines on stdout: CloudWatch Logs turns
 //! them into metrics, with no CloudWatch API call on the hot path. Namespace `notify`;
 //! dimension `Channel`; counters `Sent`, `Failed`, `Skipped`, `Retried` (one per delivery
-//! outcome) and the `ProviderLatency` histogram (milliseconds).
+//! outcome), `Delivered`, `Bounced`, `Complained` (email feedback) and the `ProviderLatency`
+//! histogram (milliseconds).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -25,6 +26,9 @@ pub enum Outcome {
     Failed,
     Skipped,
     Retried,
+    Delivered,
+    Bounced,
+    Complained,
 }
 
 impl Outcome {
@@ -34,6 +38,9 @@ impl Outcome {
             Outcome::Failed => "Failed",
             Outcome::Skipped => "Skipped",
             Outcome::Retried => "Retried",
+            Outcome::Delivered => "Delivered",
+            Outcome::Bounced => "Bounced",
+            Outcome::Complained => "Complained",
         }
     }
 }

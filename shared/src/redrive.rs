@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::aws::classify;
 use crate::domain::channel::Channel;
-use crate::domain::notification::DeliveryStatus;
 use crate::error::DependencyError;
 use crate::queue::delete_messages;
 use crate::store::notifications::NotificationStore;
@@ -104,11 +103,11 @@ impl Redrive {
                     record.as_ref().and_then(|record| record.deliveries.get(&delivery.delivery_id)).map(|d| d.status);
                 match status {
                     None => report.left_in_dlq += 1,
-                    Some(DeliveryStatus::Sent | DeliveryStatus::Failed | DeliveryStatus::Skipped) => {
+                    Some(status) if status.is_final() => {
                         report.already_finished += 1;
                         finished.push(receipt);
                     }
-                    Some(DeliveryStatus::Queued | DeliveryStatus::Sending) => {
+                    Some(_) => {
                         self.sqs
                             .send_message()
                             .queue_url(queue_url)

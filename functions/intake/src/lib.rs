@@ -26,6 +26,7 @@ use notify::function::Function;
 use notify::queue::{ChannelQueues, Enqueuer};
 use notify::store::apps::AppStore;
 use notify::store::notifications::NotificationStore;
+use notify::store::suppressions::SuppressionStore;
 use notify::store::templates::TemplateStore;
 use notify::store::users::UserStore;
 
@@ -65,10 +66,13 @@ pub struct Intake {
     users: UserStore,
     templates: TemplateStore,
     notifications: NotificationStore,
+    suppressions: SuppressionStore,
     enqueuer: Enqueuer,
     app_cache: TtlCache<String, Option<AppRecord>>,
     user_cache: TtlCache<UserId, Option<UserProfile>>,
     template_cache: TtlCache<TemplateName, Option<Template>>,
+    /// Lower-cased address → whether it is suppressed.
+    suppression_cache: TtlCache<String, bool>,
     link_signer: LinkSigner,
 }
 
@@ -88,11 +92,13 @@ impl Intake {
             apps: AppStore::new(dynamodb.clone(), tables.apps),
             users: UserStore::new(dynamodb.clone(), tables.users),
             templates: TemplateStore::new(dynamodb.clone(), tables.templates),
-            notifications: NotificationStore::new(dynamodb, tables.notifications),
+            notifications: NotificationStore::new(dynamodb.clone(), tables.notifications),
+            suppressions: SuppressionStore::new(dynamodb, tables.suppressions),
             enqueuer: Enqueuer::new(aws_sdk_sqs::Client::new(sdk), queues),
             app_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             user_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             template_cache: TtlCache::new(ttl, CACHE_CAPACITY),
+            suppression_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             link_signer,
         })
     }

@@ -172,8 +172,17 @@ impl Intake {
             .get_or_load(&template_name, self.templates.get(&template_name))
             .await?
             .ok_or_else(|| ApiError::invalid("template", "no such template"))?;
-        let plan =
-            plan(&profile, &template, request.channels.as_deref(), &request.params).map_err(|error| match error {
+        let wants_email = request.channels.as_deref().is_none_or(|channels| channels.contains(&Channel::Email));
+        let email_suppressed = match profile.email.as_ref().filter(|_| wants_email) {
+            Some(address) => {
+                let key = address.as_str().to_ascii_lowercase();
+                let load = async { Ok::<_, ApiError>(self.suppressions.get(&key).await?.is_some()) };
+                self.suppression_cache.get_or_load(&key, load).await?
+            }
+            None => false,
+        };
+        let plan = plan(&profile, &template, request.channels.as_deref(), &request.params, email_suppressed).map_err(
+            |error| match error {
                 RenderError::MissingParams(names) => ApiError::Validation(
                     names
                         .into_iter()
@@ -182,7 +191,8 @@ impl Intake {
                 ),
                 RenderError::TooLarge(message) => ApiError::invalid("params", message),
                 other => ApiError::invalid("template", other.to_string()),
-            })?;
+            },
+        )?;
 
         let id = notification::notification_id(&app.app_key, idempotency_key.as_deref());
         let now = notify::time::now_rfc3339();

@@ -37,6 +37,7 @@ pub mod backoff;
 pub mod channel;
 pub mod contact;
 pub mod delivery;
+pub mod email_event;
 pub mod notification;
 pub mod plan;
 pub mod template;

@@ -34,8 +34,34 @@ pub enum DeliveryStatus {
     Queued,
     Sending,
     Sent,
+    /// Email only, from SES feedback: the receiving server accepted it.
+    Delivered,
+    /// Email only, from SES feedback: a hard bounce (the address is suppressed).
+    Bounced,
+    /// Email only, from SES feedback: the recipient marked it as spam (the address is suppressed).
+    Complained,
     Failed,
     Skipped,
+}
+
+impl DeliveryStatus {
+    /// Whether the delivery has an outcome: it is never attempted again.
+    pub fn is_final(self) -> bool {
+        !matches!(self, DeliveryStatus::Queued | DeliveryStatus::Sending)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "queued",
+            DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Bounced => "bounced",
+            DeliveryStatus::Complained => "complained",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +79,8 @@ pub enum SkipReason {
     DeviceInactive,
     /// The user reached the channel's per-user limit (transactional templates are exempt).
     RateLimited,
+    /// The address hard-bounced or complained before: it is on the suppression list.
+    Suppressed,
 }
 
 /// Why a delivery failed: what on-call needs to explain it without reading logs.
@@ -216,9 +244,7 @@ impl NotificationRecord {
 
     /// Every delivery has an outcome.
     pub fn finished(&self) -> bool {
-        self.deliveries.values().all(|delivery| {
-            matches!(delivery.status, DeliveryStatus::Sent | DeliveryStatus::Failed | DeliveryStatus::Skipped)
-        })
+        self.deliveries.values().all(|delivery| delivery.status.is_final())
     }
 
     /// Deliveries whose message may be gone: never attempted (the enqueue after the log write

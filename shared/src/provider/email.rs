@@ -4,7 +4,7 @@
 
 use aws_sdk_sesv2::Client;
 use aws_sdk_sesv2::primitives::Blob;
-use aws_sdk_sesv2::types::{Destination, EmailContent as SesContent, RawMessage};
+use aws_sdk_sesv2::types::{Destination, EmailContent as SesContent, MessageTag, RawMessage};
 use mail_builder::MessageBuilder;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::url::URL;
@@ -18,6 +18,7 @@ use crate::domain::notification::SkipReason;
 use crate::domain::unsubscribe::LinkSigner;
 use crate::domain::user::UserProfile;
 use crate::error::{DependencyError, FailureClass};
+use crate::store::suppressions::SuppressionStore;
 
 /// SES errors caused by the message or the sender identity.
 const PERMANENT: &[&str] = &["MessageRejected", "MailFromDomainNotVerifiedException", "BadRequestException"];
@@ -28,14 +29,17 @@ pub struct SesEmail {
     configuration_set: Option<String>,
     public_api_url: String,
     signer: LinkSigner,
+    suppressions: SuppressionStore,
 }
 
 impl SesEmail {
     /// `EMAIL_FROM_ADDRESS`, `PUBLIC_API_URL` (base of the unsubscribe links),
-    /// `LINK_SIGNING_SECRET`, and optional `SES_CONFIGURATION_SET`.
-    pub fn load(client: Client, settings: &mut Settings<'_>) -> Self {
+    /// `LINK_SIGNING_SECRET`, `SUPPRESSIONS_TABLE`, and optional `SES_CONFIGURATION_SET` (the
+    /// one whose events feed back delivered/bounced/complained).
+    pub fn load(client: Client, suppressions: aws_sdk_dynamodb::Client, settings: &mut Settings<'_>) -> Self {
         Self {
             client,
+            suppressions: SuppressionStore::new(suppressions, settings.required("SUPPRESSIONS_TABLE")),
             from_address: settings.required("EMAIL_FROM_ADDRESS"),
             configuration_set: settings.optional("SES_CONFIGURATION_SET"),
             public_api_url: settings.required("PUBLIC_API_URL").trim_end_matches('/').to_string(),
@@ -85,14 +89,25 @@ impl Provider for SesEmail {
             .destination(Destination::builder().to_addresses(message.content.to.as_str()).build())
             .content(SesContent::builder().raw(raw).build())
             .set_configuration_set_name(self.configuration_set.clone())
+            // SES copies the tags into every event it publishes: how feedback finds the delivery.
+            .email_tags(tag("notification_id", &message.notification_id))
+            .email_tags(tag("delivery_id", &message.delivery_id))
             .send()
             .await
             .map_err(|error| classify("sesv2", "SendEmail", error, PERMANENT))?;
         Ok(output.message_id.unwrap_or_default())
     }
 
+    async fn suppressed(&self, message: &DeliveryMessage<EmailContent>) -> Result<bool, DependencyError> {
+        Ok(self.suppressions.get(message.content.to.as_str()).await?.is_some())
+    }
+
     /// An address the user removed or changed since intake is not written to.
     fn unreachable(&self, message: &DeliveryMessage<EmailContent>, recipient: &UserProfile) -> Option<SkipReason> {
         (recipient.email.as_ref() != Some(&message.content.to)).then_some(SkipReason::NoContact)
     }
+}
+
+fn tag(name: &str, value: &str) -> MessageTag {
+    MessageTag::builder().name(name).value(value).build().expect("name and value are set")
 }

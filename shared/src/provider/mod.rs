@@ -32,6 +32,14 @@ pub trait Provider: Send + Sync + 'static {
         None
     }
 
+    /// Whether the target is on the suppression list (email: it hard-bounced or complained).
+    fn suppressed(
+        &self,
+        _message: &DeliveryMessage<Self::Content>,
+    ) -> impl Future<Output = Result<bool, DependencyError>> + Send {
+        async { Ok(false) }
+    }
+
     /// Called after a permanent failure, before it is recorded (push retires the device).
     fn on_permanent_failure(
         &self,

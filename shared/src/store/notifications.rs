@@ -27,6 +27,27 @@ pub enum Claim {
     Missing,
 }
 
+/// A status change the provider's feedback asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedbackTransition {
+    pub to: DeliveryStatus,
+    pub from: &'static [DeliveryStatus],
+    pub event: &'static str,
+    pub error: Option<DeliveryFailure>,
+}
+
+/// What recording feedback came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedbackRecorded {
+    Recorded,
+    /// The send's `sent` write has not landed yet (the event overtook it): try again later.
+    NotYetSent,
+    /// The delivery is in a state the feedback does not move (a duplicate event, or a later one).
+    Unchanged(DeliveryStatus),
+    /// No such notification or delivery (expired from the log).
+    Missing,
+}
+
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -84,6 +105,32 @@ fn event(kind: &str, channel: Channel) -> Result<AttributeValue, DependencyError
     let event = TimelineEvent { at: crate::time::now_rfc3339(), kind: kind.to_string(), channel: Some(channel) };
     let item: Item = to_item("UpdateItem", &event)?;
     Ok(AttributeValue::L(vec![AttributeValue::M(item)]))
+}
+
+/// What a conditional update of a delivery found instead of what it expected: the record as it
+/// was (returned with the failure, ALL_OLD), or `None` when the notification or the delivery
+/// does not exist.
+fn found_instead(
+    error: aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+) -> Result<Option<NotificationRecord>, DependencyError> {
+    let item = match error.as_service_error() {
+        Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(failed)) => {
+            failed.item.clone().unwrap_or_default()
+        }
+        // A delivery id that is not in the record makes the document path invalid; any other
+        // validation error is a real failure and must not drop the message.
+        Some(service)
+            if service.meta().code() == Some("ValidationException")
+                && service.meta().message().is_some_and(|m| m.contains("document path")) =>
+        {
+            return Ok(None);
+        }
+        _ => return Err(classify("dynamodb", "UpdateItem", error, &[])),
+    };
+    if item.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(from_item("UpdateItem", item)?))
 }
 
 #[derive(Clone)]
@@ -180,28 +227,13 @@ impl NotificationStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let item = match result {
+        let record = match result {
             Ok(_) => return Ok(Claim::Taken),
-            Err(error) => match error.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
-                    failed,
-                )) => failed.item.clone().unwrap_or_default(),
-                // A delivery id that is not in the record makes the document path invalid; any
-                // other validation error is a real failure and must not drop the message.
-                Some(service)
-                    if service.meta().code() == Some("ValidationException")
-                        && service.meta().message().is_some_and(|m| m.contains("document path")) =>
-                {
-                    return Ok(Claim::Missing);
-                }
-                _ => return Err(classify("dynamodb", "UpdateItem", error, &[])),
-            },
+            Err(error) => found_instead(error)?,
         };
-        if item.is_empty() {
+        let Some(delivery) = record.as_ref().and_then(|record| record.deliveries.get(delivery_id)) else {
             return Ok(Claim::Missing);
-        }
-        let record: NotificationRecord = from_item("UpdateItem", item)?;
-        let Some(delivery) = record.deliveries.get(delivery_id) else { return Ok(Claim::Missing) };
+        };
         Ok(match delivery.claim_decision(now_ms) {
             ClaimDecision::Finished(status) => Claim::Finished(status),
             ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },
@@ -269,6 +301,64 @@ impl NotificationStore {
             }
             Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
         }
+    }
+
+    /// Records the provider's feedback on a sent delivery: moves it to `to` (with `error`, the
+    /// bounce or rejection detail) if its status is one of `from`, appending `event` in the same
+    /// write, so a duplicate event changes nothing.
+    pub async fn record_feedback(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        transition: &FeedbackTransition,
+    ) -> Result<FeedbackRecorded, DependencyError> {
+        let mut names = delivery_names(delivery_id);
+        names.remove("#lease");
+        let mut sets = vec![
+            "#deliveries.#d.#status = :to".to_string(),
+            "#deliveries.#d.#updated = :now_iso".to_string(),
+            "#events = list_append(#events, :event)".to_string(),
+        ];
+        let mut values = HashMap::from([
+            (":to".to_string(), status_value(transition.to)),
+            (":now_iso".to_string(), string(&crate::time::now_rfc3339())),
+            (":event".to_string(), event(transition.event, channel)?),
+        ]);
+        let mut allowed = Vec::new();
+        for (index, status) in transition.from.iter().enumerate() {
+            allowed.push(format!(":from{index}"));
+            values.insert(format!(":from{index}"), status_value(*status));
+        }
+        if let Some(error) = &transition.error {
+            names.insert("#error".into(), "error".into());
+            sets.push("#deliveries.#d.#error = :error".into());
+            values.insert(":error".into(), AttributeValue::M(to_item("UpdateItem", error)?));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .condition_expression(format!("#deliveries.#d.#status IN ({})", allowed.join(", ")))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let record = match result {
+            Ok(_) => return Ok(FeedbackRecorded::Recorded),
+            Err(error) => found_instead(error)?,
+        };
+        Ok(
+            match record.as_ref().and_then(|record| record.deliveries.get(delivery_id)).map(|delivery| delivery.status)
+            {
+                None => FeedbackRecorded::Missing,
+                Some(status) if !status.is_final() => FeedbackRecorded::NotYetSent,
+                Some(status) => FeedbackRecorded::Unchanged(status),
+            },
+        )
     }
 
     /// Appends an event to a notification's timeline (no-op for a notification that is gone).

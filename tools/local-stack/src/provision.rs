@@ -137,6 +137,42 @@ pub async fn deploy(
             .insert(topic.logical_id.clone(), Physical::Topic { arn: created.topic_arn.unwrap_or_default(), name });
     }
 
+    for configuration_set in &spec.configuration_sets {
+        let properties = resolver.resolve(&Value::Object(configuration_set.properties.clone()))?;
+        let name = properties
+            .get("Name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| physical_name(stack_name, &configuration_set.logical_id, 64));
+        let created = clients.sesv2.create_configuration_set().configuration_set_name(&name).send().await;
+        if let Err(error) = created
+            && !error.as_service_error().is_some_and(|e| e.is_already_exists_exception())
+        {
+            return Err(aws_error(format!("creating configuration set {}", configuration_set.logical_id), error));
+        }
+        resolver.resources.insert(configuration_set.logical_id.clone(), Physical::Local { id: name });
+    }
+
+    // Only SNS → SQS subscriptions have a local effect (email ones need a person to confirm).
+    for subscription in &spec.subscriptions {
+        let properties = resolver.resolve(&Value::Object(subscription.properties.clone()))?;
+        let text = |name: &str| properties.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+        if text("Protocol") != "sqs" {
+            continue;
+        }
+        let raw = properties.get("RawMessageDelivery").is_some_and(|v| v == true || v == "true");
+        clients
+            .sns
+            .subscribe()
+            .topic_arn(text("TopicArn"))
+            .protocol("sqs")
+            .endpoint(text("Endpoint"))
+            .attributes("RawMessageDelivery", raw.to_string())
+            .send()
+            .await
+            .map_err(|error| aws_error(format!("creating subscription {}", subscription.logical_id), error))?;
+    }
+
     for (logical_id, _) in template.of_kind("AWS::Serverless::HttpApi") {
         resolver.resources.insert(logical_id.clone(), Physical::Local { id: "local".into() });
     }

@@ -13,17 +13,22 @@ use crate::template::{Resource, Template};
 pub const QUEUE: &str = "AWS::SQS::Queue";
 pub const TABLE: &str = "AWS::DynamoDB::Table";
 pub const TOPIC: &str = "AWS::SNS::Topic";
+pub const SUBSCRIPTION: &str = "AWS::SNS::Subscription";
+pub const CONFIGURATION_SET: &str = "AWS::SES::ConfigurationSet";
 pub const FUNCTION: &str = "AWS::Serverless::Function";
 
 /// Resource types that exist only in AWS: alarms are never evaluated by the emulator, log
-/// groups and email subscriptions have no local effect, and the HTTP API is served by the
-/// local API server from the functions' `HttpApi` events.
+/// groups have no local effect, resource policies are not enforced by it, it emits no SES events
+/// (tests publish real-shaped ones to the topic), and the HTTP API is served by the local API
+/// server from the functions' `HttpApi` events.
 pub const NOT_EMULATED: &[&str] = &[
     "AWS::Serverless::HttpApi",
     "AWS::CloudWatch::Alarm",
     "AWS::CloudWatch::Dashboard",
     "AWS::Logs::LogGroup",
-    "AWS::SNS::Subscription",
+    "AWS::SNS::TopicPolicy",
+    "AWS::SQS::QueuePolicy",
+    "AWS::SES::ConfigurationSetEventDestination",
 ];
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,9 +53,16 @@ pub struct TableSpec {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct TopicSpec {
+/// A resource created from its properties alone (topics, subscriptions, configuration sets).
+pub struct ResourceSpec {
     pub logical_id: String,
     pub properties: Map<String, Value>,
+}
+
+impl ResourceSpec {
+    fn of(logical_id: &str, resource: &Resource) -> Self {
+        Self { logical_id: logical_id.to_string(), properties: resource.properties.clone() }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -104,7 +116,9 @@ pub struct Schedule {
 pub struct StackSpec {
     pub queues: Vec<QueueSpec>,
     pub tables: Vec<TableSpec>,
-    pub topics: Vec<TopicSpec>,
+    pub topics: Vec<ResourceSpec>,
+    pub subscriptions: Vec<ResourceSpec>,
+    pub configuration_sets: Vec<ResourceSpec>,
     pub functions: Vec<FunctionSpec>,
     /// Resource types in the template that this stack neither creates nor knows to skip.
     pub unknown_kinds: Vec<String>,
@@ -126,9 +140,9 @@ impl StackSpec {
                 TABLE => spec
                     .tables
                     .push(TableSpec { logical_id: logical_id.clone(), properties: resource.properties.clone() }),
-                TOPIC => spec
-                    .topics
-                    .push(TopicSpec { logical_id: logical_id.clone(), properties: resource.properties.clone() }),
+                TOPIC => spec.topics.push(ResourceSpec::of(logical_id, resource)),
+                SUBSCRIPTION => spec.subscriptions.push(ResourceSpec::of(logical_id, resource)),
+                CONFIGURATION_SET => spec.configuration_sets.push(ResourceSpec::of(logical_id, resource)),
                 FUNCTION => spec.functions.push(function(logical_id, resource)?),
                 kind if NOT_EMULATED.contains(&kind) => {}
                 kind => spec.unknown_kinds.push(format!("{logical_id} ({kind})")),

@@ -322,19 +322,19 @@ impl Parked {
 
     /// Accepts an SMS and loses its message, as if intake died between its log write and its
     /// enqueue; returns the notification id.
-    async fn accept_and_lose(&self) -> String {
-        let (id, _) = self.accept(&self.template).await;
+    async fn accept_and_lose(&self) -> (String, String) {
+        let (id, text) = self.accept(&self.template).await;
         let lost = self.receive().await;
         let receipts: Vec<String> = lost.iter().filter_map(|message| message.receipt_handle.clone()).collect();
         notify::queue::delete_messages(&self.api.clients.sqs, &self.source().queue_url, &receipts).await.unwrap();
-        id
+        (id, text)
     }
 }
 
 #[tokio::test]
 async fn the_sweep_delivers_a_notification_whose_enqueue_was_lost() {
     let parked = Parked::start().await;
-    let id = parked.accept_and_lose().await;
+    let (id, _) = parked.accept_and_lose().await;
     assert_eq!(parked.sweep().await["requeued"], 0, "not due yet");
     parked.age(&id).await;
     let report = parked.sweep().await;
@@ -352,13 +352,22 @@ async fn the_sweep_delivers_a_notification_whose_enqueue_was_lost() {
 }
 
 #[tokio::test]
-async fn two_sweeps_at_once_enqueue_each_stranded_delivery_once() {
+async fn two_sweeps_at_once_send_each_stranded_delivery_once() {
     let parked = Parked::start().await;
-    let id = parked.accept_and_lose().await;
+    let (id, text) = parked.accept_and_lose().await;
     parked.age(&id).await;
     let (first, second) = futures::future::join(parked.sweep(), parked.sweep()).await;
     let requeued = first["requeued"].as_u64().unwrap() + second["requeued"].as_u64().unwrap();
-    assert_eq!(requeued, 1, "{first} {second}");
-    assert_eq!(parked.receive().await.len(), 1, "one message on the queue");
+    // In DynamoDB the conditional reschedule lets exactly one sweep enqueue. The emulator does
+    // not make a conditional update atomic against a concurrent one (seen here: both sweeps
+    // won about half the time), so a second message may appear; the delivery state absorbs it.
+    assert!((1..=2).contains(&requeued), "{first} {second}");
+    let messages = parked.receive().await;
+    assert_eq!(messages.len() as u64, requeued, "what the sweeps enqueued is on the queue");
+    for message in &messages {
+        assert!(parked.dispatch(std::slice::from_ref(message)).await.is_empty());
+    }
+    assert_eq!(parked.delivery(&id).await["status"], "sent");
+    assert_eq!(sms_count(&text).await, 1, "sent once");
     parked.api.stack.stop().await;
 }
