@@ -1,6 +1,6 @@
 //! The email provider's feedback (SES event publishing, via SNS, on the email events queue):
-//! `delivered`, `bounced` and `complained` outcomes on the delivery, soft bounces and
-//! opens/clicks on its timeline, and hard-bounced or complaining addresses on the suppression
+//! `delivered`, `bounced` and `complained` outcomes on the delivery, soft bounces on its
+//! timeline, opens and clicks counted as the tracking routes count them, and hard-bounced or complaining addresses on the suppression
 //! list, which intake and the email dispatcher honour. Every step is idempotent: SNS and SQS
 //! deliver at least once.
 
@@ -13,9 +13,11 @@ use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::email_event::{Feedback, SesEvent};
 use crate::domain::notification::{DeliveryFailure, DeliveryStatus};
+use crate::domain::tracking::LinkTracker;
+use crate::domain::unsubscribe::LinkSigner;
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics;
-use crate::store::notifications::{FeedbackRecorded, FeedbackTransition, NotificationStore};
+use crate::store::notifications::{Engagement, FeedbackRecorded, FeedbackTransition, NotificationStore};
 use crate::store::suppressions::{Suppression, SuppressionReason, SuppressionStore};
 
 /// A queue message: the SES record itself (raw message delivery, as the template subscribes),
@@ -33,15 +35,18 @@ pub enum FeedbackMessage {
 pub struct EmailFeedback {
     notifications: NotificationStore,
     suppressions: SuppressionStore,
+    tracker: LinkTracker,
 }
 
 impl EmailFeedback {
-    /// Settings: `NOTIFICATIONS_TABLE`, `SUPPRESSIONS_TABLE`.
+    /// Settings: `NOTIFICATIONS_TABLE`, `SUPPRESSIONS_TABLE`, `LINK_SIGNING_SECRET` (to tell our
+    /// own tracking links in SES click events).
     pub fn load(sdk: &SdkConfig, settings: &mut Settings<'_>) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Self {
             notifications: NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
             suppressions: SuppressionStore::new(dynamodb, settings.required("SUPPRESSIONS_TABLE")),
+            tracker: LinkTracker::new(LinkSigner::new(&settings.required("LINK_SIGNING_SECRET"))),
         }
     }
 
@@ -135,13 +140,20 @@ impl EmailFeedback {
                 },
                 metrics::Outcome::Failed,
             ),
-            Feedback::SoftBounced { .. } | Feedback::Opened | Feedback::Clicked { .. } => {
-                let kind = match feedback {
-                    Feedback::SoftBounced { .. } => "soft_bounced",
-                    Feedback::Opened => "opened",
-                    _ => "clicked",
-                };
-                self.notifications.append_event(id, kind, Channel::Email).await?;
+            Feedback::SoftBounced { .. } => {
+                self.notifications.append_event(id, "soft_bounced", Channel::Email).await?;
+                return Ok(Outcome::Done);
+            }
+            // Counted like our own pixel (the first open only) and our own links; a click on one
+            // of our tracking links was counted by the click route already.
+            Feedback::Opened => {
+                self.notifications.record_engagement(id, delivery_id, Channel::Email, Engagement::Open).await?;
+                return Ok(Outcome::Done);
+            }
+            Feedback::Clicked { link } => {
+                if !self.tracker.is_click_link(link) {
+                    self.notifications.record_engagement(id, delivery_id, Channel::Email, Engagement::Click).await?;
+                }
                 return Ok(Outcome::Done);
             }
             Feedback::Ignored(kind) => {

@@ -7,6 +7,7 @@ mod request;
 mod send;
 mod status;
 mod templates;
+mod tracking;
 mod unsubscribe;
 mod users;
 
@@ -20,6 +21,7 @@ use notify::cache::TtlCache;
 use notify::config::{ConfigError, EnvSource, Settings, Tables};
 use notify::domain::app::{AppRecord, Scope};
 use notify::domain::template::{Template, TemplateName};
+use notify::domain::tracking::LinkTracker;
 use notify::domain::unsubscribe::LinkSigner;
 use notify::domain::user::{UserId, UserProfile};
 use notify::function::Function;
@@ -53,6 +55,8 @@ pub const ROUTES: &[&str] = &[
     "GET /v1/openapi.json",
     "GET /v1/unsubscribe/{token}",
     "POST /v1/unsubscribe/{token}",
+    "GET /t/c/{token}",
+    "GET /t/o/{token}",
 ];
 
 /// The OpenAPI 3.1 document of this API, served at `GET /v1/openapi.json`.
@@ -74,18 +78,24 @@ pub struct Intake {
     /// Lower-cased address → whether it is suppressed.
     suppression_cache: TtlCache<String, bool>,
     link_signer: LinkSigner,
+    tracker: LinkTracker,
+    /// Base of tracking links; without it, the domain a send request came in on.
+    public_api_url: Option<String>,
 }
 
 impl Intake {
     /// Reads configuration and builds the clients (once per cold start). `CACHE_TTL_SECONDS`
     /// (default 5) bounds how stale an app, user or template read through another instance may
-    /// be; `LINK_SIGNING_SECRET` verifies unsubscribe links.
+    /// be; `LINK_SIGNING_SECRET` verifies unsubscribe links and seals tracking links, which
+    /// point at `PUBLIC_API_URL` (optional: by default the domain the send request came in on).
     pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let mut settings = Settings::new(env);
         let tables = Tables::load(&mut settings);
         let queues = ChannelQueues::load(&mut settings);
         let ttl = Duration::from_secs(settings.parsed_or("CACHE_TTL_SECONDS", 5u64));
         let link_signer = LinkSigner::new(&settings.required("LINK_SIGNING_SECRET"));
+        let tracker = LinkTracker::new(link_signer.clone());
+        let public_api_url = settings.optional("PUBLIC_API_URL");
         settings.finish()?;
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
@@ -100,7 +110,18 @@ impl Intake {
             template_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             suppression_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             link_signer,
+            tracker,
+            public_api_url,
         })
+    }
+
+    /// Where tracking links point: `PUBLIC_API_URL`, or the domain this request came in on.
+    fn link_base(&self, request: &ApiGatewayV2httpRequest) -> String {
+        match (&self.public_api_url, request.request_context.domain_name.as_deref()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(domain)) => format!("https://{domain}"),
+            (None, None) => String::new(),
+        }
     }
 
     async fn authenticate(&self, request: &ApiGatewayV2httpRequest, scope: Scope) -> Result<AppRecord, ApiError> {
@@ -117,6 +138,8 @@ impl Intake {
             }
             "GET /v1/unsubscribe/{token}" => self.unsubscribe_form(request),
             "POST /v1/unsubscribe/{token}" => self.unsubscribe(request).await,
+            "GET /t/c/{token}" => self.click(request).await,
+            "GET /t/o/{token}" => self.open(request).await,
             "PUT /v1/users/{user_id}" => {
                 self.authenticate(request, Scope::Users).await?;
                 self.put_user(request, &body(request)?).await
@@ -156,11 +179,11 @@ impl Intake {
             "POST /v1/notifications" => {
                 let app = self.authenticate(request, Scope::Send).await?;
                 let key = send::idempotency_key(request)?;
-                self.send(&app, key, &body(request)?).await
+                self.send(&app, &self.link_base(request), key, &body(request)?).await
             }
             "POST /v1/notifications/batch" => {
                 let app = self.authenticate(request, Scope::Send).await?;
-                self.send_batch(&app, &body(request)?).await
+                self.send_batch(&app, &self.link_base(request), &body(request)?).await
             }
             "GET /v1/notifications/{id}" => {
                 let app = self.authenticate(request, Scope::Status).await?;

@@ -9,10 +9,11 @@ use aws_lambda_events::http::HeaderValue;
 use notify::domain::FieldError;
 use notify::domain::app::AppRecord;
 use notify::domain::channel::Channel;
-use notify::domain::delivery::DeliveryMessage;
+use notify::domain::delivery::{DeliveryMessage, OutboundContent};
 use notify::domain::notification::{self, DeliveryRecord, NotificationRecord, RETENTION_SECONDS, TimelineEvent};
 use notify::domain::plan::plan;
 use notify::domain::template::{RenderError, TemplateName};
+use notify::domain::tracking::Tracked;
 use notify::domain::user::UserId;
 use notify::queue::Outgoing;
 use notify::store::notifications::Logged;
@@ -156,6 +157,7 @@ impl Intake {
     async fn prepare(
         &self,
         app: &AppRecord,
+        link_base: &str,
         idempotency_key: Option<String>,
         json: &Value,
     ) -> Result<Prepared, ApiError> {
@@ -200,6 +202,19 @@ impl Intake {
         let mut deliveries = BTreeMap::new();
         let mut outgoing = Vec::new();
         for (delivery_id, content) in plan.deliveries {
+            let content = match content {
+                OutboundContent::Email(email) if template.tracking => {
+                    let delivery = Tracked {
+                        notification_id: id.clone(),
+                        delivery_id: delivery_id.clone(),
+                        channel: Channel::Email,
+                        template: request.template.to_string(),
+                        url: None,
+                    };
+                    OutboundContent::Email(self.tracker.track_email(email, &delivery, link_base))
+                }
+                other => other,
+            };
             let channel = content.channel();
             let target = content.target();
             let message = DeliveryMessage {
@@ -273,10 +288,11 @@ impl Intake {
     async fn accept(
         &self,
         app: &AppRecord,
+        link_base: &str,
         idempotency_key: Option<String>,
         json: &Value,
     ) -> Result<(Outcome, Vec<Outgoing>), ApiError> {
-        let prepared = match self.prepare(app, idempotency_key.clone(), json).await {
+        let prepared = match self.prepare(app, link_base, idempotency_key.clone(), json).await {
             Ok(prepared) => prepared,
             Err(error @ ApiError::Validation(_)) => {
                 let Some(key) = &idempotency_key else { return Err(error) };
@@ -332,11 +348,12 @@ impl Intake {
     pub(crate) async fn send(
         &self,
         app: &AppRecord,
+        link_base: &str,
         idempotency_key: Option<String>,
         body: &[u8],
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let json = request::json(body)?;
-        let (outcome, outgoing) = self.accept(app, idempotency_key, &json).await?;
+        let (outcome, outgoing) = self.accept(app, link_base, idempotency_key, &json).await?;
         self.enqueue(&outgoing).await;
         if let Outcome::Accepted(record) = &outcome {
             tracing::info!(notification_id = %record.id, deliveries = record.deliveries.len(), "accepted");
@@ -355,13 +372,18 @@ impl Intake {
     /// `POST /v1/notifications/batch`: every item is prepared and logged on its own (one
     /// conditional put each: DynamoDB bills per write, not per request) and every accepted
     /// message goes out in shared SendMessageBatch calls (SQS bills per request).
-    pub(crate) async fn send_batch(&self, app: &AppRecord, body: &[u8]) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    pub(crate) async fn send_batch(
+        &self,
+        app: &AppRecord,
+        link_base: &str,
+        body: &[u8],
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let envelope = request::json(body)?;
         let items = batch_items(&envelope)?;
         self.warm_caches(&items).await;
         let results = futures::future::join_all(items.into_iter().map(|item| async move {
             let (key, item) = item?;
-            self.accept(app, Some(key), &item).await
+            self.accept(app, link_base, Some(key), &item).await
         }))
         .await;
         let outgoing: Vec<Outgoing> = results

@@ -41,6 +41,7 @@ pub mod email_event;
 pub mod notification;
 pub mod plan;
 pub mod template;
+pub mod tracking;
 pub mod unsubscribe;
 pub mod user;
 

@@ -107,6 +107,12 @@ pub struct DeliveryRecord {
     pub provider_message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<SkipReason>,
+    /// When the tracking pixel was first loaded (email with tracking on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<String>,
+    /// How many times its tracked links were clicked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clicks: Option<u64>,
     pub updated_at: String,
     /// The queue message body, kept so a delivery that was logged but never enqueued can be.
     pub message: String,
@@ -124,6 +130,8 @@ impl DeliveryRecord {
             lease_until: None,
             provider_message_id: None,
             skip_reason: None,
+            opened_at: None,
+            clicks: None,
             updated_at: now.to_string(),
             message,
         }
@@ -226,6 +234,12 @@ impl NotificationRecord {
                 }
                 if let Some(id) = &delivery.provider_message_id {
                     body["provider_message_id"] = json!(id);
+                }
+                if let Some(at) = &delivery.opened_at {
+                    body["opened_at"] = json!(at);
+                }
+                if let Some(clicks) = delivery.clicks {
+                    body["clicks"] = json!(clicks);
                 }
                 body
             })

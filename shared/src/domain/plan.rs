@@ -139,6 +139,7 @@ mod tests {
             name: TemplateName::parse("otp").unwrap(),
             default_locale: "en".into(),
             transactional: true,
+            tracking: false,
             locales: BTreeMap::from([("en".into(), content)]),
             updated_at: "2026-01-01T00:00:00Z".into(),
         }

@@ -82,6 +82,9 @@ pub struct Template {
     /// Transactional messages (OTPs, security alerts) bypass per-user rate limits.
     #[serde(default)]
     pub transactional: bool,
+    /// Open and click tracking of email (see `domain::tracking`); off unless the template asks.
+    #[serde(default)]
+    pub tracking: bool,
     /// Content per locale; `default_locale` must be one of the keys.
     pub locales: BTreeMap<String, LocalizedContent>,
     pub updated_at: String,
@@ -97,6 +100,8 @@ pub struct TemplateInput {
     pub default_locale: String,
     #[serde(default)]
     pub transactional: bool,
+    #[serde(default)]
+    pub tracking: bool,
     pub locales: BTreeMap<String, LocalizedContent>,
 }
 
@@ -134,6 +139,7 @@ impl TemplateInput {
             name,
             default_locale: self.default_locale,
             transactional: self.transactional,
+            tracking: self.tracking,
             locales: self.locales,
             updated_at: now.to_string(),
         })
@@ -335,6 +341,7 @@ mod tests {
             name: TemplateName::parse("welcome").unwrap(),
             default_locale: "en".into(),
             transactional: false,
+            tracking: false,
             locales: BTreeMap::from([("en".into(), english), ("pt".into(), portuguese)]),
             updated_at: "2026-01-01T00:00:00Z".into(),
         }

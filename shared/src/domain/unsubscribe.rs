@@ -1,5 +1,6 @@
-//! Signed unsubscribe links: a token names a user and a channel and carries an HMAC-SHA256 of
-//! both, so only links this deployment issued can change anyone's preferences.
+//! Signed links: an unsubscribe token names a user and a channel and carries an HMAC-SHA256 of
+//! both, so only links this deployment issued can change anyone's preferences; `seal`/`open`
+//! do the same for any payload (the tracking links).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +37,32 @@ impl LinkSigner {
             channel,
             URL_SAFE_NO_PAD.encode(&tag[..TAG_BYTES])
         )
+    }
+
+    /// `payload` and an HMAC of it for `purpose`: `<base64url payload>.<base64url tag>`. A token
+    /// sealed for one purpose never opens for another.
+    pub fn seal(&self, purpose: &str, payload: &[u8]) -> String {
+        let tag = self.purpose_mac(purpose, payload).finalize().into_bytes();
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(&tag[..TAG_BYTES]))
+    }
+
+    /// The payload of a token this signer sealed for `purpose`; `None` for anything else.
+    pub fn open(&self, purpose: &str, token: &str) -> Option<Vec<u8>> {
+        let (payload, tag) = token.split_once('.')?;
+        let (payload, tag) = (URL_SAFE_NO_PAD.decode(payload).ok()?, URL_SAFE_NO_PAD.decode(tag).ok()?);
+        if tag.len() != TAG_BYTES {
+            return None;
+        }
+        self.purpose_mac(purpose, &payload).verify_truncated_left(&tag).ok()?;
+        Some(payload)
+    }
+
+    fn purpose_mac(&self, purpose: &str, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(purpose.as_bytes());
+        mac.update(b"\n");
+        mac.update(payload);
+        mac
     }
 
     /// The user and channel of a token this signer issued; `None` for anything else.

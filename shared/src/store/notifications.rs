@@ -48,6 +48,24 @@ pub enum FeedbackRecorded {
     Missing,
 }
 
+/// A recipient's engagement with a tracked message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engagement {
+    Open,
+    Click,
+}
+
+/// What recording an engagement came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engaged {
+    /// Recorded; `first`: the delivery's first open or first click (what the rates count).
+    Recorded { first: bool },
+    /// An open of a delivery already opened.
+    AlreadyCounted,
+    /// No such notification or delivery (expired from the log).
+    Missing,
+}
+
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -359,6 +377,63 @@ impl NotificationStore {
                 Some(status) => FeedbackRecorded::Unchanged(status),
             },
         )
+    }
+
+    /// Records an open (the first one only: later pixel loads change nothing) or a click (every
+    /// one, counted on the delivery) with its timeline event.
+    pub async fn record_engagement(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        engagement: Engagement,
+    ) -> Result<Engaged, DependencyError> {
+        let mut names = delivery_names(delivery_id);
+        names.retain(|placeholder, _| ["#deliveries", "#d", "#events"].contains(&placeholder.as_str()));
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .set_expression_attribute_names(Some(names))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let update = match engagement {
+            Engagement::Open => update
+                .update_expression("SET #deliveries.#d.opened_at = :now_iso, #events = list_append(#events, :event)")
+                .condition_expression(
+                    "attribute_exists(#deliveries.#d) AND attribute_not_exists(#deliveries.#d.opened_at)",
+                )
+                .expression_attribute_values(":now_iso", string(&crate::time::now_rfc3339()))
+                .expression_attribute_values(":event", event("opened", channel)?),
+            Engagement::Click => update
+                // ADD works on top-level attributes only; a nested counter is SET.
+                .update_expression(
+                    "SET #deliveries.#d.clicks = if_not_exists(#deliveries.#d.clicks, :zero) + :one, \
+                     #events = list_append(#events, :event)",
+                )
+                .condition_expression("attribute_exists(#deliveries.#d)")
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":event", event("clicked", channel)?),
+        };
+        match update.send().await {
+            // The old click count is returned only if there was one: its absence means a first click.
+            Ok(output) => Ok(Engaged::Recorded {
+                first: engagement == Engagement::Open
+                    || !output.attributes.unwrap_or_default().get("deliveries").is_some_and(|old| {
+                        old.as_m()
+                            .ok()
+                            .and_then(|m| m.get(delivery_id))
+                            .and_then(|d| d.as_m().ok())
+                            .is_some_and(|d| d.contains_key("clicks"))
+                    }),
+            }),
+            Err(error) => Ok(match found_instead(error)? {
+                Some(record) if record.deliveries.contains_key(delivery_id) => Engaged::AlreadyCounted,
+                _ => Engaged::Missing,
+            }),
+        }
     }
 
     /// Appends an event to a notification's timeline (no-op for a notification that is gone).

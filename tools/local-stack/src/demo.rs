@@ -94,6 +94,7 @@ pub async fn seed(clients: &Clients, deployed: &Deployed) -> Result<DemoApp, Sta
             name: TemplateName::parse(DEMO_TEMPLATE).expect("valid name"),
             default_locale: "en".into(),
             transactional: false,
+            tracking: false,
             locales: BTreeMap::from([("en".into(), english)]),
             updated_at: now,
         })

@@ -84,7 +84,7 @@ async fn email_skip_reason(api: &Api, body: &Value) -> String {
         .unwrap()
         .iter()
         .find(|d| d["channel"] == "email")
-        .unwrap()["skip_reason"]
+        .unwrap()["reason"]
         .as_str()
         .unwrap()
         .to_string()

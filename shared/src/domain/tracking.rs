@@ -1,0 +1,177 @@
+//! Open and click tracking for templates that opt in (`"tracking": true`). Each link of a
+//! rendered email (html and text) becomes `<api>/t/c/<token>` and the html gets an open pixel
+//! `<api>/t/o/<token>`. A token is sealed (HMAC) over the notification, delivery, channel,
+//! template and, for a click, the original URL: it cannot be altered, so only URLs that were in
+//! the rendered message can be redirect targets (no open redirect).
+
+use linkify::{LinkFinder, LinkKind};
+use serde::{Deserialize, Serialize};
+
+use super::channel::Channel;
+use super::delivery::EmailContent;
+use super::unsubscribe::LinkSigner;
+
+const CLICK: &str = "track-click";
+const OPEN: &str = "track-open";
+
+/// What a tracking token refers to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tracked {
+    #[serde(rename = "n")]
+    pub notification_id: String,
+    #[serde(rename = "d")]
+    pub delivery_id: String,
+    #[serde(rename = "c")]
+    pub channel: Channel,
+    #[serde(rename = "t")]
+    pub template: String,
+    /// The original URL (click tokens only).
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct LinkTracker {
+    signer: LinkSigner,
+}
+
+impl LinkTracker {
+    pub fn new(signer: LinkSigner) -> Self {
+        Self { signer }
+    }
+
+    /// The email with every http(s) link rewritten to `base_url` (the API's public URL) and an
+    /// open pixel at the end of the html.
+    pub fn track_email(&self, email: EmailContent, delivery: &Tracked, base_url: &str) -> EmailContent {
+        let base_url = base_url.trim_end_matches('/');
+        let pixel = format!(
+            r#"<img src="{base_url}/t/o/{}" width="1" height="1" alt="" style="display:none">"#,
+            self.signer.seal(OPEN, &serde_json::to_vec(delivery).expect("serializes"))
+        );
+        let mut html = self.rewrite(&email.html, delivery, base_url, true);
+        match html.rfind("</body>") {
+            Some(end) => html.insert_str(end, &pixel),
+            None => html.push_str(&pixel),
+        }
+        EmailContent { html, text: self.rewrite(&email.text, delivery, base_url, false), ..email }
+    }
+
+    fn rewrite(&self, content: &str, delivery: &Tracked, base_url: &str, html: bool) -> String {
+        let mut finder = LinkFinder::new();
+        finder.kinds(&[LinkKind::Url]);
+        let mut rewritten = String::with_capacity(content.len());
+        let mut last = 0;
+        for link in finder.links(content) {
+            let found = link.as_str();
+            if !(found.starts_with("https://") || found.starts_with("http://")) {
+                continue;
+            }
+            // In html, `&` inside an attribute is written `&amp;`; the target is the real URL.
+            let url = if html { found.replace("&amp;", "&") } else { found.to_string() };
+            let tracked = Tracked { url: Some(url), ..delivery.clone() };
+            let token = self.signer.seal(CLICK, &serde_json::to_vec(&tracked).expect("serializes"));
+            rewritten.push_str(&content[last..link.start()]);
+            rewritten.push_str(&format!("{base_url}/t/c/{token}"));
+            last = link.end();
+        }
+        rewritten.push_str(&content[last..]);
+        rewritten
+    }
+
+    /// The click a token records, with its target; `None` for a token this tracker did not issue.
+    pub fn click(&self, token: &str) -> Option<Tracked> {
+        let tracked: Tracked = serde_json::from_slice(&self.signer.open(CLICK, token)?).ok()?;
+        tracked.url.is_some().then_some(tracked)
+    }
+
+    /// The open a pixel token records; `None` for a token this tracker did not issue.
+    pub fn open(&self, token: &str) -> Option<Tracked> {
+        serde_json::from_slice(&self.signer.open(OPEN, token)?).ok()
+    }
+
+    /// Whether `url` is one of our click links (an SES click event on it was already counted
+    /// by the click route).
+    pub fn is_click_link(&self, url: &str) -> bool {
+        url.split_once("/t/c/").is_some_and(|(_, token)| self.click(token).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::contact::EmailAddress;
+
+    const BASE: &str = "https://api.example.com/";
+
+    fn tracker() -> LinkTracker {
+        LinkTracker::new(LinkSigner::new("a secret of at least thirty-two bytes"))
+    }
+
+    fn delivery() -> Tracked {
+        Tracked {
+            notification_id: "n-1".into(),
+            delivery_id: "email".into(),
+            channel: Channel::Email,
+            template: "welcome".into(),
+            url: None,
+        }
+    }
+
+    fn email(html: &str, text: &str) -> EmailContent {
+        EmailContent {
+            to: EmailAddress::parse("ada@example.com").unwrap(),
+            subject: "Hi".into(),
+            html: html.into(),
+            text: text.into(),
+        }
+    }
+
+    fn tokens(content: &str, kind: &str) -> Vec<String> {
+        let prefix = format!("https://api.example.com/t/{kind}/");
+        content.split(&prefix).skip(1).map(|rest| rest.split(['"', ' ', '\n']).next().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn links_are_rewritten_to_signed_clicks_that_lead_back_to_them() {
+        let tracked = tracker().track_email(
+            email(
+                r#"<html><body><a href="https://shop.example.com/o?id=1&amp;x=2">Order</a></body></html>"#,
+                "See https://shop.example.com/o?id=1&x=2 or mail us",
+            ),
+            &delivery(),
+            BASE,
+        );
+        assert!(!tracked.html.contains("shop.example.com") && !tracked.text.contains("shop.example.com"));
+        for content in [&tracked.html, &tracked.text] {
+            let [token] = tokens(content, "c").try_into().unwrap();
+            let click = tracker().click(&token).unwrap();
+            assert_eq!(click.url.as_deref(), Some("https://shop.example.com/o?id=1&x=2"));
+            assert_eq!(click.notification_id, "n-1");
+        }
+        let [pixel] = tokens(&tracked.html, "o").try_into().unwrap();
+        assert!(tracked.html.find("/t/o/").unwrap() < tracked.html.find("</body>").unwrap());
+        assert_eq!(tracker().open(&pixel), Some(delivery()));
+        assert_eq!(tracker().click(&pixel), None, "an open token is no click token");
+    }
+
+    #[test]
+    fn tampered_or_foreign_tokens_are_refused() {
+        let tracked = tracker().track_email(email("<a href=\"https://a.example/\">a</a>", ""), &delivery(), BASE);
+        let [token] = tokens(&tracked.html, "c").try_into().unwrap();
+        let (payload, tag) = token.split_once('.').unwrap();
+        let mut forged: Tracked = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+        )
+        .unwrap();
+        forged.url = Some("https://evil.example/".into());
+        let forged_payload = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            serde_json::to_vec(&forged).unwrap(),
+        );
+        assert_eq!(tracker().click(&format!("{forged_payload}.{tag}")), None);
+        assert_eq!(tracker().click("garbage"), None);
+        let other = LinkTracker::new(LinkSigner::new("another secret of thirty-two bytes!"));
+        assert_eq!(other.click(&token), None);
+        assert!(tracker().is_click_link(&format!("https://api.example.com/t/c/{token}")));
+    }
+}

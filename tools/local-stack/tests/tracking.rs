@@ -1,0 +1,102 @@
+//! Open and click tracking end to end: a template that opts in sends email whose links go
+//! through signed `/t/c/` redirects and whose html carries a `/t/o/` pixel; each click is
+//! counted and redirected to the original URL, the first open only is counted, and a forged
+//! token gets 404 and records nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::api::{Api, unique};
+use support::eventually;
+
+/// The tracked links of the email as it was handed to SES (the delivery's queue message).
+async fn sent_links(api: &Api, id: &str) -> (Vec<String>, Vec<String>) {
+    let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
+    let record = notify::store::notifications::NotificationStore::new(api.clients.dynamodb.clone(), table)
+        .get(id)
+        .await
+        .unwrap()
+        .unwrap();
+    let message: Value = serde_json::from_str(&record.deliveries["email"].message).unwrap();
+    let content = format!("{} {}", message["html"], message["text"]);
+    let links = |kind: &str| -> Vec<String> {
+        let marker = format!("{}/t/{kind}/", api.stack.api_url);
+        content
+            .split(&marker)
+            .skip(1)
+            .map(|rest| format!("{marker}{}", rest.split(['"', ' ', '\\']).next().unwrap()))
+            .collect()
+    };
+    assert!(!content.contains("shop.example.com"), "no original link is left: {content}");
+    (links("c"), links("o"))
+}
+
+async fn view(api: &Api, id: &str) -> Value {
+    api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body
+}
+
+#[tokio::test]
+async fn clicks_redirect_and_count_opens_count_once_and_forged_tokens_record_nothing() {
+    let api = Api::start().await;
+    let (user, template) = (unique("u"), unique("t"));
+    api.call(
+        Method::PUT,
+        &format!("/v1/users/{user}"),
+        Some(json!({"email": format!("{}@example.com", unique("ada"))})),
+    )
+    .await;
+    let content = json!({"default_locale": "en", "tracking": true, "locales": {"en": {"email": {
+        "subject": "Your order",
+        "html": "<html><body><p>Hi</p><a href=\"https://shop.example.com/orders/{{ order }}?a=1&amp;b=2\">Order</a></body></html>",
+        "text": "See https://shop.example.com/orders/{{ order }}?a=1&b=2"
+    }}}});
+    let stored = api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+    assert_eq!(stored.body["tracking"], true);
+    let body = json!({"user_id": user, "template": template, "params": {"order": "42"}});
+    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
+    eventually(Duration::from_secs(30), "the email to be sent", || async {
+        (view(&api, &id).await["deliveries"][0]["status"] == "sent").then_some(())
+    })
+    .await;
+
+    let (clicks, pixels) = sent_links(&api, &id).await;
+    assert_eq!((clicks.len(), pixels.len()), (2, 1), "html link, text link, pixel: {clicks:?} {pixels:?}");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for link in [&clicks[0], &clicks[1], &clicks[0]] {
+        let response = http.get(link).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 302);
+        assert_eq!(response.headers()["location"], "https://shop.example.com/orders/42?a=1&b=2");
+    }
+    for _ in 0..2 {
+        let response = http.get(&pixels[0]).send().await.unwrap();
+        assert_eq!(
+            (response.status().as_u16(), response.headers()["content-type"].to_str().unwrap()),
+            (200, "image/gif")
+        );
+    }
+
+    // A token whose target was changed, and one cut short: refused, nothing recorded.
+    let token = clicks[0].rsplit('/').next().unwrap();
+    let (payload, tag) = token.split_once('.').unwrap();
+    let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["u"] = json!("https://evil.example.com/");
+    let forged = format!("{}/t/c/{}.{tag}", api.stack.api_url, URL_SAFE_NO_PAD.encode(claims.to_string()));
+    assert_eq!(http.get(&forged).send().await.unwrap().status().as_u16(), 404);
+    let cut = &clicks[0][..clicks[0].len() - 3];
+    assert_eq!(http.get(cut).send().await.unwrap().status().as_u16(), 404);
+
+    let notification = view(&api, &id).await;
+    let delivery = &notification["deliveries"][0];
+    assert_eq!(delivery["clicks"], 3, "{notification}");
+    assert!(delivery["opened_at"].is_string(), "{notification}");
+    let events: Vec<&str> =
+        notification["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(events.iter().filter(|e| **e == "clicked").count(), 3, "{events:?}");
+    assert_eq!(events.iter().filter(|e| **e == "opened").count(), 1, "the first open only: {events:?}");
+    api.stack.stop().await;
+}
