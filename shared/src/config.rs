@@ -84,6 +84,7 @@ pub struct Tables {
     pub templates: String,
     pub notifications: String,
     pub suppressions: String,
+    pub stats: String,
 }
 
 impl Tables {
@@ -94,6 +95,7 @@ impl Tables {
             templates: settings.required("TEMPLATES_TABLE"),
             notifications: settings.required("NOTIFICATIONS_TABLE"),
             suppressions: settings.required("SUPPRESSIONS_TABLE"),
+            stats: settings.required("STATS_TABLE"),
         }
     }
 }
@@ -116,7 +118,7 @@ mod tests {
             error.to_string(),
             "invalid configuration: missing environment variable USERS_TABLE; \
              missing environment variable TEMPLATES_TABLE; missing environment variable NOTIFICATIONS_TABLE; \
-             missing environment variable SUPPRESSIONS_TABLE"
+             missing environment variable SUPPRESSIONS_TABLE; missing environment variable STATS_TABLE"
         );
     }
 
@@ -137,6 +139,7 @@ mod tests {
             ("TEMPLATES_TABLE", "t"),
             ("NOTIFICATIONS_TABLE", "n"),
             ("SUPPRESSIONS_TABLE", "s"),
+            ("STATS_TABLE", "st"),
         ]);
         let mut settings = Settings::new(&env);
         let tables = Tables::load(&mut settings);

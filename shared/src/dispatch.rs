@@ -25,11 +25,13 @@ use crate::batch::{self, Outcome, SqsRecord};
 use crate::config::Settings;
 use crate::domain::backoff::Backoff;
 use crate::domain::delivery::DeliveryMessage;
-use crate::domain::notification::{DeliveryFailure, SkipReason};
+use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
+use crate::domain::stats::skipped_counter;
 use crate::error::DependencyError;
 use crate::provider::Provider;
 use crate::store::notifications::{AttemptOutcome, Claim, NotificationStore};
 use crate::store::rate_limits::RateLimiter;
+use crate::store::stats::{StatsRecorder, StatsStore};
 use crate::store::users::UserStore;
 
 pub struct Dispatcher<P> {
@@ -37,6 +39,7 @@ pub struct Dispatcher<P> {
     notifications: NotificationStore,
     users: UserStore,
     limiter: RateLimiter,
+    stats: StatsRecorder,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     backoff: Backoff,
@@ -46,7 +49,7 @@ pub struct Dispatcher<P> {
 
 impl<P: Provider> Dispatcher<P> {
     /// Settings: `QUEUE_URL` (the channel's queue), `NOTIFICATIONS_TABLE`, `USERS_TABLE`,
-    /// `RATE_LIMITS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10), `RETRY_BASE_SECONDS` (15),
+    /// `RATE_LIMITS_TABLE`, `STATS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10), `RETRY_BASE_SECONDS` (15),
     /// `RETRY_MAX_SECONDS` (900), `LEASE_SECONDS` (60: longer than the function's timeout, so a
     /// live attempt is never taken over) and `BATCH_CONCURRENCY` (10).
     pub fn load(sdk: &SdkConfig, provider: P, settings: &mut Settings<'_>) -> Self {
@@ -56,7 +59,8 @@ impl<P: Provider> Dispatcher<P> {
             provider,
             notifications: NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
             users: UserStore::new(dynamodb.clone(), settings.required("USERS_TABLE")),
-            limiter: RateLimiter::new(dynamodb, settings.required("RATE_LIMITS_TABLE"), per_hour),
+            limiter: RateLimiter::new(dynamodb.clone(), settings.required("RATE_LIMITS_TABLE"), per_hour),
+            stats: StatsRecorder::new(StatsStore::new(dynamodb, settings.required("STATS_TABLE"))),
             sqs: aws_sdk_sqs::Client::new(sdk),
             queue_url: settings.required("QUEUE_URL"),
             backoff: Backoff {
@@ -70,6 +74,7 @@ impl<P: Provider> Dispatcher<P> {
 
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let response = batch::process(event, self.concurrency, |record| self.deliver(record)).await;
+        self.stats.flush().await;
         crate::metrics::flush();
         response
     }
@@ -162,12 +167,15 @@ impl<P: Provider> Dispatcher<P> {
         outcome: AttemptOutcome,
     ) -> Result<Outcome, DependencyError> {
         self.notifications.record(&message.notification_id, &message.delivery_id, P::CHANNEL, &outcome).await?;
-        let metric = match outcome {
-            AttemptOutcome::Sent { .. } => crate::metrics::Outcome::Sent,
-            AttemptOutcome::Failed(_) => crate::metrics::Outcome::Failed,
-            AttemptOutcome::Skipped(_) => crate::metrics::Outcome::Skipped,
-            AttemptOutcome::Retrying(_) => crate::metrics::Outcome::Retried,
+        let (metric, counter) = match &outcome {
+            AttemptOutcome::Sent { .. } => (crate::metrics::Outcome::Sent, DeliveryStatus::Sent.as_str().to_string()),
+            AttemptOutcome::Failed(_) => (crate::metrics::Outcome::Failed, DeliveryStatus::Failed.as_str().to_string()),
+            AttemptOutcome::Skipped(reason) => (crate::metrics::Outcome::Skipped, skipped_counter(*reason)),
+            AttemptOutcome::Retrying(_) => (crate::metrics::Outcome::Retried, String::new()),
         };
+        if !counter.is_empty() {
+            self.stats.count(message.template.as_str(), P::CHANNEL, &counter);
+        }
         crate::metrics::delivery(P::CHANNEL, metric);
         tracing::info!(
             notification_id = %message.notification_id,

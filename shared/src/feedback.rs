@@ -18,6 +18,7 @@ use crate::domain::unsubscribe::LinkSigner;
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics;
 use crate::store::notifications::{Engagement, FeedbackRecorded, FeedbackTransition, NotificationStore};
+use crate::store::stats::{StatsRecorder, StatsStore};
 use crate::store::suppressions::{Suppression, SuppressionReason, SuppressionStore};
 
 /// A queue message: the SES record itself (raw message delivery, as the template subscribes),
@@ -36,22 +37,25 @@ pub struct EmailFeedback {
     notifications: NotificationStore,
     suppressions: SuppressionStore,
     tracker: LinkTracker,
+    stats: StatsRecorder,
 }
 
 impl EmailFeedback {
-    /// Settings: `NOTIFICATIONS_TABLE`, `SUPPRESSIONS_TABLE`, `LINK_SIGNING_SECRET` (to tell our
+    /// Settings: `NOTIFICATIONS_TABLE`, `SUPPRESSIONS_TABLE`, `STATS_TABLE`, `LINK_SIGNING_SECRET` (to tell our
     /// own tracking links in SES click events).
     pub fn load(sdk: &SdkConfig, settings: &mut Settings<'_>) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Self {
             notifications: NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
-            suppressions: SuppressionStore::new(dynamodb, settings.required("SUPPRESSIONS_TABLE")),
+            suppressions: SuppressionStore::new(dynamodb.clone(), settings.required("SUPPRESSIONS_TABLE")),
+            stats: StatsRecorder::new(StatsStore::new(dynamodb, settings.required("STATS_TABLE"))),
             tracker: LinkTracker::new(LinkSigner::new(&settings.required("LINK_SIGNING_SECRET"))),
         }
     }
 
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
         let response = batch::process(event, 10, |record: SqsRecord<FeedbackMessage>| self.apply(record)).await;
+        self.stats.flush().await;
         metrics::flush();
         response
     }
@@ -146,14 +150,14 @@ impl EmailFeedback {
             }
             // Counted like our own pixel (the first open only) and our own links; a click on one
             // of our tracking links was counted by the click route already.
-            Feedback::Opened => {
-                self.notifications.record_engagement(id, delivery_id, Channel::Email, Engagement::Open).await?;
-                return Ok(Outcome::Done);
-            }
-            Feedback::Clicked { link } => {
-                if !self.tracker.is_click_link(link) {
-                    self.notifications.record_engagement(id, delivery_id, Channel::Email, Engagement::Click).await?;
-                }
+            Feedback::Opened | Feedback::Clicked { .. } => {
+                let engagement = match &feedback {
+                    Feedback::Clicked { link } if self.tracker.is_click_link(link) => return Ok(Outcome::Done),
+                    Feedback::Clicked { .. } => Engagement::Click,
+                    _ => Engagement::Open,
+                };
+                let engaged = self.notifications.record_engagement(id, delivery_id, Channel::Email, engagement).await?;
+                self.stats.count_engagement(event.template(), Channel::Email, engagement, engaged);
                 return Ok(Outcome::Done);
             }
             Feedback::Ignored(kind) => {
@@ -164,6 +168,7 @@ impl EmailFeedback {
         match self.notifications.record_feedback(id, delivery_id, Channel::Email, &transition).await? {
             FeedbackRecorded::Recorded => {
                 metrics::delivery(Channel::Email, metric);
+                self.stats.count(event.template(), Channel::Email, transition.to.as_str());
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, status = transition.to.as_str(), "feedback recorded");
                 Ok(Outcome::Done)
             }

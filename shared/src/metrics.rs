@@ -1,8 +1,9 @@
 //! Metrics as CloudWatch embedded-metric-format (EMF) lines on stdout: CloudWatch Logs turns
 //! them into metrics, with no CloudWatch API call on the hot path. Namespace `notify`;
 //! dimension `Channel`; counters `Sent`, `Failed`, `Skipped`, `Retried` (one per delivery
-//! outcome), `Delivered`, `Bounced`, `Complained` (email feedback) and the `ProviderLatency`
-//! histogram (milliseconds).
+//! outcome), `Delivered`, `Bounced`, `Complained` (email feedback), `Accepted` (per delivery or
+//! skipped channel at intake), `Opened`, `Clicked` (first open / first click of a delivery) and
+//! the `ProviderLatency` histogram (milliseconds). The stats table counts the same events.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub enum Outcome {
     Delivered,
     Bounced,
     Complained,
+    Accepted,
+    Opened,
+    Clicked,
 }
 
 impl Outcome {
@@ -41,6 +45,9 @@ impl Outcome {
             Outcome::Delivered => "Delivered",
             Outcome::Bounced => "Bounced",
             Outcome::Complained => "Complained",
+            Outcome::Accepted => "Accepted",
+            Outcome::Opened => "Opened",
+            Outcome::Clicked => "Clicked",
         }
     }
 }

@@ -23,3 +23,22 @@ pub fn now_epoch_millis() -> i64 {
 pub fn parse_rfc3339_epoch(text: &str) -> Option<i64> {
     OffsetDateTime::parse(text, &Rfc3339).ok().map(OffsetDateTime::unix_timestamp)
 }
+
+/// The UTC hour an epoch second falls in, as the stats table keys it: `2026-11-22T05`.
+pub fn hour_bucket(epoch_seconds: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp(epoch_seconds).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}T{:02}", at.year(), u8::from(at.month()), at.day(), at.hour())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hours_sort_as_text() {
+        let first = hour_bucket(parse_rfc3339_epoch("2026-11-22T05:59:59Z").unwrap());
+        assert_eq!(first, "2026-11-22T05");
+        assert!(first < hour_bucket(parse_rfc3339_epoch("2026-11-22T06:00:00Z").unwrap()));
+        assert!(hour_bucket(parse_rfc3339_epoch("2026-09-30T23:00:00Z").unwrap()) < first);
+    }
+}

@@ -5,6 +5,7 @@ mod auth;
 mod problem;
 mod request;
 mod send;
+mod stats;
 mod status;
 mod templates;
 mod tracking;
@@ -28,6 +29,7 @@ use notify::function::Function;
 use notify::queue::{ChannelQueues, Enqueuer};
 use notify::store::apps::AppStore;
 use notify::store::notifications::NotificationStore;
+use notify::store::stats::{StatsRecorder, StatsStore};
 use notify::store::suppressions::SuppressionStore;
 use notify::store::templates::TemplateStore;
 use notify::store::users::UserStore;
@@ -57,6 +59,7 @@ pub const ROUTES: &[&str] = &[
     "POST /v1/unsubscribe/{token}",
     "GET /t/c/{token}",
     "GET /t/o/{token}",
+    "GET /v1/stats",
 ];
 
 /// The OpenAPI 3.1 document of this API, served at `GET /v1/openapi.json`.
@@ -71,6 +74,7 @@ pub struct Intake {
     templates: TemplateStore,
     notifications: NotificationStore,
     suppressions: SuppressionStore,
+    stats: StatsRecorder,
     enqueuer: Enqueuer,
     app_cache: TtlCache<String, Option<AppRecord>>,
     user_cache: TtlCache<UserId, Option<UserProfile>>,
@@ -103,7 +107,8 @@ impl Intake {
             users: UserStore::new(dynamodb.clone(), tables.users),
             templates: TemplateStore::new(dynamodb.clone(), tables.templates),
             notifications: NotificationStore::new(dynamodb.clone(), tables.notifications),
-            suppressions: SuppressionStore::new(dynamodb, tables.suppressions),
+            suppressions: SuppressionStore::new(dynamodb.clone(), tables.suppressions),
+            stats: StatsRecorder::new(StatsStore::new(dynamodb, tables.stats)),
             enqueuer: Enqueuer::new(aws_sdk_sqs::Client::new(sdk), queues),
             app_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             user_cache: TtlCache::new(ttl, CACHE_CAPACITY),
@@ -189,6 +194,10 @@ impl Intake {
                 let app = self.authenticate(request, Scope::Status).await?;
                 self.get_notification(&app, request).await
             }
+            "GET /v1/stats" => {
+                self.authenticate(request, Scope::Status).await?;
+                self.get_stats(request).await
+            }
             other => Err(ApiError::NotFound(format!("no route {other:?}"))),
         }
     }
@@ -215,6 +224,9 @@ impl Function for Intake {
     type Output = ApiGatewayV2httpResponse;
 
     async fn handle(&self, event: LambdaEvent<ApiGatewayV2httpRequest>) -> Result<ApiGatewayV2httpResponse, Error> {
-        Ok(self.route(event.payload).await.unwrap_or_else(ApiError::into_response))
+        let response = self.route(event.payload).await.unwrap_or_else(ApiError::into_response);
+        self.stats.flush().await;
+        notify::metrics::flush();
+        Ok(response)
     }
 }

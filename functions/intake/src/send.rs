@@ -357,6 +357,7 @@ impl Intake {
         self.enqueue(&outgoing).await;
         if let Outcome::Accepted(record) = &outcome {
             tracing::info!(notification_id = %record.id, deliveries = record.deliveries.len(), "accepted");
+            self.count_accepted(record);
         }
         let (record, replayed) = match &outcome {
             Outcome::Accepted(record) => (record, false),
@@ -396,6 +397,7 @@ impl Intake {
             .into_iter()
             .map(|result| match result {
                 Ok((Outcome::Accepted(record), _)) => {
+                    self.count_accepted(&record);
                     json!({"status": 202, "replayed": false, "body": accepted_body(&record)})
                 }
                 Ok((Outcome::Replayed(record), _)) => {

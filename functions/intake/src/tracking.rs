@@ -36,6 +36,7 @@ impl Intake {
         if engaged == Engaged::Missing {
             return Err(not_tracked());
         }
+        self.stats.count_engagement(&tracked.template, tracked.channel, engagement, engaged);
         Ok(engaged)
     }
 

@@ -108,6 +108,11 @@ impl SesEvent {
         Some((tag("notification_id")?, tag("delivery_id")?))
     }
 
+    /// The template the email was rendered from (the `template` tag).
+    pub fn template(&self) -> &str {
+        self.mail.tags.get("template").and_then(|values| values.first()).map(String::as_str).unwrap_or("unknown")
+    }
+
     pub fn feedback(&self) -> Feedback {
         let recipients = |list: &[SesRecipient]| list.iter().map(|r| r.email_address.to_ascii_lowercase()).collect();
         match (self.event_type.as_str(), &self.bounce, &self.complaint) {
@@ -148,14 +153,14 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
-    const MAIL: &str = r#""mail": {"timestamp": "2026-11-22T10:00:00.000Z", "source": "n@example.com", "messageId": "0100-abc", "destination": ["Ada@Example.com"], "tags": {"ses:configuration-set": ["cs"], "notification_id": ["n-1"], "delivery_id": ["email"]}}"#;
+    const MAIL: &str = r#""mail": {"timestamp": "2026-11-22T10:00:00.000Z", "source": "n@example.com", "messageId": "0100-abc", "destination": ["Ada@Example.com"], "tags": {"ses:configuration-set": ["cs"], "notification_id": ["n-1"], "delivery_id": ["email"], "template": ["welcome"]}}"#;
 
     #[test]
     fn a_hard_bounce_names_the_addresses_to_suppress() {
         let bounce = event(&format!(
             r#"{{"eventType": "Bounce", {MAIL}, "bounce": {{"bounceType": "Permanent", "bounceSubType": "General", "bouncedRecipients": [{{"emailAddress": "Ada@Example.com", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}}], "timestamp": "2026-11-22T10:00:01.000Z", "feedbackId": "f"}}}}"#
         ));
-        assert_eq!(bounce.delivery(), Some(("n-1", "email")));
+        assert_eq!((bounce.delivery(), bounce.template()), (Some(("n-1", "email")), "welcome"));
         assert_eq!(
             bounce.feedback(),
             Feedback::Bounced {

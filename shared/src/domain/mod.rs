@@ -40,6 +40,7 @@ pub mod delivery;
 pub mod email_event;
 pub mod notification;
 pub mod plan;
+pub mod stats;
 pub mod template;
 pub mod tracking;
 pub mod unsubscribe;

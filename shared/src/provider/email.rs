@@ -92,6 +92,7 @@ impl Provider for SesEmail {
             // SES copies the tags into every event it publishes: how feedback finds the delivery.
             .email_tags(tag("notification_id", &message.notification_id))
             .email_tags(tag("delivery_id", &message.delivery_id))
+            .email_tags(tag("template", message.template.as_str()))
             .send()
             .await
             .map_err(|error| classify("sesv2", "SendEmail", error, PERMANENT))?;

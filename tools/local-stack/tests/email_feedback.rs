@@ -8,7 +8,6 @@ mod support;
 
 use std::time::Duration;
 
-use local_stack::resolve::Physical;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
@@ -48,31 +47,6 @@ async fn emails_to(address: &str) -> usize {
         .count()
 }
 
-/// Publishes an SES event-publishing record about notification `id`'s email to the topic.
-async fn publish(api: &Api, id: &str, address: &str, event_type: &str, detail: Value) {
-    let Some(Physical::Topic { arn, .. }) = api.stack.deployed.resources.get("EmailEventsTopic") else {
-        panic!("the template has an EmailEventsTopic")
-    };
-    let mut record = json!({
-        "eventType": event_type,
-        "mail": {
-            "timestamp": "2026-11-22T10:00:00.000Z",
-            "source": "notifications@example.com",
-            "sendingAccountId": "123456789012",
-            "messageId": unique("ses"),
-            "destination": [address],
-            "headersTruncated": false,
-            "tags": {"ses:configuration-set": ["notify"], "notification_id": [id], "delivery_id": ["email"]}
-        }
-    });
-    record[event_type.to_ascii_lowercase()] = detail;
-    api.clients.sns.publish().topic_arn(arn).message(record.to_string()).send().await.unwrap();
-}
-
-fn hard_bounce(address: &str) -> Value {
-    json!({"bounceType": "Permanent", "bounceSubType": "General", "bouncedRecipients": [{"emailAddress": address, "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}], "timestamp": "2026-11-22T10:00:01.000Z", "feedbackId": "f-1"})
-}
-
 /// The email's skip reason, whether intake or the dispatcher skipped it.
 async fn email_skip_reason(api: &Api, body: &Value) -> String {
     let id = body["id"].as_str().unwrap();
@@ -98,8 +72,7 @@ async fn delivery_and_hard_bounce_feedback_update_the_delivery_and_suppress_the_
     let first = send(&api, &user, &template).await;
     let id = first["id"].as_str().unwrap().to_string();
     email_delivery(&api, &id, "sent").await;
-    publish(
-        &api,
+    api.publish_ses_event(
         &id,
         &address,
         "Delivery",
@@ -112,13 +85,19 @@ async fn delivery_and_hard_bounce_feedback_update_the_delivery_and_suppress_the_
     assert_eq!(events.last(), Some(&"delivered"), "{events:?}");
 
     // A duplicate of the event (SNS delivers at least once) changes nothing.
-    publish(&api, &id, &address, "Delivery", json!({"recipients": [address]})).await;
+    api.publish_ses_event(&id, &address, "Delivery", json!({"recipients": [address]})).await;
 
     // The recipient's server bounces a later email for good.
     let second = send(&api, &user, &template).await;
     let bounced_id = second["id"].as_str().unwrap().to_string();
     email_delivery(&api, &bounced_id, "sent").await;
-    publish(&api, &bounced_id, &address.to_uppercase(), "Bounce", hard_bounce(&address.to_uppercase())).await;
+    api.publish_ses_event(
+        &bounced_id,
+        &address.to_uppercase(),
+        "Bounce",
+        support::api::hard_bounce(&address.to_uppercase()),
+    )
+    .await;
     let bounced = email_delivery(&api, &bounced_id, "bounced").await;
     let delivery = bounced["deliveries"].as_array().unwrap().iter().find(|d| d["channel"] == "email").unwrap();
     assert_eq!(delivery["error"]["code"], "Bounce");
@@ -145,7 +124,7 @@ async fn a_soft_bounce_suppresses_nothing_and_a_complaint_suppresses_the_address
     let id = first["id"].as_str().unwrap().to_string();
     email_delivery(&api, &id, "sent").await;
     let soft = json!({"bounceType": "Transient", "bounceSubType": "MailboxFull", "bouncedRecipients": [{"emailAddress": address}]});
-    publish(&api, &id, &address, "Bounce", soft).await;
+    api.publish_ses_event(&id, &address, "Bounce", soft).await;
     eventually(Duration::from_secs(30), "the soft bounce on the timeline", || async {
         let body = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
         body["events"].as_array()?.iter().any(|e| e["type"] == "soft_bounced").then_some(())
@@ -157,7 +136,7 @@ async fn a_soft_bounce_suppresses_nothing_and_a_complaint_suppresses_the_address
     let second = send(&api, &user, &template).await;
     let second_id = second["id"].as_str().unwrap().to_string();
     email_delivery(&api, &second_id, "sent").await;
-    publish(&api, &second_id, &address, "Complaint", json!({"complainedRecipients": [{"emailAddress": address}], "complaintFeedbackType": "abuse", "timestamp": "2026-11-22T10:00:05.000Z", "feedbackId": "f-2"})).await;
+    api.publish_ses_event(&second_id, &address, "Complaint", json!({"complainedRecipients": [{"emailAddress": address}], "complaintFeedbackType": "abuse", "timestamp": "2026-11-22T10:00:05.000Z", "feedbackId": "f-2"})).await;
     email_delivery(&api, &second_id, "complained").await;
 
     let third = send(&api, &user, &template).await;

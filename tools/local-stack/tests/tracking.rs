@@ -14,28 +14,6 @@ use serde_json::{Value, json};
 use support::api::{Api, unique};
 use support::eventually;
 
-/// The tracked links of the email as it was handed to SES (the delivery's queue message).
-async fn sent_links(api: &Api, id: &str) -> (Vec<String>, Vec<String>) {
-    let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
-    let record = notify::store::notifications::NotificationStore::new(api.clients.dynamodb.clone(), table)
-        .get(id)
-        .await
-        .unwrap()
-        .unwrap();
-    let message: Value = serde_json::from_str(&record.deliveries["email"].message).unwrap();
-    let content = format!("{} {}", message["html"], message["text"]);
-    let links = |kind: &str| -> Vec<String> {
-        let marker = format!("{}/t/{kind}/", api.stack.api_url);
-        content
-            .split(&marker)
-            .skip(1)
-            .map(|rest| format!("{marker}{}", rest.split(['"', ' ', '\\']).next().unwrap()))
-            .collect()
-    };
-    assert!(!content.contains("shop.example.com"), "no original link is left: {content}");
-    (links("c"), links("o"))
-}
-
 async fn view(api: &Api, id: &str) -> Value {
     api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body
 }
@@ -64,7 +42,9 @@ async fn clicks_redirect_and_count_opens_count_once_and_forged_tokens_record_not
     })
     .await;
 
-    let (clicks, pixels) = sent_links(&api, &id).await;
+    let (clicks, content) = api.tracking_links(&id, "c").await;
+    let (pixels, _) = api.tracking_links(&id, "o").await;
+    assert!(!content.contains("shop.example.com"), "no original link is left: {content}");
     assert_eq!((clicks.len(), pixels.len()), (2, 1), "html link, text link, pixel: {clicks:?} {pixels:?}");
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     for link in [&clicks[0], &clicks[1], &clicks[0]] {

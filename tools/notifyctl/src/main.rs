@@ -11,10 +11,12 @@ use clap::{Parser, Subcommand};
 use notify::domain::app::{AppRecord, Scope};
 use notify::domain::channel::Channel;
 use notify::domain::notification::NotificationRecord;
+use notify::domain::stats::StatsQuery;
 use notify::outputs::Outputs;
 use notify::redrive::RedriveReport;
 use notify::store::apps::AppStore;
 use notify::store::notifications::NotificationStore;
+use notify::store::stats::StatsStore;
 use notify::store::users::UserStore;
 use notify::user_import::{ImportError, ImportRow};
 use serde_json::json;
@@ -46,6 +48,21 @@ enum Command {
     /// Users: bulk import.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Delivery counts and rates, as `GET /v1/stats` answers them.
+    Stats {
+        /// One template (default: every template).
+        #[arg(long)]
+        template: Option<String>,
+        /// One channel (default: every channel).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Start, RFC 3339 (default: a day before --to); counted by whole UTC hours.
+        #[arg(long)]
+        from: Option<String>,
+        /// End, RFC 3339 (default: now).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +147,8 @@ enum CliError {
     NoSuchNotification(String),
     #[error("no DLQ holds a message {0}")]
     NoSuchMessage(String),
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
     #[error("{path}: {message}")]
     ImportFile { path: String, message: String },
     #[error("{0} rows were rejected (see the report); the other rows were imported")]
@@ -186,6 +205,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Dlq(command) => dlq(&sdk, &outputs, command, cli.json).await,
+        Command::Stats { template, channel, from, to } => {
+            let now = notify::time::now_epoch_seconds();
+            let query = StatsQuery::parse(template.as_deref(), channel.as_deref(), from.as_deref(), to.as_deref(), now)
+                .map_err(|errors| {
+                    let problems: Vec<String> = errors.iter().map(|e| format!("--{} {}", e.field, e.message)).collect();
+                    CliError::InvalidQuery(problems.join("; "))
+                })?;
+            let stats = StatsStore::new(aws_sdk_dynamodb::Client::new(&sdk), outputs.get("StatsTableName")?);
+            print_stats(&stats.report(&query).await?, cli.json);
+            Ok(())
+        }
         Command::Users(UsersCommand::Import { file, concurrency }) => {
             let users = UserStore::new(aws_sdk_dynamodb::Client::new(&sdk), outputs.get("UsersTableName")?);
             import_users(&users, &file, concurrency.max(1), cli.json).await
@@ -668,4 +698,43 @@ async fn import_users(
         }
     }
     if rejected_rows > 0 { Err(CliError::RowsRejected(rejected_rows)) } else { Ok(()) }
+}
+
+fn print_stats(report: &serde_json::Value, json: bool) {
+    if json {
+        println!("{report}");
+        return;
+    }
+    let or_all = |value: &serde_json::Value| value.as_str().unwrap_or("all").to_string();
+    println!(
+        "template {}, channel {}, {} to {} (whole UTC hours)",
+        or_all(&report["template"]),
+        or_all(&report["channel"]),
+        report["from"].as_str().unwrap_or_default(),
+        report["to"].as_str().unwrap_or_default()
+    );
+    println!();
+    let (counts, rates) = (&report["counts"], &report["rates"]);
+    let rate = |name: &str| match rates[name].as_f64() {
+        Some(rate) => format!("{:.1}%", rate * 100.0),
+        None => "-".into(),
+    };
+    println!("{:<12} {:>10}  RATE", "COUNT", "");
+    for (name, shown_rate) in [
+        ("accepted", None),
+        ("sent", None),
+        ("delivered", Some("delivery_rate")),
+        ("failed", None),
+        ("bounced", None),
+        ("complained", None),
+        ("opened", Some("open_rate")),
+        ("clicked", Some("click_rate")),
+        ("clicks", None),
+    ] {
+        let shown = shown_rate.map(rate).unwrap_or_default();
+        println!("{name:<12} {:>10}  {shown}", counts[name].as_u64().unwrap_or(0));
+    }
+    for (reason, n) in counts["skipped"].as_object().into_iter().flatten() {
+        println!("{:<12} {:>10}", format!("skipped {reason}"), n.as_u64().unwrap_or(0));
+    }
 }

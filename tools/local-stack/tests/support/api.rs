@@ -101,6 +101,52 @@ impl Api {
         (id, text)
     }
 
+    /// Publishes an SES event-publishing record about notification `id`'s email to the stack's
+    /// email events topic, as SES does (the emulator emits none itself).
+    pub async fn publish_ses_event(&self, id: &str, address: &str, event_type: &str, detail: Value) {
+        let Some(local_stack::resolve::Physical::Topic { arn, .. }) =
+            self.stack.deployed.resources.get("EmailEventsTopic")
+        else {
+            panic!("the template has an EmailEventsTopic")
+        };
+        let record = self.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
+        let template = record["template"].as_str().unwrap_or_default().to_string();
+        let mut event = json!({
+            "eventType": event_type,
+            "mail": {
+                "timestamp": "2026-11-22T10:00:00.000Z",
+                "source": "notifications@example.com",
+                "sendingAccountId": "123456789012",
+                "messageId": unique("ses"),
+                "destination": [address],
+                "headersTruncated": false,
+                "tags": {"ses:configuration-set": ["notify"], "notification_id": [id], "delivery_id": ["email"], "template": [template]}
+            }
+        });
+        event[event_type.to_ascii_lowercase()] = detail;
+        self.clients.sns.publish().topic_arn(arn).message(event.to_string()).send().await.unwrap();
+    }
+
+    /// The tracking links (`/t/c/` or `/t/o/`, by `kind`) in notification `id`'s email as it was
+    /// handed to SES (its delivery's queue message), html first, then text; and that content.
+    pub async fn tracking_links(&self, id: &str, kind: &str) -> (Vec<String>, String) {
+        let table = local_stack::demo::tables(&self.stack.deployed).unwrap().notifications;
+        let record = notify::store::notifications::NotificationStore::new(self.clients.dynamodb.clone(), table)
+            .get(id)
+            .await
+            .unwrap()
+            .unwrap();
+        let message: Value = serde_json::from_str(&record.deliveries["email"].message).unwrap();
+        let content = format!("{} {}", message["html"].as_str().unwrap(), message["text"].as_str().unwrap());
+        let marker = format!("{}/t/{kind}/", self.stack.api_url);
+        let links = content
+            .split(&marker)
+            .skip(1)
+            .map(|rest| format!("{marker}{}", rest.split(['"', ' ', '\n']).next().unwrap()))
+            .collect();
+        (links, content)
+    }
+
     /// Messages in a queue of the stack (approximately, as SQS counts).
     pub async fn queue_depth(&self, logical_id: &str) -> u64 {
         let url = self.stack.deployed.queue(logical_id).unwrap().0.to_string();
@@ -183,4 +229,9 @@ pub fn fields(reply: &Reply) -> Vec<String> {
 
 pub fn ios_token() -> String {
     uuid::Uuid::new_v4().simple().to_string().repeat(2)
+}
+
+/// The `bounce` object of an SES hard bounce of `address`.
+pub fn hard_bounce(address: &str) -> Value {
+    json!({"bounceType": "Permanent", "bounceSubType": "General", "bouncedRecipients": [{"emailAddress": address, "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}], "timestamp": "2026-11-22T10:00:01.000Z", "feedbackId": "f-1"})
 }

@@ -1,0 +1,148 @@
+//! Delivery statistics: which counters exist, the query callers make (`GET /v1/stats`,
+//! `notifyctl stats`) and the report built from the summed counters.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::FieldError;
+use super::channel::Channel;
+use super::notification::SkipReason;
+use super::template::TemplateName;
+
+/// The longest range one query may cover (the counters are hourly: at most 744 items per channel).
+pub const MAX_RANGE_SECONDS: i64 = 31 * 24 * 3600;
+/// The range when `from` is not given.
+pub const DEFAULT_RANGE_SECONDS: i64 = 24 * 3600;
+
+pub const ACCEPTED: &str = "accepted";
+pub const OPENED: &str = "opened";
+/// Deliveries clicked at least once (what the click rate counts).
+pub const CLICKED: &str = "clicked";
+/// Every click.
+pub const CLICKS: &str = "clicks";
+
+/// The counter of deliveries skipped for `reason`.
+pub fn skipped_counter(reason: SkipReason) -> String {
+    format!(
+        "skipped_{}",
+        serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    )
+}
+
+/// A checked stats query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatsQuery {
+    pub template: Option<TemplateName>,
+    pub channel: Option<Channel>,
+    /// Epoch seconds; counted by whole UTC hours.
+    pub from: i64,
+    pub to: i64,
+}
+
+impl StatsQuery {
+    /// From the query parameters (`template`, `channel`, `from`, `to`: RFC 3339); `to`
+    /// defaults to now and `from` to a day before `to`.
+    pub fn parse(
+        template: Option<&str>,
+        channel: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+        now: i64,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut field = |name: &str, message: String| errors.push(FieldError::new(name, message));
+        let template = template.and_then(|t| TemplateName::parse(t).map_err(|m| field("template", m)).ok());
+        let channel = channel.and_then(|c| c.parse::<Channel>().map_err(|m| field("channel", m)).ok());
+        let mut time = |name: &str, value: Option<&str>| {
+            value.and_then(|v| {
+                crate::time::parse_rfc3339_epoch(v)
+                    .ok_or_else(|| field(name, "must be an RFC 3339 timestamp such as 2026-11-22T05:00:00Z".into()))
+                    .ok()
+            })
+        };
+        let to_time = time("to", to);
+        let from_time = time("from", from);
+        let to = to_time.unwrap_or(now);
+        let from = from_time.unwrap_or(to - DEFAULT_RANGE_SECONDS);
+        if from > to {
+            errors.push(FieldError::new("from", "must not be after to"));
+        } else if to - from > MAX_RANGE_SECONDS {
+            errors.push(FieldError::new("from", "the range may cover at most 31 days"));
+        }
+        if errors.is_empty() { Ok(Self { template, channel, from, to }) } else { Err(errors) }
+    }
+
+    pub fn channels(&self) -> Vec<Channel> {
+        self.channel.map_or_else(|| Channel::ALL.to_vec(), |channel| vec![channel])
+    }
+
+    /// The report of the counters summed over the query's channels and hours.
+    pub fn report(&self, totals: &BTreeMap<String, u64>) -> Value {
+        let count = |name: &str| totals.get(name).copied().unwrap_or(0);
+        let skipped: BTreeMap<&str, u64> =
+            totals.iter().filter_map(|(name, n)| Some((name.strip_prefix("skipped_")?, *n))).collect();
+        let sent = count("sent");
+        let rate = |n: u64| (sent > 0).then(|| ((n as f64 / sent as f64) * 10_000.0).round() / 10_000.0);
+        json!({
+            "template": self.template,
+            "channel": self.channel,
+            "from": crate::time::rfc3339(time::OffsetDateTime::from_unix_timestamp(self.from).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
+            "to": crate::time::rfc3339(time::OffsetDateTime::from_unix_timestamp(self.to).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
+            "counts": {
+                "accepted": count(ACCEPTED),
+                "sent": sent,
+                "delivered": count("delivered"),
+                "failed": count("failed"),
+                "bounced": count("bounced"),
+                "complained": count("complained"),
+                "skipped": skipped,
+                "opened": count(OPENED),
+                "clicked": count(CLICKED),
+                "clicks": count(CLICKS),
+            },
+            "rates": {
+                "delivery_rate": rate(count("delivered")),
+                "open_rate": rate(count(OPENED)),
+                "click_rate": rate(count(CLICKED)),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_default_to_the_last_day_and_refuse_bad_fields() {
+        let query = StatsQuery::parse(Some("welcome"), None, None, None, 100_000).unwrap();
+        assert_eq!((query.from, query.to, query.channels().len()), (100_000 - DEFAULT_RANGE_SECONDS, 100_000, 3));
+        let errors = StatsQuery::parse(Some("Bad Name"), Some("fax"), Some("yesterday"), None, 100_000).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["template", "channel", "from"]);
+        let backwards = StatsQuery::parse(None, None, Some("2026-11-22T06:00:00Z"), Some("2026-11-22T05:00:00Z"), 0);
+        assert_eq!(backwards.unwrap_err()[0].field, "from");
+    }
+
+    #[test]
+    fn rates_are_shares_of_sent_and_skips_are_by_reason() {
+        let query = StatsQuery::parse(None, Some("email"), None, None, 100_000).unwrap();
+        let totals = BTreeMap::from([
+            ("accepted".to_string(), 5),
+            ("sent".to_string(), 4),
+            ("delivered".to_string(), 3),
+            ("opened".to_string(), 2),
+            ("clicked".to_string(), 1),
+            ("clicks".to_string(), 3),
+            (skipped_counter(SkipReason::Suppressed), 1),
+        ]);
+        let report = query.report(&totals);
+        assert_eq!(report["counts"]["skipped"], json!({"suppressed": 1}));
+        assert_eq!(report["rates"], json!({"delivery_rate": 0.75, "open_rate": 0.5, "click_rate": 0.25}));
+        assert_eq!(
+            StatsQuery::parse(None, None, None, None, 0).unwrap().report(&BTreeMap::new())["rates"]["open_rate"],
+            Value::Null
+        );
+    }
+}

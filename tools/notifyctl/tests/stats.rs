@@ -1,0 +1,40 @@
+//! `notifyctl stats` reads the same counters as `GET /v1/stats` and reports the same figures.
+
+#[path = "../../local-stack/tests/support/mod.rs"]
+mod stack;
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use stack::api::Api;
+use stack::{endpoint, eventually};
+use support::{notifyctl, write_outputs};
+
+#[tokio::test]
+async fn the_cli_reports_what_the_api_reports() {
+    let api = Api::start().await;
+    let (outputs, directory) = write_outputs(&api.stack, &endpoint());
+    let (id, _) = api.send_sms().await;
+    let template = eventually(Duration::from_secs(30), "the SMS to be sent", || async {
+        let body = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
+        (body["deliveries"][0]["status"] == "sent").then(|| body["template"].as_str().unwrap().to_string())
+    })
+    .await;
+    // An explicit range, so the API and the CLI ask for the same hours.
+    let now = notify::time::now_epoch_seconds();
+    let at = |epoch| notify::time::rfc3339(time::OffsetDateTime::from_unix_timestamp(epoch).unwrap());
+    let (from, to) = (at(now - 3600), at(now + 3600));
+    let from_api =
+        api.call(Method::GET, &format!("/v1/stats?template={template}&from={from}&to={to}"), None).await.body;
+    assert_eq!(
+        (from_api["counts"]["accepted"].clone(), from_api["counts"]["sent"].clone()),
+        (json!(1), json!(1)),
+        "{from_api}"
+    );
+    let from_cli = notifyctl(&outputs, &["stats", "--template", &template, "--from", &from, "--to", &to]).await;
+    assert_eq!(from_cli, from_api);
+    api.stack.stop().await;
+    let _ = std::fs::remove_dir_all(directory);
+}
