@@ -5,6 +5,8 @@ mod auth;
 mod problem;
 mod request;
 mod send;
+/// Exposed for the CPU benchmark (`benches/cpu.rs`).
+pub use send::SendRequest;
 mod stats;
 mod status;
 mod templates;

@@ -136,12 +136,7 @@ impl AppRecord {
 fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buffer);
-    hex(&buffer)
-}
-
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    hex::encode(&buffer)
 }
 
 fn random_token() -> String {
@@ -151,20 +146,11 @@ fn random_token() -> String {
 }
 
 fn sha256_hex(value: &str) -> String {
-    hex(&Sha256::digest(value.as_bytes()))
+    hex::encode(Sha256::digest(value.as_bytes()))
 }
 
-fn decode_hex(hex: &str, out: &mut [u8; 32]) -> bool {
-    if hex.len() != 64 {
-        return false;
-    }
-    for (index, slot) in out.iter_mut().enumerate() {
-        match u8::from_str_radix(&hex[index * 2..index * 2 + 2], 16) {
-            Ok(byte) => *slot = byte,
-            Err(_) => return false,
-        }
-    }
-    true
+fn decode_hex(text: &str, out: &mut [u8; 32]) -> bool {
+    hex::decode_to_slice(text, out).is_ok()
 }
 
 #[cfg(test)]

@@ -274,7 +274,7 @@ impl NotificationRecord {
 }
 
 pub fn request_hash(body: &[u8]) -> String {
-    super::app::hex(&Sha256::digest(body))
+    hex::encode(Sha256::digest(body))
 }
 
 #[cfg(test)]

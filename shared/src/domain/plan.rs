@@ -142,6 +142,7 @@ mod tests {
             tracking: false,
             locales: BTreeMap::from([("en".into(), content)]),
             updated_at: "2026-01-01T00:00:00Z".into(),
+            compiled: Default::default(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Message templates: per-channel content with optional per-locale variants, written in
 //! MiniJinja (`{{ item_name }}`). Email HTML is auto-escaped; SMS, push and email text are not.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,35 @@ pub struct Template {
     /// Content per locale; `default_locale` must be one of the keys.
     pub locales: BTreeMap<String, LocalizedContent>,
     pub updated_at: String,
+    /// The parts compiled on first render and reused by every clone (intake caches templates
+    /// per warm instance): compiling is most of a render's cost.
+    #[serde(skip)]
+    pub compiled: CompiledParts,
+}
+
+/// A template's parts, compiled once. Derived from the template's fields, so it never makes
+/// two templates different.
+#[derive(Clone, Default)]
+pub struct CompiledParts(Arc<OnceLock<Result<Compiled, RenderError>>>);
+
+pub struct Compiled {
+    environment: Environment<'static>,
+    /// Part name (`en/email.html`) → the parameters it uses.
+    needs: HashMap<String, Vec<String>>,
+}
+
+impl PartialEq for CompiledParts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for CompiledParts {}
+
+impl std::fmt::Debug for CompiledParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "CompiledParts(compiled)" } else { "CompiledParts(not yet)" })
+    }
 }
 
 /// The most bytes one template part may have.
@@ -142,6 +172,7 @@ impl TemplateInput {
             tracking: self.tracking,
             locales: self.locales,
             updated_at: now.to_string(),
+            compiled: CompiledParts::default(),
         })
     }
 }
@@ -231,12 +262,40 @@ pub enum RenderError {
 impl Template {
     /// The content for `locale`, falling back from `pt-BR` to `pt` to the default locale.
     pub fn content_for(&self, locale: Option<&str>) -> &LocalizedContent {
+        &self.locales[self.locale_key(locale)]
+    }
+
+    /// The locale whose content a user with `locale` gets: theirs, its language, or the default.
+    fn locale_key(&self, locale: Option<&str>) -> &str {
         let candidates = locale.into_iter().flat_map(|tag| [tag, tag.split('-').next().unwrap_or(tag)]);
         candidates
-            .filter_map(|tag| self.locales.get(tag))
+            .filter_map(|tag| self.locales.get_key_value(tag))
+            .map(|(key, _)| key.as_str())
             .next()
-            .or_else(|| self.locales.get(&self.default_locale))
-            .expect("a stored template always has its default locale")
+            .unwrap_or(&self.default_locale)
+    }
+
+    /// Every part of every locale in one environment, with the parameters each uses.
+    fn compile(&self) -> Result<Compiled, RenderError> {
+        let mut environment = environment();
+        let mut needs = HashMap::new();
+        for (locale, content) in &self.locales {
+            for (part, source) in content.parts() {
+                let name = format!("{locale}/{part}");
+                let failed =
+                    |error: minijinja::Error| RenderError::Failed { part: part.to_string(), message: describe(&error) };
+                environment.add_template_owned(name.clone(), source.to_string()).map_err(failed)?;
+                let template = environment.get_template(&name).map_err(failed)?;
+                // Globals (`range`, `dict`, …) are the engine's, not parameters.
+                let uses: Vec<String> = template
+                    .undeclared_variables(false)
+                    .into_iter()
+                    .filter(|used| !environment.globals().any(|(global, _)| global == used))
+                    .collect();
+                needs.insert(name, uses);
+            }
+        }
+        Ok(Compiled { environment, needs })
     }
 
     /// Renders one channel for one locale.
@@ -246,39 +305,29 @@ impl Template {
         locale: Option<&str>,
         params: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Rendered, RenderError> {
-        let content = self.content_for(locale);
+        let key = self.locale_key(locale);
+        let content = &self.locales[key];
         let prefix = format!("{channel}.");
-        let parts: Vec<(&str, &str)> =
-            content.parts().into_iter().filter(|(part, _)| part.starts_with(&prefix)).collect();
+        let parts: Vec<&str> =
+            content.parts().into_iter().map(|(part, _)| part).filter(|part| part.starts_with(&prefix)).collect();
         if parts.is_empty() {
             return Err(RenderError::NoContent(channel));
         }
-
-        let environment = environment();
-        let mut missing = BTreeSet::new();
-        let mut compiled = Vec::with_capacity(parts.len());
-        for (part, source) in &parts {
-            let template = environment
-                .template_from_named_str(part, source)
-                .map_err(|error| RenderError::Failed { part: part.to_string(), message: describe(&error) })?;
-            // Globals (`range`, `dict`, …) are the engine's, not parameters.
-            missing.extend(
-                template.undeclared_variables(false).into_iter().filter(|name| {
-                    !params.contains_key(name) && !environment.globals().any(|(global, _)| global == name)
-                }),
-            );
-            compiled.push(template);
-        }
+        let compiled = self.compiled.0.get_or_init(|| self.compile()).as_ref().map_err(Clone::clone)?;
+        let names: Vec<String> = parts.iter().map(|part| format!("{key}/{part}")).collect();
+        let missing: BTreeSet<&String> = names
+            .iter()
+            .flat_map(|name| compiled.needs.get(name).into_iter().flatten())
+            .filter(|used| !params.contains_key(*used))
+            .collect();
         if !missing.is_empty() {
-            return Err(RenderError::MissingParams(missing.into_iter().collect()));
+            return Err(RenderError::MissingParams(missing.into_iter().cloned().collect()));
         }
-        let mut output = Vec::with_capacity(compiled.len());
-        for (template, (part, _)) in compiled.iter().zip(&parts) {
-            output.push(
-                template
-                    .render(params)
-                    .map_err(|error| RenderError::Failed { part: part.to_string(), message: describe(&error) })?,
-            );
+        let mut output = Vec::with_capacity(names.len());
+        for (name, part) in names.iter().zip(&parts) {
+            let failed =
+                |error: minijinja::Error| RenderError::Failed { part: part.to_string(), message: describe(&error) };
+            output.push(compiled.environment.get_template(name).map_err(failed)?.render(params).map_err(failed)?);
         }
         let mut output = output.into_iter();
         let mut next = || output.next().expect("one output per part");
@@ -344,6 +393,7 @@ mod tests {
             tracking: false,
             locales: BTreeMap::from([("en".into(), english), ("pt".into(), portuguese)]),
             updated_at: "2026-01-01T00:00:00Z".into(),
+            compiled: Default::default(),
         }
     }
 

@@ -140,7 +140,7 @@ impl DeviceToken {
     /// A short, fixed-length key for the token (its SHA-256, hex) for maps and log lines.
     pub fn key(&self) -> String {
         use sha2::Digest;
-        super::app::hex(&sha2::Sha256::digest(self.0.as_bytes()))
+        hex::encode(sha2::Sha256::digest(self.0.as_bytes()))
     }
 }
 

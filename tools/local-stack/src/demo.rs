@@ -97,6 +97,7 @@ pub async fn seed(clients: &Clients, deployed: &Deployed) -> Result<DemoApp, Sta
             tracking: false,
             locales: BTreeMap::from([("en".into(), english)]),
             updated_at: now,
+            compiled: Default::default(),
         })
         .await
         .map_err(failed("template"))?;

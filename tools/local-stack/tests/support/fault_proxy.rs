@@ -1,10 +1,12 @@
 //! A fault-injecting HTTP proxy for tests (loopback only): forwards every request to the
 //! emulator, except that a given share of provider sends (SNS `Publish`, SES v2 `SendEmail`)
-//! are answered with the provider's own throttling error instead.
+//! are answered with the provider's own throttling error instead. It also counts every AWS
+//! operation it forwards (the request-count benchmark reads them).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -18,6 +20,8 @@ pub struct FaultProxy {
     per_mille: Arc<AtomicU32>,
     pub throttled: Arc<AtomicU64>,
     pub forwarded_sends: Arc<AtomicU64>,
+    /// Forwarded requests by operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`, …).
+    pub operations: Arc<Mutex<BTreeMap<String, u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -28,6 +32,7 @@ struct Upstream {
     per_mille: Arc<AtomicU32>,
     throttled: Arc<AtomicU64>,
     forwarded_sends: Arc<AtomicU64>,
+    operations: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 impl FaultProxy {
@@ -38,7 +43,9 @@ impl FaultProxy {
         let per_mille = Arc::new(AtomicU32::new((share * 1000.0) as u32));
         let throttled = Arc::new(AtomicU64::new(0));
         let forwarded_sends = Arc::new(AtomicU64::new(0));
+        let operations = Arc::new(Mutex::new(BTreeMap::new()));
         let state = Upstream {
+            operations: operations.clone(),
             url: upstream.to_string(),
             http: reqwest::Client::new(),
             per_mille: per_mille.clone(),
@@ -49,7 +56,12 @@ impl FaultProxy {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { url, per_mille, throttled, forwarded_sends, task }
+        Self { url, per_mille, throttled, forwarded_sends, operations, task }
+    }
+
+    /// The operations counted so far, and a fresh count from now on.
+    pub fn take_operations(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.operations.lock().unwrap())
     }
 
     /// Changes the share of throttled sends (0.0–1.0) from now on.
@@ -96,13 +108,46 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
         }
     }
     let answer = forwarded.send().await.unwrap();
-    let mut response = Response::builder().status(answer.status().as_u16());
-    for (name, value) in answer.headers() {
+    let answer_status = answer.status();
+    let answer_headers = answer.headers().clone();
+    let answer_body = answer.bytes().await.unwrap();
+    let mut name = operation(&parts.headers, parts.uri.path(), &body);
+    if name == "sqs:ReceiveMessage" && !answer_body.windows(10).any(|w| w == b"\"Messages\"") {
+        name.push_str(" (empty)");
+    }
+    *upstream.operations.lock().unwrap().entry(name).or_default() += 1;
+    let mut response = Response::builder().status(answer_status.as_u16());
+    for (name, value) in &answer_headers {
         if name != "content-length" && name != "transfer-encoding" {
             response = response.header(name.as_str(), value.as_bytes());
         }
     }
-    response.body(Body::from(answer.bytes().await.unwrap())).unwrap()
+    response.body(Body::from(answer_body)).unwrap()
+}
+
+/// The AWS operation of a request, as `service:Operation`.
+fn operation(headers: &axum::http::HeaderMap, path: &str, body: &[u8]) -> String {
+    // JSON protocols name it in a header: `DynamoDB_20120810.PutItem`, `AmazonSQS.SendMessage`.
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        let (service, operation) = target.split_once('.').unwrap_or((target, ""));
+        let service = if service.starts_with("DynamoDB") {
+            "dynamodb"
+        } else if service == "AmazonSQS" {
+            "sqs"
+        } else {
+            service
+        };
+        return format!("{service}:{operation}");
+    }
+    if path == "/v2/email/outbound-emails" {
+        return "sesv2:SendEmail".into();
+    }
+    // The query protocol (SNS) names it in the form body.
+    let form = String::from_utf8_lossy(body);
+    match form.split('&').find_map(|pair| pair.strip_prefix("Action=")) {
+        Some(action) => format!("sns:{action}"),
+        None => format!("other:{path}"),
+    }
 }
 
 /// The providers' throttling errors, as each protocol spells them.

@@ -1,0 +1,192 @@
+//! AWS requests per notification, counted by operation through a counting proxy in front of the
+//! emulator while the whole local stack runs (intake, queues, the SMS dispatcher), for single
+//! sends and for the batch endpoint (100 per request); then the AWS cost per million
+//! notifications at the us-east-1 list prices below. Run with `scripts/bench.sh aws_requests`.
+//!
+//! What is counted: every request our functions make (and the local event-source poller's, shown
+//! apart: Lambda's own poller makes the same billed calls in AWS). Provider charges (the SMS or
+//! email itself) are not AWS infrastructure and are left out.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::api::{Api, unique};
+use support::fault_proxy::FaultProxy;
+use support::{endpoint, eventually, recorded_sms};
+
+const NOTIFICATIONS: usize = 200;
+
+/// us-east-1 list prices (USD), as published in 2026: API Gateway HTTP API per request (first
+/// 300 M), Lambda per request, SQS per request (64 KiB chunk), DynamoDB on demand per write and
+/// read request unit, Lambda arm64 per GB-second.
+const HTTP_API_REQUEST: f64 = 1.00 / 1e6;
+const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+const LAMBDA_ARM_GB_SECOND: f64 = 0.000_013_333_4;
+const SQS_REQUEST: f64 = 0.40 / 1e6;
+const DYNAMODB_WRU: f64 = 0.625 / 1e6;
+const DYNAMODB_RRU: f64 = 0.125 / 1e6;
+/// Assumed billed duration per invocation at 256 MB (the CPU benchmark measures our share).
+const ASSUMED_INVOCATION: Duration = Duration::from_millis(50);
+
+/// DynamoDB's size of an item: attribute names plus values (numbers and strings as text).
+fn item_bytes(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => map.iter().map(|(name, value)| name.len() + item_bytes(value)).sum::<usize>() + 3,
+        Value::Array(list) => list.iter().map(item_bytes).sum::<usize>() + 3,
+        Value::String(text) => text.len(),
+        Value::Number(number) => number.to_string().len(),
+        _ => 1,
+    }
+}
+
+struct Run {
+    operations: BTreeMap<String, u64>,
+    requests: u64,
+    record_bytes: usize,
+}
+
+async fn users(api: &Api, count: usize) -> Vec<String> {
+    futures::stream::iter(0..count)
+        .map(|_| async {
+            let user = unique("u");
+            api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+            user
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
+async fn wait_for_sms(text: &str, count: usize) {
+    eventually(Duration::from_secs(300), "every SMS", || async {
+        (recorded_sms().await.iter().filter(|sms| sms["message"] == text).count() >= count).then_some(())
+    })
+    .await;
+}
+
+async fn run(api: &Api, proxy: &FaultProxy, template: &str, batch: bool) -> Run {
+    let users = users(api, NOTIFICATIONS).await;
+    let text = unique("text");
+    let ids: Vec<String>;
+    proxy.take_operations();
+    let requests = if batch {
+        let mut all = Vec::new();
+        for chunk in users.chunks(100) {
+            let items: Vec<Value> = chunk
+                .iter()
+                .map(|user| json!({"user_id": user, "template": template, "params": {"text": text}, "idempotency_key": unique("k")}))
+                .collect();
+            let reply = api.call(Method::POST, "/v1/notifications/batch", Some(json!({"notifications": items}))).await;
+            all.extend(
+                reply.body["results"].as_array().unwrap().iter().map(|r| r["body"]["id"].as_str().unwrap().to_string()),
+            );
+        }
+        ids = all;
+        users.len().div_ceil(100)
+    } else {
+        ids = futures::stream::iter(&users)
+            .map(|user| {
+                let body = json!({"user_id": user, "template": template, "params": {"text": text}});
+                async move {
+                    api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        users.len()
+    };
+    wait_for_sms(&text, NOTIFICATIONS).await;
+    // The outcome writes follow the sends by a moment; let the last batches finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let operations = proxy.take_operations();
+    let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
+    let direct = aws_sdk_dynamodb::Client::new(&support::sdk().await);
+    let item = direct
+        .get_item()
+        .table_name(table)
+        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(ids[0].clone()))
+        .send()
+        .await
+        .unwrap();
+    let record: Value = serde_dynamo::from_item(item.item.unwrap()).unwrap();
+    Run { operations, requests: requests as u64, record_bytes: item_bytes(&record) }
+}
+
+/// Whether an operation is the event-source poller's (Lambda's, in AWS) rather than a function's.
+fn is_polling(operation: &str) -> bool {
+    operation.starts_with("sqs:ReceiveMessage") || operation == "sqs:DeleteMessageBatch"
+}
+
+fn cost_per_million(run: &Run) -> (f64, Vec<(String, f64)>) {
+    let per = |operation: &str| *run.operations.get(operation).unwrap_or(&0) as f64 / NOTIFICATIONS as f64;
+    let record_wru = run.record_bytes.div_ceil(1024) as f64;
+    let mut lines = Vec::new();
+    lines.push(("API Gateway requests".to_string(), run.requests as f64 / NOTIFICATIONS as f64 * HTTP_API_REQUEST));
+    let batches = per("sqs:DeleteMessageBatch").max(per("sqs:ReceiveMessage"));
+    let invocations = run.requests as f64 / NOTIFICATIONS as f64 + batches;
+    let gb_seconds = invocations * 0.25 * ASSUMED_INVOCATION.as_secs_f64();
+    lines.push((
+        "Lambda requests and duration".to_string(),
+        invocations * LAMBDA_REQUEST + gb_seconds * LAMBDA_ARM_GB_SECOND,
+    ));
+    let sqs: f64 = run
+        .operations
+        .iter()
+        .filter(|(op, _)| op.starts_with("sqs:") && !op.ends_with("(empty)"))
+        .map(|(op, _)| per(op))
+        .sum();
+    lines.push(("SQS requests (idle polls excluded)".to_string(), sqs * SQS_REQUEST));
+    // Writes to the notification record are billed by its size; the other items are under 1 KB.
+    let record_writes = per("dynamodb:PutItem").min(1.0) + per("dynamodb:UpdateItem");
+    let other_writes = per("dynamodb:TransactWriteItems") * 2.0;
+    lines.push((
+        format!("DynamoDB writes (record {} bytes: {record_wru} WRU each, counted for every write)", run.record_bytes),
+        (record_writes * record_wru + other_writes) * DYNAMODB_WRU,
+    ));
+    let reads = per("dynamodb:GetItem") + per("dynamodb:Query") + per("dynamodb:BatchGetItem");
+    lines.push(("DynamoDB reads (1 RRU each)".to_string(), reads * DYNAMODB_RRU));
+    let total = lines.iter().map(|(_, cost)| cost).sum::<f64>() * 1e6;
+    (total, lines.into_iter().map(|(name, cost)| (name, cost * 1e6)).collect())
+}
+
+fn report(name: &str, run: &Run) {
+    println!("\n## {name}: {NOTIFICATIONS} SMS notifications in {} requests", run.requests);
+    println!("\n| operation | requests | per notification |\n|---|---:|---:|");
+    for (operation, count) in &run.operations {
+        let shown =
+            if is_polling(operation) { format!("{operation} (event-source poller)") } else { operation.clone() };
+        println!("| {shown} | {count} | {:.3} |", *count as f64 / NOTIFICATIONS as f64);
+    }
+    let (total, lines) = cost_per_million(run);
+    println!("\n| cost per million notifications | USD |\n|---|---:|");
+    for (line, cost) in lines {
+        println!("| {line} | {cost:.3} |");
+    }
+    println!("| **total** | **{total:.2}** |");
+}
+
+#[tokio::main]
+async fn main() {
+    let proxy = FaultProxy::start(&endpoint(), 0.0).await;
+    let api = Api::start_with(&proxy.url, BTreeMap::new()).await;
+    let template = unique("t");
+    let content = json!({"default_locale": "en", "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
+    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+
+    let single = run(&api, &proxy, &template, false).await;
+    let batch = run(&api, &proxy, &template, true).await;
+    println!("# AWS requests per notification ({})", notify::time::now_rfc3339());
+    report("single sends (POST /v1/notifications)", &single);
+    report("batch sends (POST /v1/notifications/batch, 100 per request)", &batch);
+    api.stack.stop().await;
+}
