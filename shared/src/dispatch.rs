@@ -166,7 +166,10 @@ impl<P: Provider> Dispatcher<P> {
         message: &DeliveryMessage<P::Content>,
         outcome: AttemptOutcome,
     ) -> Result<Outcome, DependencyError> {
-        self.notifications.record(&message.notification_id, &message.delivery_id, P::CHANNEL, &outcome).await?;
+        if !self.notifications.record(&message.notification_id, &message.delivery_id, P::CHANNEL, &outcome).await? {
+            // Another attempt recorded (and counted) the outcome.
+            return Ok(Outcome::Done);
+        }
         let (metric, counter) = match &outcome {
             AttemptOutcome::Sent { .. } => (crate::metrics::Outcome::Sent, DeliveryStatus::Sent.as_str().to_string()),
             AttemptOutcome::Failed(_) => (crate::metrics::Outcome::Failed, DeliveryStatus::Failed.as_str().to_string()),

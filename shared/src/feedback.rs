@@ -1,6 +1,6 @@
 //! The email provider's feedback (SES event publishing, via SNS, on the email events queue):
 //! `delivered`, `bounced` and `complained` outcomes on the delivery, soft bounces on its
-//! timeline, opens and clicks counted as the tracking routes count them, and hard-bounced or complaining addresses on the suppression
+//! timeline, and hard-bounced or complaining addresses on the suppression
 //! list, which intake and the email dispatcher honour. Every step is idempotent: SNS and SQS
 //! deliver at least once.
 
@@ -13,11 +13,9 @@ use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::email_event::{Feedback, SesEvent};
 use crate::domain::notification::{DeliveryFailure, DeliveryStatus};
-use crate::domain::tracking::LinkTracker;
-use crate::domain::unsubscribe::LinkSigner;
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics;
-use crate::store::notifications::{Engagement, FeedbackRecorded, FeedbackTransition, NotificationStore};
+use crate::store::notifications::{FeedbackRecorded, FeedbackTransition, NotificationStore};
 use crate::store::stats::{StatsRecorder, StatsStore};
 use crate::store::suppressions::{Suppression, SuppressionReason, SuppressionStore};
 
@@ -36,20 +34,17 @@ pub enum FeedbackMessage {
 pub struct EmailFeedback {
     notifications: NotificationStore,
     suppressions: SuppressionStore,
-    tracker: LinkTracker,
     stats: StatsRecorder,
 }
 
 impl EmailFeedback {
-    /// Settings: `NOTIFICATIONS_TABLE`, `SUPPRESSIONS_TABLE`, `STATS_TABLE`, `LINK_SIGNING_SECRET` (to tell our
-    /// own tracking links in SES click events).
+    /// Settings: `NOTIFICATIONS_TABLE`, `SUPPRESSIONS_TABLE`, `STATS_TABLE`.
     pub fn load(sdk: &SdkConfig, settings: &mut Settings<'_>) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Self {
             notifications: NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
             suppressions: SuppressionStore::new(dynamodb.clone(), settings.required("SUPPRESSIONS_TABLE")),
             stats: StatsRecorder::new(StatsStore::new(dynamodb, settings.required("STATS_TABLE"))),
-            tracker: LinkTracker::new(LinkSigner::new(&settings.required("LINK_SIGNING_SECRET"))),
         }
     }
 
@@ -146,18 +141,6 @@ impl EmailFeedback {
             ),
             Feedback::SoftBounced { .. } => {
                 self.notifications.append_event(id, "soft_bounced", Channel::Email).await?;
-                return Ok(Outcome::Done);
-            }
-            // Counted like our own pixel (the first open only) and our own links; a click on one
-            // of our tracking links was counted by the click route already.
-            Feedback::Opened | Feedback::Clicked { .. } => {
-                let engagement = match &feedback {
-                    Feedback::Clicked { link } if self.tracker.is_click_link(link) => return Ok(Outcome::Done),
-                    Feedback::Clicked { .. } => Engagement::Click,
-                    _ => Engagement::Open,
-                };
-                let engaged = self.notifications.record_engagement(id, delivery_id, Channel::Email, engagement).await?;
-                self.stats.count_engagement(event.template(), Channel::Email, engagement, engaged);
                 return Ok(Outcome::Done);
             }
             Feedback::Ignored(kind) => {

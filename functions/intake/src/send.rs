@@ -174,7 +174,10 @@ impl Intake {
             .get_or_load(&template_name, self.templates.get(&template_name))
             .await?
             .ok_or_else(|| ApiError::invalid("template", "no such template"))?;
-        let wants_email = request.channels.as_deref().is_none_or(|channels| channels.contains(&Channel::Email));
+        // Looked up only when an email could be planned at all.
+        let wants_email = request.channels.as_deref().is_none_or(|channels| channels.contains(&Channel::Email))
+            && profile.preferences.email
+            && template.content_for(profile.locale.as_ref().map(|locale| locale.as_str())).has(Channel::Email);
         let email_suppressed = match profile.email.as_ref().filter(|_| wants_email) {
             Some(address) => {
                 let key = address.as_str().to_ascii_lowercase();

@@ -1,12 +1,12 @@
 //! Open and click tracking routes, no app credentials: the tokens are sealed by this deployment
-//! (see `notify::domain::tracking`). A token that is tampered with, foreign, or names a
-//! notification no longer logged gets 404 and records nothing.
+//! (see `notify::domain::tracking`). A token that is tampered with or foreign gets 404 and
+//! records nothing; a sealed one always redirects (or shows the pixel).
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use notify::domain::tracking::Tracked;
-use notify::store::notifications::{Engaged, Engagement};
+use notify::store::notifications::Engagement;
 
 use crate::Intake;
 use crate::problem::ApiError;
@@ -28,24 +28,27 @@ fn response(status: i64, headers: HeaderMap, body: Option<Body>) -> ApiGatewayV2
 }
 
 impl Intake {
-    async fn engage(&self, tracked: &Tracked, engagement: Engagement) -> Result<Engaged, ApiError> {
+    /// Records an engagement, best effort: a tracked link keeps working when its notification is
+    /// no longer logged (nothing is recorded) or the write fails (logged).
+    async fn engage(&self, tracked: &Tracked, engagement: Engagement) {
         let engaged = self
             .notifications
             .record_engagement(&tracked.notification_id, &tracked.delivery_id, tracked.channel, engagement)
-            .await?;
-        if engaged == Engaged::Missing {
-            return Err(not_tracked());
+            .await;
+        match engaged {
+            Ok(engaged) => self.stats.count_engagement(&tracked.template, tracked.channel, engagement, engaged),
+            Err(error) => {
+                tracing::warn!(notification_id = %tracked.notification_id, error = %error, ?engagement, "engagement not recorded")
+            }
         }
-        self.stats.count_engagement(&tracked.template, tracked.channel, engagement, engaged);
-        Ok(engaged)
     }
 
     /// `GET /t/c/{token}`: records the click and redirects to the link's original URL.
     pub(crate) async fn click(&self, request: &ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let tracked = self.tracker.click(path_parameter(request, "token")?).ok_or_else(not_tracked)?;
-        let url = tracked.url.clone().unwrap_or_default();
-        let location = HeaderValue::try_from(url.as_str()).map_err(|_| not_tracked())?;
-        self.engage(&tracked, Engagement::Click).await?;
+        // Sealed targets are ASCII (percent-encoded when the link is sealed).
+        let location = HeaderValue::try_from(tracked.url.as_deref().unwrap_or_default()).map_err(|_| not_tracked())?;
+        self.engage(&tracked, Engagement::Click).await;
         let mut headers = HeaderMap::new();
         headers.insert("location", location);
         headers.insert("cache-control", HeaderValue::from_static("no-store"));
@@ -55,7 +58,7 @@ impl Intake {
     /// `GET /t/o/{token}`: records the first open and answers with a transparent pixel.
     pub(crate) async fn open(&self, request: &ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let tracked = self.tracker.open(path_parameter(request, "token")?).ok_or_else(not_tracked)?;
-        self.engage(&tracked, Engagement::Open).await?;
+        self.engage(&tracked, Engagement::Open).await;
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("image/gif"));
         headers.insert("cache-control", HeaderValue::from_static("no-store"));

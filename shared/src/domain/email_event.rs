@@ -20,8 +20,6 @@ pub struct SesEvent {
     pub complaint: Option<SesComplaint>,
     #[serde(default)]
     pub reject: Option<SesReject>,
-    #[serde(default)]
-    pub click: Option<SesClick>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,12 +64,6 @@ pub struct SesReject {
     pub reason: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SesClick {
-    #[serde(default)]
-    pub link: String,
-}
-
 /// What an event means for the delivery it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Feedback {
@@ -93,11 +85,8 @@ pub enum Feedback {
     Rejected {
         reason: String,
     },
-    Opened,
-    Clicked {
-        link: String,
-    },
-    /// An event type we do not act on (`Send`, `DeliveryDelay`, …).
+    /// An event type we do not act on (`Send`, `DeliveryDelay`; `Open` and `Click` are not
+    /// published: opens and clicks come from our own tracking links).
     Ignored(String),
 }
 
@@ -135,10 +124,6 @@ impl SesEvent {
             },
             ("Reject", _, _) => {
                 Feedback::Rejected { reason: self.reject.as_ref().map(|r| r.reason.clone()).unwrap_or_default() }
-            }
-            ("Open", _, _) => Feedback::Opened,
-            ("Click", _, _) => {
-                Feedback::Clicked { link: self.click.as_ref().map(|c| c.link.clone()).unwrap_or_default() }
             }
             (other, _, _) => Feedback::Ignored(other.to_string()),
         }

@@ -77,13 +77,15 @@ impl StatsQuery {
         self.channel.map_or_else(|| Channel::ALL.to_vec(), |channel| vec![channel])
     }
 
-    /// The report of the counters summed over the query's channels and hours.
-    pub fn report(&self, totals: &BTreeMap<String, u64>) -> Value {
+    /// The report of the counters summed over the query's channels and hours. Delivery, opens
+    /// and clicks exist for email only, so the rates are shares of the email sent
+    /// (`email_sent`), null when none was.
+    pub fn report(&self, totals: &BTreeMap<String, u64>, email_sent: u64) -> Value {
         let count = |name: &str| totals.get(name).copied().unwrap_or(0);
         let skipped: BTreeMap<&str, u64> =
             totals.iter().filter_map(|(name, n)| Some((name.strip_prefix("skipped_")?, *n))).collect();
         let sent = count("sent");
-        let rate = |n: u64| (sent > 0).then(|| ((n as f64 / sent as f64) * 10_000.0).round() / 10_000.0);
+        let rate = |n: u64| (email_sent > 0).then(|| ((n as f64 / email_sent as f64) * 10_000.0).round() / 10_000.0);
         json!({
             "template": self.template,
             "channel": self.channel,
@@ -137,11 +139,11 @@ mod tests {
             ("clicks".to_string(), 3),
             (skipped_counter(SkipReason::Suppressed), 1),
         ]);
-        let report = query.report(&totals);
+        let report = query.report(&totals, 4);
         assert_eq!(report["counts"]["skipped"], json!({"suppressed": 1}));
         assert_eq!(report["rates"], json!({"delivery_rate": 0.75, "open_rate": 0.5, "click_rate": 0.25}));
         assert_eq!(
-            StatsQuery::parse(None, None, None, None, 0).unwrap().report(&BTreeMap::new())["rates"]["open_rate"],
+            StatsQuery::parse(None, None, None, None, 0).unwrap().report(&BTreeMap::new(), 0)["rates"]["open_rate"],
             Value::Null
         );
     }

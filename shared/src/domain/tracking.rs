@@ -41,40 +41,63 @@ impl LinkTracker {
     }
 
     /// The email with every http(s) link rewritten to `base_url` (the API's public URL) and an
-    /// open pixel at the end of the html.
+    /// open pixel at the end of the html. In the html only `href` values are links (images and
+    /// other URLs stay as they are); in the text, every URL is.
     pub fn track_email(&self, email: EmailContent, delivery: &Tracked, base_url: &str) -> EmailContent {
         let base_url = base_url.trim_end_matches('/');
         let pixel = format!(
             r#"<img src="{base_url}/t/o/{}" width="1" height="1" alt="" style="display:none">"#,
             self.signer.seal(OPEN, &serde_json::to_vec(delivery).expect("serializes"))
         );
-        let mut html = self.rewrite(&email.html, delivery, base_url, true);
+        let mut html = self.rewrite_hrefs(&email.html, delivery, base_url);
         match html.rfind("</body>") {
             Some(end) => html.insert_str(end, &pixel),
             None => html.push_str(&pixel),
         }
-        EmailContent { html, text: self.rewrite(&email.text, delivery, base_url, false), ..email }
+        EmailContent { html, text: self.rewrite_text(&email.text, delivery, base_url), ..email }
     }
 
-    fn rewrite(&self, content: &str, delivery: &Tracked, base_url: &str, html: bool) -> String {
+    /// The tracking link for `url`; a non-ASCII URL is percent-encoded, as a redirect needs.
+    fn click_link(&self, url: &str, delivery: &Tracked, base_url: &str) -> String {
+        let url = percent_encoding::utf8_percent_encode(url, percent_encoding::CONTROLS).to_string();
+        let tracked = Tracked { url: Some(url), ..delivery.clone() };
+        format!("{base_url}/t/c/{}", self.signer.seal(CLICK, &serde_json::to_vec(&tracked).expect("serializes")))
+    }
+
+    fn rewrite_hrefs(&self, html: &str, delivery: &Tracked, base_url: &str) -> String {
+        // ASCII lower-casing keeps every byte offset.
+        let lower = html.to_ascii_lowercase();
+        let mut rewritten = String::with_capacity(html.len());
+        let (mut last, mut from) = (0, 0);
+        while let Some(found) = lower[from..].find("href=") {
+            let start = from + found + "href=".len();
+            from = start;
+            let Some(quote) = html[start..].chars().next().filter(|c| *c == '"' || *c == '\'') else { continue };
+            let value = start + 1;
+            let Some(length) = html[value..].find(quote) else { break };
+            let url = unescape_html(&html[value..value + length]);
+            if url.starts_with("https://") || url.starts_with("http://") {
+                rewritten.push_str(&html[last..value]);
+                rewritten.push_str(&self.click_link(&url, delivery, base_url));
+                last = value + length;
+            }
+            from = value + length;
+        }
+        rewritten.push_str(&html[last..]);
+        rewritten
+    }
+
+    fn rewrite_text(&self, text: &str, delivery: &Tracked, base_url: &str) -> String {
         let mut finder = LinkFinder::new();
         finder.kinds(&[LinkKind::Url]);
-        let mut rewritten = String::with_capacity(content.len());
+        let mut rewritten = String::with_capacity(text.len());
         let mut last = 0;
-        for link in finder.links(content) {
-            let found = link.as_str();
-            if !(found.starts_with("https://") || found.starts_with("http://")) {
-                continue;
-            }
-            // In html, `&` inside an attribute is written `&amp;`; the target is the real URL.
-            let url = if html { found.replace("&amp;", "&") } else { found.to_string() };
-            let tracked = Tracked { url: Some(url), ..delivery.clone() };
-            let token = self.signer.seal(CLICK, &serde_json::to_vec(&tracked).expect("serializes"));
-            rewritten.push_str(&content[last..link.start()]);
-            rewritten.push_str(&format!("{base_url}/t/c/{token}"));
+        for link in finder.links(text).filter(|link| link.as_str().starts_with("http")) {
+            rewritten.push_str(&text[last..link.start()]);
+            rewritten.push_str(&self.click_link(link.as_str(), delivery, base_url));
             last = link.end();
         }
-        rewritten.push_str(&content[last..]);
+        rewritten.push_str(&text[last..]);
         rewritten
     }
 
@@ -88,12 +111,14 @@ impl LinkTracker {
     pub fn open(&self, token: &str) -> Option<Tracked> {
         serde_json::from_slice(&self.signer.open(OPEN, token)?).ok()
     }
+}
 
-    /// Whether `url` is one of our click links (an SES click event on it was already counted
-    /// by the click route).
-    pub fn is_click_link(&self, url: &str) -> bool {
-        url.split_once("/t/c/").is_some_and(|(_, token)| self.click(token).is_some())
-    }
+/// Undoes what the template engine's HTML escaping does to a value (`&amp;`, `&#x2f;`, …), so
+/// the target is the URL the author meant.
+fn unescape_html(value: &str) -> String {
+    [("&#x2f;", "/"), ("&#x27;", "'"), ("&quot;", "\""), ("&lt;", "<"), ("&gt;", ">"), ("&amp;", "&")]
+        .iter()
+        .fold(value.to_string(), |value, (escaped, plain)| value.replace(escaped, plain))
 }
 
 #[cfg(test)]
@@ -128,7 +153,11 @@ mod tests {
 
     fn tokens(content: &str, kind: &str) -> Vec<String> {
         let prefix = format!("https://api.example.com/t/{kind}/");
-        content.split(&prefix).skip(1).map(|rest| rest.split(['"', ' ', '\n']).next().unwrap().to_string()).collect()
+        content
+            .split(&prefix)
+            .skip(1)
+            .map(|rest| rest.split(['"', '\'', ' ', '\n']).next().unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -155,6 +184,22 @@ mod tests {
     }
 
     #[test]
+    fn only_links_are_tracked_and_escaped_or_unicode_urls_lead_to_the_right_place() {
+        let tracked = tracker().track_email(
+            email(
+                r#"<img src="https://cdn.example.com/logo.png"><a href="https:&#x2f;&#x2f;shop.example.com&#x2f;caf&eacute;">x</a><a href='https://b.example/é'>y</a>"#,
+                "",
+            ),
+            &delivery(),
+            BASE,
+        );
+        assert!(tracked.html.contains("https://cdn.example.com/logo.png"), "images are not links");
+        let targets: Vec<String> =
+            tokens(&tracked.html, "c").iter().map(|token| tracker().click(token).unwrap().url.unwrap()).collect();
+        assert_eq!(targets, ["https://shop.example.com/caf&eacute;", "https://b.example/%C3%A9"]);
+    }
+
+    #[test]
     fn tampered_or_foreign_tokens_are_refused() {
         let tracked = tracker().track_email(email("<a href=\"https://a.example/\">a</a>", ""), &delivery(), BASE);
         let [token] = tokens(&tracked.html, "c").try_into().unwrap();
@@ -172,6 +217,5 @@ mod tests {
         assert_eq!(tracker().click("garbage"), None);
         let other = LinkTracker::new(LinkSigner::new("another secret of thirty-two bytes!"));
         assert_eq!(other.click(&token), None);
-        assert!(tracker().is_click_link(&format!("https://api.example.com/t/c/{token}")));
     }
 }

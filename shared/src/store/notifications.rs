@@ -261,14 +261,14 @@ impl NotificationStore {
     }
 
     /// Records how an attempt ended, if the delivery is still `sending` (an attempt that took
-    /// over and finished first has already recorded it).
+    /// over and finished first has already recorded it): whether this write recorded it.
     pub async fn record(
         &self,
         id: &str,
         delivery_id: &str,
         channel: Channel,
         outcome: &AttemptOutcome,
-    ) -> Result<(), DependencyError> {
+    ) -> Result<bool, DependencyError> {
         let mut names = delivery_names(delivery_id);
         let mut sets = vec![
             "#deliveries.#d.#status = :status".to_string(),
@@ -312,10 +312,10 @@ impl NotificationStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, "the delivery was finished by another attempt");
-                Ok(())
+                Ok(false)
             }
             Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
         }

@@ -55,30 +55,38 @@ impl StatsStore {
     /// Writes a tally: for each template, channel and hour, its scope and the all-templates
     /// scope, concurrently.
     pub async fn write(&self, tally: Tally) -> Result<(), DependencyError> {
-        let mut updates = Vec::new();
-        for ((template, channel, hour), counters) in &tally.counts {
+        // The all-templates scope gets one write per channel and hour, however many templates.
+        let mut scoped: BTreeMap<(String, Channel, String), BTreeMap<String, u64>> = BTreeMap::new();
+        for ((template, channel, hour), counters) in tally.counts {
             for scope in [template.as_str(), ALL_TEMPLATES] {
-                let mut names = HashMap::new();
-                let mut values = HashMap::new();
-                let mut adds = Vec::new();
-                for (index, (counter, n)) in counters.iter().enumerate() {
-                    names.insert(format!("#c{index}"), counter.clone());
-                    values.insert(format!(":v{index}"), AttributeValue::N(n.to_string()));
-                    adds.push(format!("#c{index} :v{index}"));
+                let sums = scoped.entry((scope.to_string(), channel, hour.clone())).or_default();
+                for (counter, n) in &counters {
+                    *sums.entry(counter.clone()).or_insert(0) += n;
                 }
-                let update = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .key("scope", string(&format!("{scope}#{channel}")))
-                    .key("hour", string(hour))
-                    .update_expression(format!("ADD {}", adds.join(", ")))
-                    .set_expression_attribute_names(Some(names))
-                    .set_expression_attribute_values(Some(values));
-                updates.push(async move {
-                    update.send().await.map_err(|error| classify("dynamodb", "UpdateItem", error, &[]))
-                });
             }
+        }
+        let mut updates = Vec::new();
+        for ((scope, channel, hour), counters) in &scoped {
+            let mut names = HashMap::new();
+            let mut values = HashMap::new();
+            let mut adds = Vec::new();
+            for (index, (counter, n)) in counters.iter().enumerate() {
+                names.insert(format!("#c{index}"), counter.clone());
+                values.insert(format!(":v{index}"), AttributeValue::N(n.to_string()));
+                adds.push(format!("#c{index} :v{index}"));
+            }
+            let update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("scope", string(&format!("{scope}#{channel}")))
+                .key("hour", string(hour))
+                .update_expression(format!("ADD {}", adds.join(", ")))
+                .set_expression_attribute_names(Some(names))
+                .set_expression_attribute_values(Some(values));
+            updates.push(
+                async move { update.send().await.map_err(|error| classify("dynamodb", "UpdateItem", error, &[])) },
+            );
         }
         futures::future::try_join_all(updates).await?;
         Ok(())
@@ -177,11 +185,15 @@ impl StatsStore {
     pub async fn report(&self, query: &crate::domain::stats::StatsQuery) -> Result<serde_json::Value, DependencyError> {
         let (from, to) = (crate::time::hour_bucket(query.from), crate::time::hour_bucket(query.to));
         let mut totals = BTreeMap::new();
+        let mut email_sent = 0;
         for channel in query.channels() {
             for (counter, n) in self.sum(query.template.as_ref().map(|t| t.as_str()), channel, &from, &to).await? {
+                if channel == Channel::Email && counter == "sent" {
+                    email_sent = n;
+                }
                 *totals.entry(counter).or_insert(0) += n;
             }
         }
-        Ok(query.report(&totals))
+        Ok(query.report(&totals, email_sent))
     }
 }

@@ -219,7 +219,8 @@ async fn every_transition_is_recorded_with_its_event() {
         Claim::Finished(DeliveryStatus::Failed)
     );
     // A late outcome from a superseded attempt changes nothing.
-    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Sent { provider_message_id: "late".into() }).await.unwrap();
+    let late = AttemptOutcome::Sent { provider_message_id: "late".into() };
+    assert!(!store.record(&id, "sms", Channel::Sms, &late).await.unwrap(), "not recorded (nor counted)");
     let body = parked.api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
     assert_eq!(body["deliveries"][0]["status"], "failed");
     let events: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
