@@ -171,12 +171,17 @@ impl<P: Provider> Dispatcher<P> {
             return Ok(Outcome::Done);
         }
         let (metric, counter) = match &outcome {
-            AttemptOutcome::Sent { .. } => (crate::metrics::Outcome::Sent, DeliveryStatus::Sent.as_str().to_string()),
-            AttemptOutcome::Failed(_) => (crate::metrics::Outcome::Failed, DeliveryStatus::Failed.as_str().to_string()),
-            AttemptOutcome::Skipped(reason) => (crate::metrics::Outcome::Skipped, skipped_counter(*reason)),
-            AttemptOutcome::Retrying(_) => (crate::metrics::Outcome::Retried, String::new()),
+            AttemptOutcome::Sent { .. } => {
+                (crate::metrics::Outcome::Sent, Some(DeliveryStatus::Sent.as_str().to_string()))
+            }
+            AttemptOutcome::Failed(_) => {
+                (crate::metrics::Outcome::Failed, Some(DeliveryStatus::Failed.as_str().to_string()))
+            }
+            AttemptOutcome::Skipped(reason) => (crate::metrics::Outcome::Skipped, Some(skipped_counter(*reason))),
+            // Not an outcome for the stats: the delivery comes back.
+            AttemptOutcome::Retrying(_) => (crate::metrics::Outcome::Retried, None),
         };
-        if !counter.is_empty() {
+        if let Some(counter) = counter {
             self.stats.count(message.template.as_str(), P::CHANNEL, &counter);
         }
         crate::metrics::delivery(P::CHANNEL, metric);

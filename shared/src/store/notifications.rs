@@ -99,9 +99,7 @@ impl AttemptOutcome {
 }
 
 fn status_value(status: DeliveryStatus) -> AttributeValue {
-    AttributeValue::S(
-        serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-    )
+    string(status.as_str())
 }
 
 /// Placeholders shared by the delivery transitions (`status` is a DynamoDB reserved word).

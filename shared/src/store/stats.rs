@@ -126,6 +126,22 @@ impl StatsStore {
         }
         Ok(totals)
     }
+
+    /// The report of a query: the counters summed over its channels and hours.
+    pub async fn report(&self, query: &crate::domain::stats::StatsQuery) -> Result<serde_json::Value, DependencyError> {
+        let (from, to) = (crate::time::hour_bucket(query.from), crate::time::hour_bucket(query.to));
+        let mut totals = BTreeMap::new();
+        let mut email_sent = 0;
+        for channel in query.channels() {
+            for (counter, n) in self.sum(query.template.as_ref().map(|t| t.as_str()), channel, &from, &to).await? {
+                if channel == Channel::Email && counter == "sent" {
+                    email_sent = n;
+                }
+                *totals.entry(counter).or_insert(0) += n;
+            }
+        }
+        Ok(query.report(&totals, email_sent))
+    }
 }
 
 /// Counts events as they happen and writes them in one go (at the end of a request or batch).
@@ -177,23 +193,5 @@ impl StatsRecorder {
 
     pub async fn report(&self, query: &crate::domain::stats::StatsQuery) -> Result<serde_json::Value, DependencyError> {
         self.store.report(query).await
-    }
-}
-
-impl StatsStore {
-    /// The report of a query: the counters summed over its channels and hours.
-    pub async fn report(&self, query: &crate::domain::stats::StatsQuery) -> Result<serde_json::Value, DependencyError> {
-        let (from, to) = (crate::time::hour_bucket(query.from), crate::time::hour_bucket(query.to));
-        let mut totals = BTreeMap::new();
-        let mut email_sent = 0;
-        for channel in query.channels() {
-            for (counter, n) in self.sum(query.template.as_ref().map(|t| t.as_str()), channel, &from, &to).await? {
-                if channel == Channel::Email && counter == "sent" {
-                    email_sent = n;
-                }
-                *totals.entry(counter).or_insert(0) += n;
-            }
-        }
-        Ok(query.report(&totals, email_sent))
     }
 }
