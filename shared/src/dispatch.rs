@@ -116,9 +116,11 @@ impl<P: Provider> Dispatcher<P> {
                 let wait = Duration::from_millis((until_ms - now_ms).max(0) as u64) + Duration::from_secs(1);
                 return Ok(self.retry_after(record, wait).await);
             }
+            // The intake logs every delivery before enqueueing it, so this message was not
+            // made by this stack (or outlived its record): poison, kept for on-call in the DLQ.
             Claim::Missing => {
-                tracing::warn!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; dropped");
-                return Ok(Outcome::Done);
+                tracing::error!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; left for the DLQ");
+                return Ok(Outcome::Retry);
             }
         }
 

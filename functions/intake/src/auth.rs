@@ -10,12 +10,12 @@ use notify::store::apps::AppStore;
 use crate::problem::ApiError;
 
 /// The app key and secret presented by a request.
-struct Credentials {
+pub(crate) struct Credentials {
     app_key: String,
     secret: String,
 }
 
-fn credentials(headers: &HeaderMap) -> Option<Credentials> {
+pub(crate) fn credentials(headers: &HeaderMap) -> Option<Credentials> {
     let header = headers.get("authorization")?.to_str().ok()?;
     let (scheme, encoded) = header.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

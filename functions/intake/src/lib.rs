@@ -3,6 +3,8 @@
 
 mod auth;
 mod problem;
+#[cfg(test)]
+mod properties;
 mod request;
 mod send;
 /// Exposed for the CPU benchmark (`benches/cpu.rs`).

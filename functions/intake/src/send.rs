@@ -428,10 +428,10 @@ fn unsent(record: &NotificationRecord) -> Vec<Outgoing> {
 }
 
 /// One batch item: its idempotency key and the rest of it, or why it is unusable.
-type BatchItem = Result<(String, Value), ApiError>;
+pub(crate) type BatchItem = Result<(String, Value), ApiError>;
 
 /// The batch's items, each with its idempotency key split off, or a per-item error.
-fn batch_items(envelope: &Value) -> Result<Vec<BatchItem>, ApiError> {
+pub(crate) fn batch_items(envelope: &Value) -> Result<Vec<BatchItem>, ApiError> {
     let object = envelope.as_object().ok_or_else(|| ApiError::Malformed("the body must be a JSON object".into()))?;
     if let Some(unknown) = object.keys().find(|key| *key != "notifications") {
         return Err(ApiError::invalid(unknown, "is not a known field"));

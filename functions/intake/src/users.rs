@@ -13,9 +13,9 @@ use crate::request::{parsed_path_parameter, typed};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DeviceInput {
-    platform: Platform,
-    token: String,
+pub(crate) struct DeviceInput {
+    pub(crate) platform: Platform,
+    pub(crate) token: String,
 }
 
 /// A user as the API shows it.

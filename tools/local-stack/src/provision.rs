@@ -145,8 +145,11 @@ pub async fn deploy(
             .map(str::to_string)
             .unwrap_or_else(|| physical_name(stack_name, &configuration_set.logical_id, 64));
         let created = clients.sesv2.create_configuration_set().configuration_set_name(&name).send().await;
+        // A redeploy keeps the set. The emulator names the error as SES v1 did.
         if let Err(error) = created
-            && !error.as_service_error().is_some_and(|e| e.is_already_exists_exception())
+            && !error.as_service_error().is_some_and(|e| {
+                e.is_already_exists_exception() || e.meta().code() == Some("ConfigurationSetAlreadyExistsException")
+            })
         {
             return Err(aws_error(format!("creating configuration set {}", configuration_set.logical_id), error));
         }

@@ -230,32 +230,6 @@ async fn an_unverified_sender_fails_permanently_after_one_attempt() {
 }
 
 #[tokio::test]
-async fn a_poison_message_does_not_block_its_batch() {
-    let api = Api::start().await;
-    let (user, template) = user_and_template(&api, json!({"phone": "+12015550123"}), false).await;
-    let queue = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
-    for poison in [
-        "not json",
-        r#"{"channel":"sms"}"#,
-        r#"{"notification_id":"x","delivery_id":"sms","user_id":"u","template":"t","transactional":false,"to":"+1","body":"b"}"#,
-    ] {
-        api.clients.sqs.send_message().queue_url(&queue).message_body(poison).send().await.unwrap();
-    }
-    let order = unique("order");
-    let id = send(&api, &user, &template, &order, &["sms"]).await;
-    assert_eq!(completed(&api, &id).await["deliveries"][0]["status"], "sent");
-    eventually(Duration::from_secs(20), "the SMS", || async {
-        recorded_sms()
-            .await
-            .iter()
-            .any(|sms| sms["message"] == format!("Order {order} shipped, Ada").as_str())
-            .then_some(())
-    })
-    .await;
-    api.stack.stop().await;
-}
-
-#[tokio::test]
 async fn with_30_percent_provider_throttling_every_delivery_is_sent_exactly_once() {
     let proxy = FaultProxy::start(&endpoint(), 0.3).await;
     let parameters = BTreeMap::from([

@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy for tests (loopback only): forwards every request to the
 //! emulator, except that a given share of provider sends (SNS `Publish`, SES v2 `SendEmail`)
-//! are answered with the provider's own throttling error instead. It also counts every AWS
-//! operation it forwards (the request-count benchmark reads them).
+//! are answered with the provider's own throttling error instead, and (when asked) a share of
+//! SQS and DynamoDB requests with a 500 internal error. It also counts every AWS operation it
+//! forwards (the request-count benchmark reads them).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +19,10 @@ pub struct FaultProxy {
     pub url: String,
     /// Share of provider sends throttled, in thousandths.
     per_mille: Arc<AtomicU32>,
+    /// Share of SQS and DynamoDB requests failed, in thousandths.
+    infrastructure_per_mille: Arc<AtomicU32>,
     pub throttled: Arc<AtomicU64>,
+    pub infrastructure_faults: Arc<AtomicU64>,
     pub forwarded_sends: Arc<AtomicU64>,
     /// Forwarded requests by operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`, …).
     pub operations: Arc<Mutex<BTreeMap<String, u64>>>,
@@ -30,7 +34,9 @@ struct Upstream {
     url: String,
     http: reqwest::Client,
     per_mille: Arc<AtomicU32>,
+    infrastructure_per_mille: Arc<AtomicU32>,
     throttled: Arc<AtomicU64>,
+    infrastructure_faults: Arc<AtomicU64>,
     forwarded_sends: Arc<AtomicU64>,
     operations: Arc<Mutex<BTreeMap<String, u64>>>,
 }
@@ -41,7 +47,9 @@ impl FaultProxy {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let per_mille = Arc::new(AtomicU32::new((share * 1000.0) as u32));
+        let infrastructure_per_mille = Arc::new(AtomicU32::new(0));
         let throttled = Arc::new(AtomicU64::new(0));
+        let infrastructure_faults = Arc::new(AtomicU64::new(0));
         let forwarded_sends = Arc::new(AtomicU64::new(0));
         let operations = Arc::new(Mutex::new(BTreeMap::new()));
         let state = Upstream {
@@ -49,14 +57,25 @@ impl FaultProxy {
             url: upstream.to_string(),
             http: reqwest::Client::new(),
             per_mille: per_mille.clone(),
+            infrastructure_per_mille: infrastructure_per_mille.clone(),
             throttled: throttled.clone(),
+            infrastructure_faults: infrastructure_faults.clone(),
             forwarded_sends: forwarded_sends.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { url, per_mille, throttled, forwarded_sends, operations, task }
+        Self {
+            url,
+            per_mille,
+            infrastructure_per_mille,
+            throttled,
+            infrastructure_faults,
+            forwarded_sends,
+            operations,
+            task,
+        }
     }
 
     /// The operations counted so far, and a fresh count from now on.
@@ -67,6 +86,11 @@ impl FaultProxy {
     /// Changes the share of throttled sends (0.0–1.0) from now on.
     pub fn set_share(&self, share: f64) {
         self.per_mille.store((share * 1000.0) as u32, Ordering::SeqCst);
+    }
+
+    /// Changes the share (0.0–1.0) of SQS and DynamoDB requests failed from now on.
+    pub fn set_infrastructure_share(&self, share: f64) {
+        self.infrastructure_per_mille.store((share * 1000.0) as u32, Ordering::SeqCst);
     }
 }
 
@@ -100,6 +124,16 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
         }
         upstream.forwarded_sends.fetch_add(1, Ordering::SeqCst);
     }
+    // Half the SQS/DynamoDB faults are refused requests, half are requests that took effect
+    // but whose answer was lost: the second kind is what makes retries meet their own writes.
+    let infrastructure_fault = is_infrastructure(&parts.headers)
+        && rand::rng().random_range(0..1000) < upstream.infrastructure_per_mille.load(Ordering::SeqCst);
+    if infrastructure_fault {
+        upstream.infrastructure_faults.fetch_add(1, Ordering::SeqCst);
+        if rand::rng().random_bool(0.5) {
+            return internal_error();
+        }
+    }
     let mut forwarded =
         upstream.http.request(parts.method.clone(), format!("{}{path}", upstream.url)).body(body.to_vec());
     for (name, value) in &parts.headers {
@@ -116,6 +150,9 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
         name.push_str(" (empty)");
     }
     *upstream.operations.lock().unwrap().entry(name).or_default() += 1;
+    if infrastructure_fault {
+        return internal_error();
+    }
     let mut response = Response::builder().status(answer_status.as_u16());
     for (name, value) in &answer_headers {
         if name != "content-length" && name != "transfer-encoding" {
@@ -148,6 +185,24 @@ fn operation(headers: &axum::http::HeaderMap, path: &str, body: &[u8]) -> String
         Some(action) => format!("sns:{action}"),
         None => format!("other:{path}"),
     }
+}
+
+/// Whether a request is to SQS or DynamoDB (both speak JSON protocols named in `x-amz-target`).
+fn is_infrastructure(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|target| target.starts_with("DynamoDB") || target.starts_with("AmazonSQS"))
+}
+
+/// A server-side failure as the JSON protocols spell it: transient, so the SDK retries it.
+fn internal_error() -> Response {
+    Response::builder()
+        .status(StatusCode::INTERNAL_SERVER_ERROR)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amzn-errortype", "InternalFailure")
+        .body(Body::from(r#"{"__type":"InternalFailure","message":"injected fault"}"#))
+        .unwrap()
 }
 
 /// The providers' throttling errors, as each protocol spells them.

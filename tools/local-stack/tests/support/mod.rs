@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod fault_proxy;
+pub mod reliability;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The reliability suite (issue 7) at full size: the property tests with 10,000 cases each, then
+# the scenarios against the pinned emulator (auth matrix, 50 concurrent duplicates, poison,
+# 2,000 notifications under faults and restarts), printing how many cases held. The figures go
+# to BENCHMARKS.md; `scripts/test.sh` runs the same scenarios smaller.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PROPTEST_CASES="${PROPTEST_CASES:-10000}" cargo test --workspace --lib properties
+scripts/with-emulator.sh cargo bench -p local-stack --bench reliability

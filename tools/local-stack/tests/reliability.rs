@@ -1,0 +1,42 @@
+//! The reliability scenarios of issue 7 at the size CI affords (scripts/reliability.sh runs
+//! them at full size): every case of each must hold.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use support::api::Api;
+use support::reliability::{self, PipelineRun};
+
+#[tokio::test]
+async fn the_auth_matrix_never_lets_a_bad_caller_through() {
+    let api = Api::start().await;
+    reliability::auth_matrix(&api).await.assert_held();
+    api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_duplicates_make_one_notification_and_one_send() {
+    let api = Api::start().await;
+    reliability::concurrent_duplicates(&api, 50).await.assert_held();
+    api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn poison_of_every_kind_reaches_the_dlq_without_blocking_its_batch() {
+    let template = reliability::with_visibility_timeout(&support::project_template_text(), 1);
+    let api = Api::start_from(&template, &support::endpoint(), BTreeMap::new()).await;
+    reliability::poison(&api).await.assert_held();
+    api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn under_faults_and_a_restart_every_accepted_notification_ends_once() {
+    // Lighter than the full run (20% everywhere, two restarts: about 12 minutes for 60
+    // notifications, most of it messages waiting out visibility timeouts and leases).
+    let run =
+        PipelineRun { notifications: 40, users: 10, restarts: 1, provider_faults: 0.2, infrastructure_faults: 0.05 };
+    for figure in reliability::pipeline_under_faults(&support::endpoint(), run).await {
+        figure.assert_held();
+    }
+}

@@ -1,0 +1,615 @@
+//! The reliability scenarios of issue 7, each reporting a figure (how many cases were tried,
+//! how many held). The tests run them at a size CI affords and assert that every case held;
+//! `benches/reliability.rs` (scripts/reliability.sh) runs them at full size and prints the
+//! figures BENCHMARKS.md records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use local_stack::demo::{self, DemoApp};
+use local_stack::functions::Registry;
+use local_stack::template::Template;
+use local_stack::{Clients, LocalStack};
+use notify::domain::app::Scope;
+use notify::domain::notification::{DeliveryStatus, NotificationRecord};
+use notify::store::apps::AppStore;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::api::{Api, OPENAPI, ios_token, unique};
+use super::fault_proxy::FaultProxy;
+use super::{emulator_state, queue_is_empty};
+
+/// One scenario's result.
+#[derive(Debug)]
+pub struct Figure {
+    pub name: String,
+    pub tried: usize,
+    pub held: usize,
+    /// What did not hold, one line per case.
+    pub failures: Vec<String>,
+    /// What else was measured (faults injected, time taken, …).
+    pub notes: Vec<String>,
+}
+
+impl Figure {
+    fn new(name: &str) -> Self {
+        Self { name: name.into(), tried: 0, held: 0, failures: Vec::new(), notes: Vec::new() }
+    }
+
+    fn check(&mut self, held: bool, case: impl FnOnce() -> String) {
+        self.tried += 1;
+        if held {
+            self.held += 1;
+        } else {
+            self.failures.push(case());
+        }
+    }
+
+    pub fn assert_held(&self) {
+        self.print();
+        assert!(
+            self.failures.is_empty() && self.tried > 0,
+            "{}: {} of {} held: {:#?}",
+            self.name,
+            self.held,
+            self.tried,
+            self.failures
+        );
+    }
+
+    pub fn print(&self) {
+        println!("| {} | {} | {} | {} |", self.name, self.tried, self.held, self.notes.join("; "));
+        for failure in self.failures.iter().take(20) {
+            println!("|   ✗ {failure} | | | |");
+        }
+    }
+}
+
+/// The scope each route needs: the API's documented contract (README, "Apps and scopes").
+fn scope_of(method: &str, path: &str) -> Scope {
+    match (method, path) {
+        (_, p) if p.starts_with("/v1/users") => Scope::Users,
+        (_, p) if p.starts_with("/v1/templates") => Scope::Templates,
+        ("POST", p) if p.starts_with("/v1/notifications") => Scope::Send,
+        _ => Scope::Status,
+    }
+}
+
+/// A request each secured operation accepts from a caller with every scope, so that only the
+/// credentials can make it fail.
+fn valid_request(method: &str, template: &str, user: &str, notification: &str) -> (String, Option<Value>) {
+    let path = template
+        .replace("{user_id}", user)
+        .replace("{token}", &ios_token())
+        .replace("{name}", demo::DEMO_TEMPLATE)
+        .replace("{id}", notification);
+    let send =
+        json!({"user_id": user, "template": demo::DEMO_TEMPLATE, "params": {"name": "Ada"}, "channels": ["sms"]});
+    let body = match (method, template) {
+        ("PUT", "/v1/users/{user_id}") => Some(json!({"phone": "+12015550123"})),
+        ("POST", "/v1/users/{user_id}/devices") => Some(json!({"platform": "ios", "token": ios_token()})),
+        ("PUT", "/v1/users/{user_id}/preferences") => Some(json!({"email": true})),
+        ("PUT", "/v1/templates/{name}") => Some(json!({
+            "default_locale": "en",
+            "locales": {"en": {"sms": {"body": "Hi {{ name }}, welcome to notify!"}}}
+        })),
+        ("POST", "/v1/notifications") => Some(send),
+        ("POST", "/v1/notifications/batch") => Some(json!({"notifications": [send]})),
+        _ => None,
+    };
+    let path = if template == "/v1/stats" { format!("{path}?template={}", demo::DEMO_TEMPLATE) } else { path };
+    (path, body)
+}
+
+/// Every secured operation of the served OpenAPI document, called with every kind of bad
+/// credentials: none, a malformed header, an unknown key, a wrong secret, a disabled app, a
+/// secret revoked by rotation, and an app lacking the route's scope. None may get a 2xx; the
+/// same requests with good credentials must (else the matrix would prove nothing).
+pub async fn auth_matrix(api: &Api) -> Figure {
+    let mut figure = Figure::new("auth matrix: bad credentials never get a 2xx");
+    let apps = AppStore::new(api.clients.dynamodb.clone(), demo::tables(&api.stack.deployed).unwrap().apps);
+    let all_scopes: BTreeSet<Scope> = Scope::ALL.into_iter().collect();
+    let create =
+        |name: &'static str, scopes: BTreeSet<Scope>| demo::create_app(&api.clients, &api.stack.deployed, name, scopes);
+
+    let disabled = create("disabled", all_scopes.clone()).await.unwrap();
+    let mut record = apps.get(&disabled.app_key).await.unwrap().unwrap();
+    record.disabled = true;
+    apps.update(&record).await.unwrap();
+    let rotated = create("rotated", all_scopes.clone()).await.unwrap();
+    let mut record = apps.get(&rotated.app_key).await.unwrap().unwrap();
+    record.rotate("2026-01-02T00:00:00Z");
+    record.rotate("2026-01-03T00:00:00Z");
+    apps.update(&record).await.unwrap();
+    let mut lacking: BTreeMap<Scope, DemoApp> = BTreeMap::new();
+    for scope in Scope::ALL {
+        let others = all_scopes.iter().copied().filter(|other| *other != scope).collect();
+        lacking.insert(scope, create("lacking", others).await.unwrap());
+    }
+
+    let user = unique("u");
+    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+    let sent = api
+        .call(
+            Method::POST,
+            "/v1/notifications",
+            Some(json!({"user_id": user, "template": demo::DEMO_TEMPLATE, "params": {"name": "Ada"}})),
+        )
+        .await;
+    let notification = sent.body["id"].as_str().unwrap().to_string();
+
+    let openapi: Value = serde_json::from_str(OPENAPI).unwrap();
+    let good = (api.app.app_key.clone(), api.app.app_secret.clone());
+    for (template, item) in openapi["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if !["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                continue;
+            }
+            // Operations with `security: []` are public on purpose (links in messages).
+            if operation.get("security").is_some_and(|security| security == &json!([])) {
+                continue;
+            }
+            let method_name = method.to_uppercase();
+            let method = Method::from_bytes(method_name.as_bytes()).unwrap();
+            let lacking_scope = &lacking[&scope_of(&method_name, template)];
+            let cases = [
+                ("no credentials", None, None),
+                ("malformed header", None, Some("Basic !!!")),
+                ("unknown key", Some(("ak_unknown".into(), good.1.clone())), None),
+                ("wrong secret", Some((good.0.clone(), "sk_wrong".into())), None),
+                ("disabled app", Some((disabled.app_key.clone(), disabled.app_secret.clone())), None),
+                ("revoked secret", Some((rotated.app_key.clone(), rotated.app_secret.clone())), None),
+                ("missing scope", Some((lacking_scope.app_key.clone(), lacking_scope.app_secret.clone())), None),
+            ];
+            for (kind, credentials, header) in cases {
+                let (path, body) = valid_request(&method_name, template, &user, &notification);
+                let headers: Vec<(&str, &str)> = header.map(|h| ("authorization", h)).into_iter().collect();
+                let credentials = credentials.as_ref().map(|(k, s)| (k.as_str(), s.as_str()));
+                let reply = api.call_as(credentials, method.clone(), &path, body, &headers).await;
+                let expected = if kind == "missing scope" { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+                figure.check(reply.status == expected, || {
+                    format!("{method_name} {template} with {kind}: {} (wanted {expected})", reply.status)
+                });
+            }
+            // The user again, as an earlier DELETE may have erased it.
+            api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+            let (path, body) = valid_request(&method_name, template, &user, &notification);
+            let reply = api.call(method.clone(), &path, body).await;
+            figure.check(reply.status.is_success(), || {
+                format!("{method_name} {template} with good credentials: {} {}", reply.status, reply.body)
+            });
+        }
+    }
+    figure.notes.push("each secured operation × 7 kinds of bad credentials, plus the good request".into());
+    figure
+}
+
+/// `count` identical requests at once with one Idempotency-Key: one notification, one log
+/// record, one SMS.
+pub async fn concurrent_duplicates(api: &Api, count: usize) -> Figure {
+    let mut figure = Figure::new(&format!("{count} concurrent identical requests, one Idempotency-Key"));
+    let user = unique("u");
+    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+    let text = unique("dup");
+    let template = unique("t");
+    let content =
+        json!({"default_locale": "en", "transactional": true, "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
+    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+    let body = json!({"user_id": user, "template": template, "params": {"text": text}});
+    let key = unique("key");
+    let replies = futures::future::join_all((0..count).map(|_| api.send_with_key(&body, &key))).await;
+    let ids: BTreeSet<String> =
+        replies.iter().filter_map(|reply| reply.body["id"].as_str().map(str::to_string)).collect();
+    for reply in &replies {
+        figure.check(reply.status == StatusCode::ACCEPTED, || format!("answered {} {}", reply.status, reply.body));
+    }
+    figure.check(ids.len() == 1, || format!("{} notification ids", ids.len()));
+    let originals = replies.iter().filter(|reply| reply.headers.get("idempotent-replayed").is_none()).count();
+    figure.check(originals == 1, || format!("{originals} answers were not marked as replays"));
+
+    let table = demo::tables(&api.stack.deployed).unwrap().notifications;
+    let scanned = api.clients.dynamodb.scan().table_name(&table).send().await.unwrap();
+    let records = scanned.items().iter().filter(|item| item["user_id"].as_s().unwrap() == &user).count();
+    figure.check(records == 1, || format!("{records} log records"));
+    let queue = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
+    super::eventually(Duration::from_secs(60), "the SMS queue to drain", || async {
+        queue_is_empty(&api.clients.sqs, &queue).await.then_some(())
+    })
+    .await;
+    let sends = super::recorded_sms().await.iter().filter(|sms| sms["message"] == text.as_str()).count();
+    figure.check(sends == 1, || format!("{sends} SMS sent"));
+    figure
+}
+
+/// The template with every queue's visibility timeout at `seconds` (unprocessed messages come
+/// back, and poison reaches its DLQ, in seconds instead of minutes).
+pub fn with_visibility_timeout(template_text: &str, seconds: u32) -> String {
+    template_text.replace("VisibilityTimeout: 180", &format!("VisibilityTimeout: {seconds}"))
+}
+
+/// The kinds of poison a channel queue can receive.
+pub fn poison_messages() -> Vec<(&'static str, String)> {
+    let valid_shape = |delivery: &str| {
+        json!({"notification_id": unique("n"), "delivery_id": delivery, "user_id": "u", "template": "t",
+               "transactional": false, "to": "+12015550123", "body": "b"})
+        .to_string()
+    };
+    vec![
+        ("not JSON", "not json {".to_string()),
+        ("wrong schema", r#"{"channel":"sms","hello":1}"#.to_string()),
+        ("unknown channel", valid_shape("fax")),
+        ("unknown notification", valid_shape("sms")),
+        ("huge (250 KB)", json!({"padding": "x".repeat(250 * 1024)}).to_string()),
+    ]
+}
+
+/// Poison of every kind on every channel queue, in one batch with a good notification: each
+/// poison is reported on its own and reaches the channel's DLQ; the good message is sent.
+/// `api` must run a template from [`with_visibility_timeout`].
+pub async fn poison(api: &Api) -> Figure {
+    let mut figure = Figure::new("poison messages: reported alone, parked in the DLQ, batch not blocked");
+    let user = unique("u");
+    let address = format!("{user}@example.com");
+    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123", "email": address}))).await;
+    api.call(
+        Method::POST,
+        &format!("/v1/users/{user}/devices"),
+        Some(json!({"platform": "ios", "token": ios_token()})),
+    )
+    .await;
+    let template = unique("t");
+    let order = unique("o");
+    let content = json!({"default_locale": "en", "transactional": true, "locales": {"en": {
+        "push": {"title": "t", "body": "{{ order }}"},
+        "sms": {"body": "{{ order }}"},
+        "email": {"subject": "{{ order }}", "html": "<p>{{ order }}</p>", "text": "{{ order }}"}
+    }}});
+    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+
+    let mut parked = Vec::new();
+    for (queue, dlq) in [
+        ("SmsQueue", "SmsDeadLetterQueue"),
+        ("EmailQueue", "EmailDeadLetterQueue"),
+        ("PushQueue", "PushDeadLetterQueue"),
+    ] {
+        let url = api.stack.deployed.queue(queue).unwrap().0.to_string();
+        let dlq_url = api.stack.deployed.queue(dlq).unwrap().0.to_string();
+        let mut sent = Vec::new();
+        for (kind, body) in poison_messages() {
+            let id = api
+                .clients
+                .sqs
+                .send_message()
+                .queue_url(&url)
+                .message_body(body)
+                .send()
+                .await
+                .unwrap()
+                .message_id
+                .unwrap();
+            sent.push((kind, id));
+        }
+        parked.push((queue, dlq_url, sent));
+    }
+    let body = json!({"user_id": user, "template": template, "params": {"order": order}});
+    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
+    let done = super::eventually(Duration::from_secs(120), "the good notification", || async {
+        let view = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
+        (view["status"] == "completed").then_some(view)
+    })
+    .await;
+    for delivery in done["deliveries"].as_array().unwrap() {
+        figure.check(delivery["status"] == "sent", || {
+            format!("the good {} delivery ended {}", delivery["channel"], delivery["status"])
+        });
+    }
+
+    for (queue, dlq_url, sent) in parked {
+        let wanted: BTreeSet<&str> = sent.iter().map(|(_, id)| id.as_str()).collect();
+        let found = dead_letters(&api.clients, &dlq_url, &wanted).await;
+        for (kind, message_id) in &sent {
+            figure.check(found.contains(message_id), || format!("{queue}: the {kind} poison did not reach the DLQ"));
+        }
+    }
+    figure.notes.push(format!("{} kinds × 3 channel queues", poison_messages().len()));
+    figure
+}
+
+/// The ids among `wanted` that reach the DLQ within a deadline (read without deleting).
+async fn dead_letters(clients: &Clients, dlq_url: &str, wanted: &BTreeSet<&str>) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while found.len() < wanted.len() && tokio::time::Instant::now() < deadline {
+        let received = clients
+            .sqs
+            .receive_message()
+            .queue_url(dlq_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for message in received.messages() {
+            if let Some(id) = message.message_id().filter(|id| wanted.contains(id)) {
+                found.insert(id.to_string());
+            }
+        }
+    }
+    found
+}
+
+/// The pipeline run: how big, how hostile.
+pub struct PipelineRun {
+    pub notifications: usize,
+    pub users: usize,
+    pub restarts: usize,
+    /// Share of provider sends throttled.
+    pub provider_faults: f64,
+    /// Share of SQS and DynamoDB requests failed (half refused, half applied with the answer lost).
+    pub infrastructure_faults: f64,
+}
+
+/// Deliveries and provider sends expected per notification, by the channel it asks for (the
+/// users have one phone, one address, an iOS and an Android device).
+const CHANNELS: [(&str, usize); 3] = [("sms", 1), ("email", 1), ("push", 2)];
+
+/// `run.notifications` notifications across every channel through the whole stack while a
+/// share of provider sends, SQS and DynamoDB requests fail, and the stack is killed (every task
+/// aborted mid-flight) and restarted `run.restarts` times. The client retries refused requests
+/// with the same Idempotency-Key, as callers should. Every accepted notification must end with
+/// an outcome for each delivery; the emulator must hold exactly one provider send per `sent`
+/// delivery and none for the others.
+pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figure> {
+    let started = std::time::Instant::now();
+    let proxy = Arc::new(FaultProxy::start(endpoint, 0.0).await);
+    let direct = Clients::new(&super::sdk_for(endpoint).await);
+    let stack_sdk = super::sdk_for(&proxy.url).await;
+    let template_text = with_visibility_timeout(&super::project_template_text(), 40);
+    let template = Template::parse(&template_text).unwrap();
+    let stack_name = super::unique_stack_name();
+    let given = BTreeMap::from([
+        ("RetryBaseSeconds".to_string(), "1".to_string()),
+        ("RetryMaxSeconds".to_string(), "4".to_string()),
+    ]);
+    let parameters = local_stack::local_parameters(&direct, &template, &stack_name, &given).await.unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let start = || async {
+        let options = local_stack::StackOptions {
+            stack_name: stack_name.clone(),
+            parameters: parameters.clone(),
+            api_address: SocketAddr::from(([127, 0, 0, 1], port)),
+            registry: Registry::project(),
+        };
+        LocalStack::start(&stack_sdk, &template, options).await.unwrap()
+    };
+    let stack = start().await;
+    let deployed = stack.deployed.clone();
+    let app = demo::seed(&direct, &deployed).await.unwrap();
+    let api_url = stack.api_url.clone();
+    let stack = Arc::new(Mutex::new(Some(stack)));
+    let http = reqwest::Client::new();
+    let call = |method: Method, path: String, body: Value, key: Option<String>| {
+        let mut request = http
+            .request(method, format!("{api_url}{path}"))
+            .basic_auth(&app.app_key, Some(&app.app_secret))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send()
+    };
+
+    // Users and the template, before any fault.
+    let template_name = unique("t");
+    let content = json!({"default_locale": "en", "transactional": true, "locales": {"en": {
+        "push": {"title": "Order", "body": "{{ order }}"},
+        "sms": {"body": "{{ order }}"},
+        "email": {"subject": "{{ order }}", "html": "<p>{{ order }}</p>", "text": "{{ order }}"}
+    }}});
+    assert!(
+        call(Method::PUT, format!("/v1/templates/{template_name}"), content, None).await.unwrap().status().is_success()
+    );
+    let users: Vec<String> = futures::stream::iter(0..run.users)
+        .map(|_| async {
+            let user = unique("u");
+            let contacts = json!({"phone": "+12015550123", "email": format!("{user}@example.com")});
+            assert!(
+                call(Method::PUT, format!("/v1/users/{user}"), contacts, None).await.unwrap().status().is_success()
+            );
+            for (platform, token) in [("ios", ios_token()), ("android", format!("fcm:{}", ios_token()))] {
+                let device = json!({"platform": platform, "token": token});
+                let reply = call(Method::POST, format!("/v1/users/{user}/devices"), device, None).await.unwrap();
+                assert!(reply.status().is_success());
+            }
+            user
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+
+    proxy.set_share(run.provider_faults);
+    proxy.set_infrastructure_share(run.infrastructure_faults);
+    let run_tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let order_of = |index: usize| format!("rel{run_tag}n{index:05}");
+    let accepted = AtomicUsize::new(0);
+    let refused = AtomicUsize::new(0);
+    let submit = futures::stream::iter(0..run.notifications)
+        .map(|index| {
+            let (channel, _) = CHANNELS[index % CHANNELS.len()];
+            let body = json!({"user_id": users[index % users.len()], "template": template_name,
+                              "params": {"order": order_of(index)}, "channels": [channel]});
+            let key = format!("{run_tag}-{index}");
+            let (accepted, refused, call) = (&accepted, &refused, &call);
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+                loop {
+                    match call(Method::POST, "/v1/notifications".into(), body.clone(), Some(key.clone())).await {
+                        Ok(reply) if reply.status() == StatusCode::ACCEPTED => {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                            let id = reply.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+                            return (index, id);
+                        }
+                        Ok(reply) => assert!(
+                            reply.status().is_server_error() || reply.status() == 429,
+                            "refused for good: {}",
+                            reply.status()
+                        ),
+                        Err(_) => {} // the stack is down: try again
+                    }
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    assert!(tokio::time::Instant::now() < deadline, "notification {index} never accepted");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<(usize, String)>>();
+    let chaos = async {
+        for restart in 1..=run.restarts {
+            let at = run.notifications * restart / (run.restarts + 1);
+            while accepted.load(Ordering::SeqCst) < at {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let running = stack.lock().await.take().unwrap();
+            running.stop().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Provisioning is deployment, not the run: no faults while the stack comes back.
+            proxy.set_infrastructure_share(0.0);
+            let restarted = start().await;
+            proxy.set_infrastructure_share(run.infrastructure_faults);
+            *stack.lock().await = Some(restarted);
+        }
+    };
+    let (ids, ()) = tokio::join!(submit, chaos);
+    let submitted_in = started.elapsed();
+
+    // Wait until every accepted notification has an outcome for every delivery.
+    let mine: BTreeSet<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
+    let table = demo::tables(&deployed).unwrap().notifications;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1200);
+    let records = loop {
+        let records = scan_records(&direct, &table, &mine).await;
+        let open = records.values().filter(|record| !record.deliveries.values().all(|d| d.status.is_final())).count();
+        if (open == 0 && records.len() == mine.len()) || tokio::time::Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    proxy.set_share(0.0);
+    proxy.set_infrastructure_share(0.0);
+    let settled_in = started.elapsed();
+    // Late duplicates would come from messages still in flight: let the queues drain first.
+    for queue in ["SmsQueue", "EmailQueue", "PushQueue"] {
+        let url = deployed.queue(queue).unwrap().0.to_string();
+        super::eventually(Duration::from_secs(300), "the channel queues to drain", || async {
+            queue_is_empty(&direct.sqs, &url).await.then_some(())
+        })
+        .await;
+    }
+    if let Some(running) = stack.lock().await.take() {
+        running.stop().await;
+    }
+
+    let sends = provider_sends(&emulator_state().await, &format!("rel{run_tag}n"));
+    let mut outcomes = Figure::new(&format!(
+        "{} notifications, faults on {:.0}% of provider sends and {:.0}% of SQS/DynamoDB requests, {} restarts: every accepted one ends with an outcome",
+        run.notifications,
+        run.provider_faults * 100.0,
+        run.infrastructure_faults * 100.0,
+        run.restarts
+    ));
+    let mut exactly_once = Figure::new("… and each sent delivery is one provider send, the others none");
+    let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
+    for (index, id) in &ids {
+        let record = records.get(id.as_str());
+        outcomes.check(
+            record.is_some_and(|r| !r.deliveries.is_empty() && r.deliveries.values().all(|d| d.status.is_final())),
+            || {
+                format!(
+                    "notification {index} ({id}): {:?}",
+                    record.map(|r| r.deliveries.values().map(|d| d.status).collect::<Vec<_>>())
+                )
+            },
+        );
+        let Some(record) = record else { continue };
+        let sent = record.deliveries.values().filter(|d| d.status == DeliveryStatus::Sent).count();
+        for delivery in record.deliveries.values() {
+            *statuses.entry(delivery.status.as_str()).or_default() += 1;
+        }
+        let recorded = sends.get(index).copied().unwrap_or(0);
+        exactly_once.check(recorded == sent, || {
+            format!("notification {index} ({id}): {sent} sent deliveries, {recorded} provider sends")
+        });
+    }
+    outcomes.notes.push(format!(
+        "{} accepted after {} refused attempts (stack down or a fault); deliveries by status: {statuses:?}",
+        ids.len(),
+        refused.load(Ordering::SeqCst)
+    ));
+    outcomes.notes.push(format!(
+        "faults injected: {} provider throttles, {} SQS/DynamoDB failures; submitted in {:.0} s, settled in {:.0} s",
+        proxy.throttled.load(Ordering::SeqCst),
+        proxy.infrastructure_faults.load(Ordering::SeqCst),
+        submitted_in.as_secs_f64(),
+        settled_in.as_secs_f64()
+    ));
+    exactly_once.notes.push(format!("{} provider sends counted in the emulator", sends.values().sum::<usize>()));
+    vec![outcomes, exactly_once]
+}
+
+/// The log records among `ids`, read straight from the emulator.
+async fn scan_records(clients: &Clients, table: &str, ids: &BTreeSet<&str>) -> BTreeMap<String, NotificationRecord> {
+    let items: Vec<_> = clients
+        .dynamodb
+        .scan()
+        .table_name(table)
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|item| item.unwrap())
+        .collect();
+    items
+        .into_iter()
+        .filter_map(|item| serde_dynamo::from_item::<_, NotificationRecord>(item).ok())
+        .filter(|record| ids.contains(record.id.as_str()))
+        .map(|record| (record.id.clone(), record))
+        .collect()
+}
+
+/// Provider sends in the emulator (SMS, SES messages, push to platform endpoints) per
+/// notification index, found by `marker` followed by the five-digit index in their text.
+fn provider_sends(state: &Value, marker: &str) -> BTreeMap<usize, usize> {
+    let mut texts: Vec<String> = Vec::new();
+    texts.extend(state["sns"]["SMS"].as_array().into_iter().flatten().map(Value::to_string));
+    for kind in ["RawMessage", "Message"] {
+        texts.extend(state["ses"][kind].as_array().into_iter().flatten().map(Value::to_string));
+    }
+    for endpoint in state["sns"]["PlatformEndpoint"].as_array().into_iter().flatten() {
+        texts.extend(endpoint["messages"].as_object().into_iter().flatten().map(|(_, message)| message.to_string()));
+    }
+    let mut sends = BTreeMap::new();
+    for text in texts {
+        // One send names its notification once or more (subject, html, text): count it once.
+        let indexes: BTreeSet<usize> = text
+            .match_indices(marker)
+            .filter_map(|(at, _)| text.get(at + marker.len()..at + marker.len() + 5)?.parse().ok())
+            .collect();
+        for index in indexes {
+            *sends.entry(index).or_default() += 1;
+        }
+    }
+    sends
+}
