@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs everything the project needs that is not Rust itself: two project-local Python venvs
-# (the pinned emulator; lint/build tooling). Idempotent and fast when nothing changed: each venv
+# Installs everything the project needs that is not Rust itself: project-local Python venvs
+# (the pinned emulator; lint/build tooling; and, asked for by scripts/api-fuzz.sh only,
+# schemathesis). Idempotent and fast when nothing changed: each venv
 # is rebuilt only when its requirements file changes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,9 +27,10 @@ install_venv() {
 case "${1:-all}" in
   emulator) install_venv emulator "$root/tools/requirements-emulator.txt" ;;
   tooling) install_venv tooling "$root/tools/requirements-tooling.txt" ;;
+  api-fuzz) install_venv api-fuzz "$root/tools/requirements-api-fuzz.txt" ;;
   all)
     install_venv emulator "$root/tools/requirements-emulator.txt"
     install_venv tooling "$root/tools/requirements-tooling.txt"
     ;;
-  *) echo "usage: scripts/setup.sh [emulator|tooling|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [emulator|tooling|api-fuzz|all]" >&2; exit 2 ;;
 esac
