@@ -9,6 +9,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 scripts/setup.sh api-fuzz
+# Installed and built in the foreground, where Ctrl-C reaches them; up.sh's own steps are then
+# no-ops.
+scripts/setup.sh emulator
+cargo build --bin local-stack
 free_port() { .venv/api-fuzz/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 api_port="$(free_port)"
 emulator_port="$(free_port)"
@@ -20,7 +24,7 @@ stack_pid=$!
 # SIGINT: the local stack stops on Ctrl-C, taking its emulator with it.
 trap 'kill -INT "$stack_pid" 2>/dev/null || true; wait "$stack_pid" 2>/dev/null || true' EXIT
 
-deadline=$((SECONDS + 900)) # the first run builds the local stack
+deadline=$((SECONDS + 120))
 until grep -q "app secret:" "$log"; do
     kill -0 "$stack_pid" 2>/dev/null || { cat "$log" >&2; echo "api-fuzz: the local stack did not start" >&2; exit 1; }
     [ "$SECONDS" -lt "$deadline" ] || { echo "api-fuzz: the local stack did not start in time" >&2; exit 1; }

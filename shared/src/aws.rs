@@ -18,8 +18,14 @@ pub fn provider_config(sdk: &SdkConfig) -> SdkConfig {
     sdk.to_builder().retry_config(aws_config::retry::RetryConfig::disabled()).build()
 }
 
-/// Classifies an SDK error. Errors whose code is in `permanent_codes` are permanent (the target
-/// or content is at fault and retrying cannot help); everything else, including throttling,
+/// Errors about the request itself, the same on every attempt whatever the service: a request
+/// the service refuses as malformed (a DynamoDB expression, an item over 400 KB) or one the SDK
+/// could not build.
+const MALFORMED_REQUEST_CODES: [&str; 2] = ["ValidationException", "Construction"];
+
+/// Classifies an SDK error. Errors whose code is in `permanent_codes` (the target or content is
+/// at fault) or names a malformed request are permanent: retrying cannot help. Everything else,
+/// including throttling,
 /// 5xx, timeouts, network failures and codes we do not know, is transient: a wrongly transient
 /// error costs a few retries and ends in a DLQ with an alarm, a wrongly permanent one silently
 /// drops a notification.
@@ -47,7 +53,31 @@ where
         SdkError::ConstructionFailure(_) => ("Construction".to_string(), DisplayErrorContext(&error).to_string()),
         _ => ("Unknown".to_string(), DisplayErrorContext(&error).to_string()),
     };
-    let class =
-        if permanent_codes.contains(&code.as_str()) { FailureClass::Permanent } else { FailureClass::Transient };
+    let permanent = permanent_codes.contains(&code.as_str()) || MALFORMED_REQUEST_CODES.contains(&code.as_str());
+    let class = if permanent { FailureClass::Permanent } else { FailureClass::Transient };
     DependencyError { class, service, operation, code, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+
+    fn service_error(code: &str) -> SdkError<UpdateItemError, ()> {
+        SdkError::service_error(UpdateItemError::generic(ErrorMetadata::builder().code(code).build()), ())
+    }
+
+    #[test]
+    fn a_malformed_request_is_permanent_and_unknown_codes_are_transient() {
+        let class = |error| classify("dynamodb", "UpdateItem", error, &[]).class;
+        assert_eq!(class(service_error("ValidationException")), FailureClass::Permanent);
+        assert_eq!(class(SdkError::construction_failure("no table name")), FailureClass::Permanent);
+        assert_eq!(class(service_error("ProvisionedThroughputExceededException")), FailureClass::Transient);
+        assert_eq!(class(service_error("SomethingNew")), FailureClass::Transient);
+        assert_eq!(
+            classify("sns", "Publish", service_error("InvalidParameter"), &["InvalidParameter"]).class,
+            FailureClass::Permanent
+        );
+    }
 }

@@ -52,8 +52,14 @@ impl<P: Provider> Dispatcher<P> {
     /// `RATE_LIMITS_TABLE`, `STATS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10), `RETRY_BASE_SECONDS` (15),
     /// `RETRY_MAX_SECONDS` (900), `LEASE_SECONDS` (60: longer than the function's timeout, so a
     /// live attempt is never taken over) and `BATCH_CONCURRENCY` (10).
-    pub fn load(sdk: &SdkConfig, provider: P, settings: &mut Settings<'_>) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    /// `dynamodb` is the function's one client (one connection pool per function).
+    pub fn load(
+        sdk: &SdkConfig,
+        dynamodb: &aws_sdk_dynamodb::Client,
+        provider: P,
+        settings: &mut Settings<'_>,
+    ) -> Self {
+        let dynamodb = dynamodb.clone();
         let per_hour = settings.parsed_or("RATE_LIMIT_PER_HOUR", 10u32);
         Self {
             provider,

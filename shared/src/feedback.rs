@@ -4,9 +4,7 @@
 //! list, which intake and the email dispatcher honour. Every step is idempotent: SNS and SQS
 //! deliver at least once.
 
-use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use serde::Deserialize;
 
 use crate::batch::{self, Outcome, SqsRecord};
 use crate::config::Settings;
@@ -19,53 +17,35 @@ use crate::store::notifications::{FeedbackRecorded, FeedbackTransition, Notifica
 use crate::store::stats::{StatsRecorder, StatsStore};
 use crate::store::suppressions::{Suppression, SuppressionReason, SuppressionStore};
 
-/// A queue message: the SES record itself (raw message delivery, as the template subscribes),
-/// or wrapped in an SNS envelope (if raw delivery is ever turned off).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum FeedbackMessage {
-    Raw(Box<SesEvent>),
-    Envelope {
-        #[serde(rename = "Message")]
-        message: String,
-    },
-}
-
 pub struct EmailFeedback {
     notifications: NotificationStore,
     suppressions: SuppressionStore,
     stats: StatsRecorder,
+    concurrency: usize,
 }
 
 impl EmailFeedback {
-    /// Settings: `NOTIFICATIONS_TABLE`, `SUPPRESSIONS_TABLE`, `STATS_TABLE`.
-    pub fn load(sdk: &SdkConfig, settings: &mut Settings<'_>) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    /// Settings: `NOTIFICATIONS_TABLE`, `SUPPRESSIONS_TABLE`, `STATS_TABLE`, `BATCH_CONCURRENCY` (10).
+    /// The queue's subscription delivers raw SES records (template.yaml), so a message is one
+    /// record: anything else is unreadable and ends in the DLQ like any poison.
+    pub fn load(dynamodb: &aws_sdk_dynamodb::Client, settings: &mut Settings<'_>) -> Self {
         Self {
             notifications: NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
             suppressions: SuppressionStore::new(dynamodb.clone(), settings.required("SUPPRESSIONS_TABLE")),
-            stats: StatsRecorder::new(StatsStore::new(dynamodb, settings.required("STATS_TABLE"))),
+            stats: StatsRecorder::new(StatsStore::new(dynamodb.clone(), settings.required("STATS_TABLE"))),
+            concurrency: settings.parsed_or("BATCH_CONCURRENCY", 10usize),
         }
     }
 
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        let response = batch::process(event, 10, |record: SqsRecord<FeedbackMessage>| self.apply(record)).await;
+        let response = batch::process(event, self.concurrency, |record: SqsRecord<SesEvent>| self.apply(record)).await;
         self.stats.flush().await;
         metrics::flush();
         response
     }
 
-    async fn apply(&self, record: SqsRecord<FeedbackMessage>) -> Outcome {
-        let event = match record.body {
-            FeedbackMessage::Raw(event) => *event,
-            FeedbackMessage::Envelope { message } => match serde_json::from_str(&message) {
-                Ok(event) => event,
-                Err(error) => {
-                    tracing::error!(error = %error, "an SNS message that is no SES event");
-                    return Outcome::Retry;
-                }
-            },
-        };
+    async fn apply(&self, record: SqsRecord<SesEvent>) -> Outcome {
+        let event = record.body;
         match self.record(&event).await {
             Ok(outcome) => outcome,
             Err(error) => {

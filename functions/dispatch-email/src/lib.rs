@@ -20,9 +20,10 @@ pub struct EmailFunction {
 pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<EmailFunction, ConfigError> {
     let mut settings = Settings::new(env);
     let sesv2 = aws_sdk_sesv2::Client::new(&notify::aws::provider_config(sdk));
-    let provider = SesEmail::load(sesv2, aws_sdk_dynamodb::Client::new(sdk), &mut settings);
-    let dispatcher = Dispatcher::load(sdk, provider, &mut settings);
-    let feedback = EmailFeedback::load(sdk, &mut settings);
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let provider = SesEmail::load(sesv2, dynamodb.clone(), &mut settings);
+    let dispatcher = Dispatcher::load(sdk, &dynamodb, provider, &mut settings);
+    let feedback = EmailFeedback::load(&dynamodb, &mut settings);
     let events_queue_arn = settings.required("EMAIL_EVENTS_QUEUE_ARN");
     settings.finish()?;
     Ok(EmailFunction { dispatcher, feedback, events_queue_arn })

@@ -11,9 +11,10 @@ pub type Function = Dispatcher<SnsPush>;
 /// Reads configuration and builds the clients (once per cold start).
 pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Function, ConfigError> {
     let mut settings = Settings::new(env);
-    let users = UserStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.required("USERS_TABLE"));
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let users = UserStore::new(dynamodb.clone(), settings.required("USERS_TABLE"));
     let provider = SnsPush::load(aws_sdk_sns::Client::new(&notify::aws::provider_config(sdk)), users, &mut settings);
-    let dispatcher = Dispatcher::load(sdk, provider, &mut settings);
+    let dispatcher = Dispatcher::load(sdk, &dynamodb, provider, &mut settings);
     settings.finish()?;
     Ok(dispatcher)
 }

@@ -46,7 +46,7 @@ fn intake(c: &mut Criterion) {
             assert!(app.verify(black_box(secret.expose())));
             let json: Value = serde_json::from_slice(black_box(body)).unwrap();
             let request = SendRequest::parse(&json).unwrap();
-            let plan = plan(&profile, &template, request.channels.as_deref(), &request.params, false).unwrap();
+            let plan = plan(&profile, &template, request.channels.as_deref(), &request.params).unwrap();
             let mut bytes = 0;
             for (delivery_id, content) in plan.deliveries {
                 let message = DeliveryMessage {
@@ -76,7 +76,7 @@ fn intake_steps(c: &mut Criterion) {
         b.iter(|| SendRequest::parse(&serde_json::from_slice::<Value>(black_box(body)).unwrap()).unwrap())
     });
     c.bench_function("intake step: render SMS and email", |b| {
-        b.iter(|| plan(&profile, &template, None, black_box(&request.params), false).unwrap())
+        b.iter(|| plan(&profile, &template, None, black_box(&request.params)).unwrap())
     });
     c.bench_function("intake step: request hash", |b| {
         b.iter(|| notify::domain::notification::request_hash(black_box(&json).to_string().as_bytes()))

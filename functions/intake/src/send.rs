@@ -10,7 +10,9 @@ use notify::domain::FieldError;
 use notify::domain::app::AppRecord;
 use notify::domain::channel::Channel;
 use notify::domain::delivery::{DeliveryMessage, OutboundContent};
-use notify::domain::notification::{self, DeliveryRecord, NotificationRecord, RETENTION_SECONDS, TimelineEvent};
+use notify::domain::notification::{
+    self, DeliveryRecord, NotificationRecord, RETENTION_SECONDS, SkipReason, TimelineEvent,
+};
 use notify::domain::plan::plan;
 use notify::domain::template::{RenderError, TemplateName};
 use notify::domain::tracking::Tracked;
@@ -174,20 +176,8 @@ impl Intake {
             .get_or_load(&template_name, self.templates.get(&template_name))
             .await?
             .ok_or_else(|| ApiError::invalid("template", "no such template"))?;
-        // Looked up only when an email could be planned at all.
-        let wants_email = request.channels.as_deref().is_none_or(|channels| channels.contains(&Channel::Email))
-            && profile.preferences.email
-            && template.content_for(profile.locale.as_ref().map(|locale| locale.as_str())).has(Channel::Email);
-        let email_suppressed = match profile.email.as_ref().filter(|_| wants_email) {
-            Some(address) => {
-                let key = address.as_str().to_ascii_lowercase();
-                let load = async { Ok::<_, ApiError>(self.suppressions.get(&key).await?.is_some()) };
-                self.suppression_cache.get_or_load(&key, load).await?
-            }
-            None => false,
-        };
-        let plan = plan(&profile, &template, request.channels.as_deref(), &request.params, email_suppressed).map_err(
-            |error| match error {
+        let mut plan =
+            plan(&profile, &template, request.channels.as_deref(), &request.params).map_err(|error| match error {
                 RenderError::MissingParams(names) => ApiError::Validation(
                     names
                         .into_iter()
@@ -196,8 +186,16 @@ impl Intake {
                 ),
                 RenderError::TooLarge(message) => ApiError::invalid("params", message),
                 other => ApiError::invalid("template", other.to_string()),
-            },
-        )?;
+            })?;
+        // Looked up only when the plan emails: the dispatcher checks again at send time (a
+        // bounce may come in between); this spares the queue and the send for known ones.
+        if let Some(address) = plan.email_address() {
+            let key = address.as_str().to_ascii_lowercase();
+            let load = async { Ok::<_, ApiError>(self.suppressions.get(&key).await?.is_some()) };
+            if self.suppression_cache.get_or_load(&key, load).await? {
+                plan.skip(Channel::Email, SkipReason::Suppressed);
+            }
+        }
 
         let id = notification::notification_id(&app.app_key, idempotency_key.as_deref());
         let now = notify::time::now_rfc3339();

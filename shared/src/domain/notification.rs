@@ -83,6 +83,21 @@ pub enum SkipReason {
     Suppressed,
 }
 
+impl SkipReason {
+    /// As the API and the stats spell it (the serde name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::OptedOut => "opted_out",
+            SkipReason::NoContact => "no_contact",
+            SkipReason::NoContent => "no_content",
+            SkipReason::UserDeleted => "user_deleted",
+            SkipReason::DeviceInactive => "device_inactive",
+            SkipReason::RateLimited => "rate_limited",
+            SkipReason::Suppressed => "suppressed",
+        }
+    }
+}
+
 /// Why a delivery failed: what on-call needs to explain it without reading logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryFailure {
@@ -284,6 +299,14 @@ mod tests {
     fn delivery(status: DeliveryStatus, lease_until: Option<i64>) -> DeliveryRecord {
         let queued = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "{}".into(), "t");
         DeliveryRecord { status, attempts: 1, lease_until, ..queued }
+    }
+
+    #[test]
+    fn skip_reasons_are_spelled_as_serde_spells_them() {
+        use SkipReason::*;
+        for reason in [OptedOut, NoContact, NoContent, UserDeleted, DeviceInactive, RateLimited, Suppressed] {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.as_str());
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::channel::Channel;
+use super::contact::EmailAddress;
 use super::delivery::{EmailContent, OutboundContent, PushContent, SmsContent};
 use super::notification::{SkipReason, SkippedChannel};
 use super::template::{RenderError, Rendered, Template};
@@ -18,15 +19,33 @@ pub struct Plan {
     pub skipped: Vec<SkippedChannel>,
 }
 
+impl Plan {
+    /// The address the plan emails, if it has an email delivery.
+    pub fn email_address(&self) -> Option<&EmailAddress> {
+        self.deliveries.iter().find_map(|(_, content)| match content {
+            OutboundContent::Email(email) => Some(&email.to),
+            _ => None,
+        })
+    }
+
+    /// Turns the planned deliveries of `channel` into a skip for `reason` (a check that needs
+    /// I/O, made after planning: the email suppression list).
+    pub fn skip(&mut self, channel: Channel, reason: SkipReason) {
+        let before = self.deliveries.len();
+        self.deliveries.retain(|(_, content)| content.channel() != channel);
+        if self.deliveries.len() != before {
+            self.skipped.push(SkippedChannel { channel, reason });
+        }
+    }
+}
+
 /// Plans the deliveries of one notification. Every missing parameter of every channel is
-/// reported at once, so the caller can fix the request in one go. `email_suppressed`: the
-/// user's address is on the suppression list (it hard-bounced or complained).
+/// reported at once, so the caller can fix the request in one go.
 pub fn plan(
     profile: &UserProfile,
     template: &Template,
     channels: Option<&[Channel]>,
     params: &Map<String, Value>,
-    email_suppressed: bool,
 ) -> Result<Plan, RenderError> {
     let wanted: BTreeSet<Channel> =
         channels.map_or_else(|| Channel::ALL.into_iter().collect(), |list| list.iter().copied().collect());
@@ -51,10 +70,6 @@ pub fn plan(
         }
         if !profile.preferences.allows(channel) {
             plan.skipped.push(skip(SkipReason::OptedOut));
-            continue;
-        }
-        if channel == Channel::Email && email_suppressed {
-            plan.skipped.push(skip(SkipReason::Suppressed));
             continue;
         }
         match template.render(channel, locale, params) {
@@ -152,7 +167,7 @@ mod tests {
 
     #[test]
     fn reachable_channels_are_rendered_and_the_rest_skipped_with_a_reason() {
-        let plan = plan(&profile(), &template(), None, &params(json!({"code": "123456"})), false).unwrap();
+        let plan = plan(&profile(), &template(), None, &params(json!({"code": "123456"}))).unwrap();
         assert_eq!(plan.deliveries.len(), 1);
         assert_eq!(plan.deliveries[0].0, "sms");
         assert_eq!(plan.deliveries[0].1.target(), "+12015550123");
@@ -181,8 +196,7 @@ mod tests {
         let mut template = template();
         template.locales.get_mut("en").unwrap().push =
             Some(PushSource { title: "T {{ code }}".into(), body: "B".into(), sound: None, badge: None });
-        let plan =
-            plan(&with_devices, &template, Some(&[Channel::Push]), &params(json!({"code": "1"})), false).unwrap();
+        let plan = plan(&with_devices, &template, Some(&[Channel::Push]), &params(json!({"code": "1"}))).unwrap();
         let ids: Vec<&str> = plan.deliveries.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, vec!["push-1", "push-2"]);
         let OutboundContent::Push(first) = &plan.deliveries[0].1 else { panic!("push expected") };
@@ -193,7 +207,7 @@ mod tests {
     fn opted_out_channels_are_skipped() {
         let mut opted_out = profile();
         opted_out.preferences.sms = false;
-        let plan = plan(&opted_out, &template(), Some(&[Channel::Sms]), &params(json!({"code": "1"})), false).unwrap();
+        let plan = plan(&opted_out, &template(), Some(&[Channel::Sms]), &params(json!({"code": "1"}))).unwrap();
         assert!(plan.deliveries.is_empty());
         assert_eq!(plan.skipped, vec![SkippedChannel { channel: Channel::Sms, reason: SkipReason::OptedOut }]);
     }
@@ -202,7 +216,7 @@ mod tests {
     fn missing_parameters_of_every_channel_are_reported_together() {
         let mut both = profile();
         both.email = Some(EmailAddress::parse("ada@example.com").unwrap());
-        let error = plan(&both, &template(), None, &params(json!({})), false).unwrap_err();
+        let error = plan(&both, &template(), None, &params(json!({}))).unwrap_err();
         assert_eq!(error, RenderError::MissingParams(vec!["code".into(), "subject".into()]));
     }
 
@@ -211,7 +225,9 @@ mod tests {
         let mut with_email = profile();
         with_email.email = Some(EmailAddress::parse("ada@example.com").unwrap());
         let params = params(json!({"code": "1", "subject": "s"}));
-        let plan = plan(&with_email, &template(), None, &params, true).unwrap();
+        let mut plan = plan(&with_email, &template(), None, &params).unwrap();
+        assert_eq!(plan.email_address().map(|a| a.as_str()), Some("ada@example.com"));
+        plan.skip(Channel::Email, SkipReason::Suppressed);
         let skipped: Vec<(Channel, SkipReason)> = plan.skipped.iter().map(|s| (s.channel, s.reason)).collect();
         assert!(skipped.contains(&(Channel::Email, SkipReason::Suppressed)), "{skipped:?}");
         assert!(plan.deliveries.iter().all(|(_, content)| content.channel() != Channel::Email));

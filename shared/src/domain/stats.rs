@@ -24,10 +24,7 @@ pub const CLICKS: &str = "clicks";
 
 /// The counter of deliveries skipped for `reason`.
 pub fn skipped_counter(reason: SkipReason) -> String {
-    format!(
-        "skipped_{}",
-        serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-    )
+    format!("skipped_{}", reason.as_str())
 }
 
 /// A checked stats query.

@@ -60,10 +60,8 @@ pub enum Engagement {
 pub enum Engaged {
     /// Recorded; `first`: the delivery's first open or first click (what the rates count).
     Recorded { first: bool },
-    /// An open of a delivery already opened.
-    AlreadyCounted,
-    /// No such notification or delivery (expired from the log).
-    Missing,
+    /// Nothing changed: a repeated open, or no such notification or delivery (expired).
+    NotRecorded,
 }
 
 /// How an attempt ended.
@@ -393,9 +391,7 @@ impl NotificationStore {
             .update_item()
             .table_name(&self.table)
             .key("id", string(id))
-            .set_expression_attribute_names(Some(names))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+            .set_expression_attribute_names(Some(names));
         let update = match engagement {
             Engagement::Open => update
                 .update_expression("SET #deliveries.#d.opened_at = :now_iso, #events = list_append(#events, :event)")
@@ -413,7 +409,9 @@ impl NotificationStore {
                 .condition_expression("attribute_exists(#deliveries.#d)")
                 .expression_attribute_values(":zero", AttributeValue::N("0".into()))
                 .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                .expression_attribute_values(":event", event("clicked", channel)?),
+                .expression_attribute_values(":event", event("clicked", channel)?)
+                // The old count tells a first click from a later one.
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld),
         };
         match update.send().await {
             // The old click count is returned only if there was one: its absence means a first click.
@@ -427,10 +425,7 @@ impl NotificationStore {
                             .is_some_and(|d| d.contains_key("clicks"))
                     }),
             }),
-            Err(error) => Ok(match found_instead(error)? {
-                Some(record) if record.deliveries.contains_key(delivery_id) => Engaged::AlreadyCounted,
-                _ => Engaged::Missing,
-            }),
+            Err(error) => found_instead(error).map(|_| Engaged::NotRecorded),
         }
     }
 

@@ -130,10 +130,15 @@ impl StatsStore {
     /// The report of a query: the counters summed over its channels and hours.
     pub async fn report(&self, query: &crate::domain::stats::StatsQuery) -> Result<serde_json::Value, DependencyError> {
         let (from, to) = (crate::time::hour_bucket(query.from), crate::time::hour_bucket(query.to));
+        let template = query.template.as_ref().map(|t| t.as_str());
+        let channels = query.channels();
+        let sums =
+            futures::future::try_join_all(channels.iter().map(|channel| self.sum(template, *channel, &from, &to)))
+                .await?;
         let mut totals = BTreeMap::new();
         let mut email_sent = 0;
-        for channel in query.channels() {
-            for (counter, n) in self.sum(query.template.as_ref().map(|t| t.as_str()), channel, &from, &to).await? {
+        for (channel, sum) in channels.into_iter().zip(sums) {
+            for (counter, n) in sum {
                 if channel == Channel::Email && counter == "sent" {
                     email_sent = n;
                 }

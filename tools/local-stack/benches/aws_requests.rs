@@ -106,11 +106,24 @@ async fn run(api: &Api, proxy: &FaultProxy, template: &str, batch: bool) -> Run 
         users.len()
     };
     wait_for_sms(&text, NOTIFICATIONS).await;
-    // The outcome writes follow the sends by a moment; let the last batches finish.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let operations = proxy.take_operations();
+    // The outcome writes and the poller's deletes follow the sends: count once they landed
+    // (read straight from the emulator, so the polling is not counted).
     let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
     let direct = aws_sdk_dynamodb::Client::new(&support::sdk().await);
+    let log = notify::store::notifications::NotificationStore::new(direct.clone(), table.clone());
+    let sqs = aws_sdk_sqs::Client::new(&support::sdk().await);
+    let queue = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
+    eventually(Duration::from_secs(120), "every outcome written and every message deleted", || async {
+        for id in &ids {
+            let record = log.get(id).await.unwrap()?;
+            if !record.deliveries.values().all(|delivery| delivery.status.is_final()) {
+                return None;
+            }
+        }
+        support::queue_is_empty(&sqs, &queue).await.then_some(())
+    })
+    .await;
+    let operations = proxy.take_operations();
     let item = direct
         .get_item()
         .table_name(table)

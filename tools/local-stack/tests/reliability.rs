@@ -32,8 +32,9 @@ async fn poison_of_every_kind_reaches_the_dlq_without_blocking_its_batch() {
 
 #[tokio::test]
 async fn under_faults_and_a_restart_every_accepted_notification_ends_once() {
-    // Lighter than the full run (20% everywhere, two restarts: about 12 minutes for 60
-    // notifications, most of it messages waiting out visibility timeouts and leases).
+    // Lighter than the full run: at 20% faults everywhere, even 60 notifications and one
+    // restart took about 12 minutes, most of it messages waiting out visibility timeouts and
+    // leases (BENCHMARKS.md).
     let run =
         PipelineRun { notifications: 40, users: 10, restarts: 1, provider_faults: 0.2, infrastructure_faults: 0.05 };
     for figure in reliability::pipeline_under_faults(&support::endpoint(), run).await {
