@@ -4,6 +4,10 @@
 /// serde goes through `parse` (`#[serde(try_from = "String", into = "String")]`).
 macro_rules! validated_string {
     ($type:ident) => {
+        $crate::domain::validated_string!($type, parse);
+    };
+    // `$from_stored` reads the type back from our own records and messages.
+    ($type:ident, $from_stored:ident) => {
         impl $type {
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -13,7 +17,7 @@ macro_rules! validated_string {
         impl TryFrom<String> for $type {
             type Error = String;
             fn try_from(value: String) -> Result<Self, Self::Error> {
-                Self::parse(&value)
+                Self::$from_stored(&value)
             }
         }
 

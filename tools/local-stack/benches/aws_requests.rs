@@ -51,18 +51,6 @@ struct Run {
     record_bytes: usize,
 }
 
-async fn users(api: &Api, count: usize) -> Vec<String> {
-    futures::stream::iter(0..count)
-        .map(|_| async {
-            let user = unique("u");
-            api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
-            user
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await
-}
-
 async fn wait_for_sms(text: &str, count: usize) {
     eventually(Duration::from_secs(300), "every SMS", || async {
         (recorded_sms().await.iter().filter(|sms| sms["message"] == text).count() >= count).then_some(())
@@ -71,7 +59,7 @@ async fn wait_for_sms(text: &str, count: usize) {
 }
 
 async fn run(api: &Api, proxy: &FaultProxy, template: &str, batch: bool) -> Run {
-    let users = users(api, NOTIFICATIONS).await;
+    let users = api.users_with_phone(NOTIFICATIONS).await;
     let text = unique("text");
     let ids: Vec<String>;
     proxy.take_operations();
@@ -114,13 +102,7 @@ async fn run(api: &Api, proxy: &FaultProxy, template: &str, batch: bool) -> Run 
     let sqs = aws_sdk_sqs::Client::new(&support::sdk().await);
     let queue = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
     eventually(Duration::from_secs(120), "every outcome written and every message deleted", || async {
-        for id in &ids {
-            let record = log.get(id).await.unwrap()?;
-            if !record.deliveries.values().all(|delivery| delivery.status.is_final()) {
-                return None;
-            }
-        }
-        support::queue_is_empty(&sqs, &queue).await.then_some(())
+        (support::outcomes_final(&log, &ids).await && support::queue_is_empty(&sqs, &queue).await).then_some(())
     })
     .await;
     let operations = proxy.take_operations();

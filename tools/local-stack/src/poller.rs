@@ -24,6 +24,11 @@ use crate::spec::SqsMapping;
 /// gets one poller, which keeps batches deterministic for tests of the emulation itself.
 const LOCAL_POLLERS_CAP: u32 = 3;
 
+/// How long one receive waits for messages. A poller stopped mid-receive leaves the receive
+/// running at the emulator this long: messages arriving meanwhile are taken and hidden for the
+/// queue's visibility timeout, as a crashed consumer's would be.
+pub const LONG_POLL: Duration = Duration::from_secs(1);
+
 /// Where a mapping reads from.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -55,12 +60,12 @@ async fn gather(sqs: &aws_sdk_sqs::Client, mapping: &SqsMapping, source: &Source
     let window_ends = Instant::now() + mapping.batching_window;
     loop {
         let wanted = (mapping.batch_size as usize - batch.len()).min(10) as i32;
-        // Long-poll a second at a time, so a stopped stack or an ended window is noticed.
+        // Long-poll briefly, so an ended window is noticed.
         let received = sqs
             .receive_message()
             .queue_url(&source.queue_url)
             .max_number_of_messages(wanted)
-            .wait_time_seconds(1)
+            .wait_time_seconds(LONG_POLL.as_secs() as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send()

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use futures::StreamExt;
 use local_stack::demo::{self, DemoApp};
 use local_stack::{Clients, LocalStack};
 use reqwest::{Method, StatusCode};
@@ -87,6 +88,19 @@ impl Api {
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
         self.call_as(Some((&self.app.app_key, &self.app.app_secret)), method, path, body, &[]).await
+    }
+
+    /// `count` new users, each with a phone number; returns their ids.
+    pub async fn users_with_phone(&self, count: usize) -> Vec<String> {
+        futures::stream::iter(0..count)
+            .map(|_| async {
+                let user = unique("u");
+                self.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+                user
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await
     }
 
     /// A new user, an SMS template and a notification to the user; returns its id and text.

@@ -2,16 +2,17 @@
 //! emulator, except that a given share of provider sends (SNS `Publish`, SES v2 `SendEmail`)
 //! are answered with the provider's own throttling error instead, and (when asked) a share of
 //! SQS and DynamoDB requests with a 500 internal error. It also counts every AWS operation it
-//! forwards (the request-count benchmark reads them).
+//! forwards (the request-count benchmark reads them) and, when asked, keeps the requests
+//! themselves (the throughput benchmark sends them again).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use rand::Rng;
 
@@ -26,7 +27,26 @@ pub struct FaultProxy {
     pub forwarded_sends: Arc<AtomicU64>,
     /// Forwarded requests by operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`, …).
     pub operations: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The forwarded requests, while recording.
+    recording: Arc<Mutex<Option<Vec<Recorded>>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A forwarded request, as it can be sent again.
+pub struct Recorded {
+    /// As counted: `sqs:ReceiveMessage (empty)` for a receive that found no message.
+    pub operation: String,
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The same request, to `upstream`.
+    pub fn request(&self, http: &reqwest::Client, upstream: &str) -> reqwest::RequestBuilder {
+        upstream_request(http, upstream, &self.method, &self.path_and_query, &self.headers, self.body.clone())
+    }
 }
 
 #[derive(Clone)]
@@ -39,6 +59,7 @@ struct Upstream {
     infrastructure_faults: Arc<AtomicU64>,
     forwarded_sends: Arc<AtomicU64>,
     operations: Arc<Mutex<BTreeMap<String, u64>>>,
+    recording: Arc<Mutex<Option<Vec<Recorded>>>>,
 }
 
 impl FaultProxy {
@@ -52,8 +73,10 @@ impl FaultProxy {
         let infrastructure_faults = Arc::new(AtomicU64::new(0));
         let forwarded_sends = Arc::new(AtomicU64::new(0));
         let operations = Arc::new(Mutex::new(BTreeMap::new()));
+        let recording = Arc::new(Mutex::new(None));
         let state = Upstream {
             operations: operations.clone(),
+            recording: recording.clone(),
             url: upstream.to_string(),
             http: reqwest::Client::new(),
             per_mille: per_mille.clone(),
@@ -74,8 +97,20 @@ impl FaultProxy {
             infrastructure_faults,
             forwarded_sends,
             operations,
+            recording,
             task,
         }
+    }
+
+    /// Keeps every request forwarded from now on, until `take_recording`.
+    pub fn start_recording(&self) {
+        *self.recording.lock().unwrap() = Some(Vec::new());
+    }
+
+    /// The requests kept since `start_recording`, in the order their answers came (a request
+    /// made because of another's answer comes after it), and no more recording.
+    pub fn take_recording(&self) -> Vec<Recorded> {
+        self.recording.lock().unwrap().take().unwrap_or_default()
     }
 
     /// The operations counted so far, and a fresh count from now on.
@@ -134,13 +169,7 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
             return internal_error();
         }
     }
-    let mut forwarded =
-        upstream.http.request(parts.method.clone(), format!("{}{path}", upstream.url)).body(body.to_vec());
-    for (name, value) in &parts.headers {
-        if name != "host" && name != "content-length" {
-            forwarded = forwarded.header(name.as_str(), value.as_bytes());
-        }
-    }
+    let forwarded = upstream_request(&upstream.http, &upstream.url, &parts.method, &path, &parts.headers, body.clone());
     let answer = forwarded.send().await.unwrap();
     let answer_status = answer.status();
     let answer_headers = answer.headers().clone();
@@ -148,6 +177,15 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
     let mut name = operation(&parts.headers, parts.uri.path(), &body);
     if name == "sqs:ReceiveMessage" && !answer_body.windows(10).any(|w| w == b"\"Messages\"") {
         name.push_str(" (empty)");
+    }
+    if let Some(recording) = upstream.recording.lock().unwrap().as_mut() {
+        recording.push(Recorded {
+            operation: name.clone(),
+            method: parts.method.clone(),
+            path_and_query: path,
+            headers: parts.headers.clone(),
+            body,
+        });
     }
     *upstream.operations.lock().unwrap().entry(name).or_default() += 1;
     if infrastructure_fault {
@@ -160,6 +198,24 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
         }
     }
     response.body(Body::from(answer_body)).unwrap()
+}
+
+/// A request to `upstream` with the given parts (the HTTP client sets `host` and the length).
+fn upstream_request(
+    http: &reqwest::Client,
+    upstream: &str,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> reqwest::RequestBuilder {
+    let mut request = http.request(method.clone(), format!("{upstream}{path_and_query}")).body(body);
+    for (name, value) in headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+    }
+    request
 }
 
 /// The AWS operation of a request, as `service:Operation`.

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod fault_proxy;
 pub mod reliability;
+pub mod runtime_api;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -127,4 +128,15 @@ pub async fn queue_is_empty(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> bool 
         .attributes
         .unwrap_or_default();
     attributes.values().all(|count| count == "0")
+}
+
+/// Whether every delivery of each notification in `ids` has its final outcome in `log`.
+pub async fn outcomes_final(log: &notify::store::notifications::NotificationStore, ids: &[String]) -> bool {
+    for id in ids {
+        match log.get(id).await.expect("the notification log is readable") {
+            Some(record) if record.deliveries.values().all(|delivery| delivery.status.is_final()) => {}
+            _ => return false,
+        }
+    }
+    true
 }
