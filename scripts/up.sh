@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything on a fresh machine (the pinned emulator in a project venv, the Rust build)
 # and starts the whole system locally: the emulator, every queue/table/topic of template.yaml,
-# the HTTP API and every event-source mapping and schedule. Ctrl-C stops it all.
+# the HTTP API and every event-source mapping and schedule. Ctrl-C (or SIGTERM) stops it all.
 # Arguments go to local-stack (see `scripts/up.sh --help`), e.g. --api-port 3001.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

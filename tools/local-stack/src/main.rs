@@ -117,13 +117,23 @@ async fn run(args: Args) -> Result<(), StackError> {
     println!();
     println!("Ctrl-C stops everything.");
 
-    tokio::signal::ctrl_c().await?;
+    stop_requested().await?;
     eprintln!("local-stack: stopping");
     stack.stop().await;
     if let Some((mut child, _)) = emulator {
         let _ = child.kill().await;
     }
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM from whatever supervises the process (`kill`, `timeout`, a container
+/// runtime): either way the emulator is stopped with the stack instead of being left running.
+async fn stop_requested() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted,
+        _ = terminate.recv() => Ok(()),
+    }
 }
 
 fn start_moto(binary: &PathBuf, port: u16) -> Result<Child, StackError> {
