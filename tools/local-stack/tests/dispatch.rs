@@ -5,13 +5,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, ios_token, unique};
 use support::fault_proxy::FaultProxy;
-use support::{emulator_state, endpoint, eventually, recorded_sms};
+use support::{emulator_state, endpoint, recorded_sms};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -38,11 +37,7 @@ async fn send(api: &Api, user: &str, template: &str, order: &str, channels: &[&s
 
 /// Polls the notification until every delivery has an outcome.
 async fn completed(api: &Api, id: &str) -> Value {
-    eventually(Duration::from_secs(60), "the notification to complete", || async {
-        let reply = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await;
-        (reply.body["status"] == "completed").then_some(reply.body)
-    })
-    .await
+    api.wait_for_notification(id, "the notification to complete", |view| view["status"] == "completed").await
 }
 
 /// The emulator's platform endpoints whose token is one of `tokens`.

@@ -29,10 +29,10 @@ async fn send(api: &Api, user: &str, template: &str) -> Value {
 }
 
 async fn email_delivery(api: &Api, id: &str, status: &str) -> Value {
-    eventually(Duration::from_secs(30), &format!("the email delivery to be {status}"), || async {
-        let body = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
-        let delivery = body["deliveries"].as_array()?.iter().find(|d| d["channel"] == "email")?.clone();
-        (delivery["status"] == status).then_some(body)
+    api.wait_for_notification(id, &format!("the email delivery to be {status}"), |view| {
+        view["deliveries"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|d| d["channel"] == "email" && d["status"] == status))
     })
     .await
 }

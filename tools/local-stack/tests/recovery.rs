@@ -4,12 +4,9 @@
 
 mod support;
 
-use std::time::Duration;
-
-use reqwest::Method;
 use serde_json::{Value, json};
-use support::api::Api;
-use support::{eventually, recorded_sms};
+use support::api::{Api, every_delivery_sent};
+use support::recorded_sms;
 
 async fn redrive(api: &Api) -> Value {
     let retry = api.stack.function("RetryFunction").unwrap();
@@ -20,11 +17,7 @@ async fn redrive(api: &Api) -> Value {
 async fn a_redrive_drops_deliveries_that_already_have_an_outcome_and_leaves_strangers() {
     let api = Api::start().await;
     let (id, text) = api.send_sms().await;
-    eventually(Duration::from_secs(30), "the delivery to be sent", || async {
-        let body = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
-        (body["deliveries"][0]["status"] == "sent").then_some(())
-    })
-    .await;
+    api.wait_for_notification(&id, "the delivery to be sent", every_delivery_sent).await;
 
     // A stale copy of the sent delivery, and a message that is no delivery at all, in the DLQ.
     let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;

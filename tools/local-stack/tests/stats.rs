@@ -7,21 +7,9 @@ mod support;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{Value, json};
-use support::api::{Api, hard_bounce, unique};
+use serde_json::json;
+use support::api::{Api, every_delivery_sent, hard_bounce, unique};
 use support::eventually;
-
-async fn view(api: &Api, id: &str) -> Value {
-    api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body
-}
-
-async fn all_sent(api: &Api, id: &str) -> Value {
-    eventually(Duration::from_secs(30), "every delivery to be sent", || async {
-        let body = view(api, id).await;
-        body["deliveries"].as_array()?.iter().all(|d| d["status"] == "sent").then_some(body)
-    })
-    .await
-}
 
 #[tokio::test]
 async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
@@ -44,8 +32,8 @@ async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
         async { api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string() }
     };
     let (to_ada, to_bob) = (send(ada.clone()).await, send(bob.clone()).await);
-    all_sent(&api, &to_ada).await;
-    all_sent(&api, &to_bob).await;
+    api.wait_for_notification(&to_ada, "every delivery to be sent", every_delivery_sent).await;
+    api.wait_for_notification(&to_bob, "every delivery to be sent", every_delivery_sent).await;
 
     api.publish_ses_event(&to_ada, &ada_email, "Delivery", json!({"recipients": [ada_email]})).await;
     api.publish_ses_event(&to_bob, &bob_email, "Bounce", hard_bounce(&bob_email)).await;

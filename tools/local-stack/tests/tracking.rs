@@ -5,18 +5,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::api::{Api, unique};
-use support::eventually;
-
-async fn view(api: &Api, id: &str) -> Value {
-    api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body
-}
+use support::api::{Api, every_delivery_sent, unique};
 
 #[tokio::test]
 async fn clicks_redirect_and_count_opens_count_once_and_forged_tokens_record_nothing() {
@@ -37,10 +30,7 @@ async fn clicks_redirect_and_count_opens_count_once_and_forged_tokens_record_not
     assert_eq!(stored.body["tracking"], true);
     let body = json!({"user_id": user, "template": template, "params": {"order": "42"}});
     let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(30), "the email to be sent", || async {
-        (view(&api, &id).await["deliveries"][0]["status"] == "sent").then_some(())
-    })
-    .await;
+    api.wait_for_notification(&id, "the email to be sent", every_delivery_sent).await;
 
     let (clicks, content) = api.tracking_links(&id, "c").await;
     let (pixels, _) = api.tracking_links(&id, "o").await;
@@ -70,7 +60,7 @@ async fn clicks_redirect_and_count_opens_count_once_and_forged_tokens_record_not
     let cut = &clicks[0][..clicks[0].len() - 3];
     assert_eq!(http.get(cut).send().await.unwrap().status().as_u16(), 404);
 
-    let notification = view(&api, &id).await;
+    let notification = api.notification(&id).await;
     let delivery = &notification["deliveries"][0];
     assert_eq!(delivery["clicks"], 3, "{notification}");
     assert!(delivery["opened_at"].is_string(), "{notification}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use stack::api::Api;
+use stack::api::{Api, every_delivery_sent};
 use stack::fault_proxy::FaultProxy;
 use stack::{endpoint, eventually, recorded_sms};
 use support::{notifyctl, write_outputs};
@@ -54,11 +54,7 @@ async fn a_parked_delivery_is_listed_by_its_error_and_redriven_with_the_cli_exac
         redriven,
         json!([{"channel": "sms", "dry_run": false, "dead_letters": 1, "redriven": 1, "already_finished": 0, "left_in_dlq": 0}])
     );
-    let delivered = eventually(Duration::from_secs(30), "the delivery to be sent", || async {
-        let body = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
-        (body["deliveries"][0]["status"] == "sent").then_some(body)
-    })
-    .await;
+    let delivered = api.wait_for_notification(&id, "the delivery to be sent", every_delivery_sent).await;
     let events: Vec<&str> =
         delivered["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(events.iter().filter(|e| **e == "redriven").count(), 1, "{events:?}");

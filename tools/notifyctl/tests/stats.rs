@@ -4,12 +4,10 @@
 mod stack;
 mod support;
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::json;
-use stack::api::Api;
-use stack::{endpoint, eventually};
+use stack::api::{Api, every_delivery_sent};
+use stack::endpoint;
 use support::{notifyctl, write_outputs};
 
 #[tokio::test]
@@ -17,11 +15,8 @@ async fn the_cli_reports_what_the_api_reports() {
     let api = Api::start().await;
     let (outputs, directory) = write_outputs(&api.stack, &endpoint());
     let (id, _) = api.send_sms().await;
-    let template = eventually(Duration::from_secs(30), "the SMS to be sent", || async {
-        let body = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
-        (body["deliveries"][0]["status"] == "sent").then(|| body["template"].as_str().unwrap().to_string())
-    })
-    .await;
+    let view = api.wait_for_notification(&id, "the SMS to be sent", every_delivery_sent).await;
+    let template = view["template"].as_str().unwrap().to_string();
     // An explicit range, so the API and the CLI ask for the same hours.
     let now = notify::time::now_epoch_seconds();
     let at = |epoch| notify::time::rfc3339(time::OffsetDateTime::from_unix_timestamp(epoch).unwrap());

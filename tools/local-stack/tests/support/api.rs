@@ -90,6 +90,20 @@ impl Api {
         self.call_as(Some((&self.app.app_key, &self.app.app_secret)), method, path, body, &[]).await
     }
 
+    /// `GET /v1/notifications/{id}`: the notification's view.
+    pub async fn notification(&self, id: &str) -> Value {
+        self.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body
+    }
+
+    /// Polls the notification's view until `done` holds for it; returns that view.
+    pub async fn wait_for_notification(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        super::eventually(std::time::Duration::from_secs(60), what, || async {
+            let view = self.notification(id).await;
+            done(&view).then_some(view)
+        })
+        .await
+    }
+
     /// `count` new users, each with a phone number; returns their ids.
     pub async fn users_with_phone(&self, count: usize) -> Vec<String> {
         futures::stream::iter(0..count)
@@ -226,6 +240,11 @@ pub fn matches(template: &str, path: &str) -> bool {
     let (template, path): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
     template.len() == path.len()
         && template.iter().zip(&path).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+}
+
+/// Whether every delivery of a notification's view is sent.
+pub fn every_delivery_sent(view: &Value) -> bool {
+    view["deliveries"].as_array().is_some_and(|deliveries| deliveries.iter().all(|d| d["status"] == "sent"))
 }
 
 pub fn unique(prefix: &str) -> String {
