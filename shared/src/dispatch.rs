@@ -130,7 +130,10 @@ impl<P: Provider> Dispatcher<P> {
             }
         }
 
-        let recipient = match self.users.get(&message.user_id).await? {
+        // Independent reads, made together: the user as it is now and the suppression list.
+        let (user, suppressed) =
+            futures::future::try_join(self.users.get(&message.user_id), self.provider.suppressed(message)).await?;
+        let recipient = match user {
             None => return self.finish(message, AttemptOutcome::Skipped(SkipReason::UserDeleted)).await,
             Some(profile) if !profile.preferences.allows(channel) => {
                 return self.finish(message, AttemptOutcome::Skipped(SkipReason::OptedOut)).await;
@@ -140,7 +143,7 @@ impl<P: Provider> Dispatcher<P> {
         if let Some(reason) = self.provider.unreachable(message, &recipient) {
             return self.finish(message, AttemptOutcome::Skipped(reason)).await;
         }
-        if self.provider.suppressed(message).await? {
+        if suppressed {
             return self.finish(message, AttemptOutcome::Skipped(SkipReason::Suppressed)).await;
         }
         if !message.transactional
