@@ -121,6 +121,65 @@ fn event(kind: &str, channel: Channel) -> Result<AttributeValue, DependencyError
     Ok(AttributeValue::L(vec![AttributeValue::M(item)]))
 }
 
+/// The update every status change of a delivery makes: its status and time set, an event
+/// appended to the timeline, and what the change adds (an error, a provider id, …).
+struct StatusChange {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+    sets: Vec<String>,
+}
+
+impl StatusChange {
+    fn new(delivery_id: &str, to: DeliveryStatus, kind: &str, channel: Channel) -> Result<Self, DependencyError> {
+        let sets = vec![
+            "#deliveries.#d.#status = :status".to_string(),
+            "#deliveries.#d.#updated = :now_iso".to_string(),
+            "#events = list_append(#events, :event)".to_string(),
+        ];
+        let values = HashMap::from([
+            (":status".to_string(), status_value(to)),
+            (":now_iso".to_string(), string(&crate::time::now_rfc3339())),
+            (":event".to_string(), event(kind, channel)?),
+        ]);
+        let mut names = delivery_names(delivery_id);
+        names.remove("#lease");
+        Ok(Self { names, values, sets })
+    }
+
+    /// Also sets the delivery's `attribute` to `value`.
+    fn set(&mut self, attribute: &str, value: AttributeValue) {
+        // `error` is a reserved word: every attribute goes through a name placeholder.
+        self.names.insert(format!("#{attribute}"), attribute.to_string());
+        self.sets.push(format!("#deliveries.#d.#{attribute} = :{attribute}"));
+        self.values.insert(format!(":{attribute}"), value);
+    }
+
+    fn set_error(&mut self, error: &impl serde::Serialize) -> Result<(), DependencyError> {
+        self.set("error", AttributeValue::M(to_item("UpdateItem", error)?));
+        Ok(())
+    }
+
+    /// The UpdateItem of notification `id`, if the delivery meets `condition` (the statuses it
+    /// may move from); `clauses` follow the SET (` REMOVE …`).
+    fn update(
+        self,
+        store: &NotificationStore,
+        id: &str,
+        condition: String,
+        clauses: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        store
+            .client
+            .update_item()
+            .table_name(&store.table)
+            .key("id", string(id))
+            .update_expression(format!("SET {}{clauses}", self.sets.join(", ")))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(self.names))
+            .set_expression_attribute_values(Some(self.values))
+    }
+}
+
 /// What a conditional update of a delivery found instead of what it expected: the record as it
 /// was (returned with the failure, ALL_OLD), or `None` when the notification or the delivery
 /// does not exist.
@@ -265,46 +324,19 @@ impl NotificationStore {
         channel: Channel,
         outcome: &AttemptOutcome,
     ) -> Result<bool, DependencyError> {
-        let mut names = delivery_names(delivery_id);
-        let mut sets = vec![
-            "#deliveries.#d.#status = :status".to_string(),
-            "#deliveries.#d.#updated = :now_iso".to_string(),
-            "#events = list_append(#events, :event)".to_string(),
-        ];
-        let mut values = HashMap::from([
-            (":status".to_string(), status_value(outcome.status())),
-            (":sending".to_string(), status_value(DeliveryStatus::Sending)),
-            (":now_iso".to_string(), string(&crate::time::now_rfc3339())),
-            (":event".to_string(), event(outcome.event(), channel)?),
-        ]);
+        let mut change = StatusChange::new(delivery_id, outcome.status(), outcome.event(), channel)?;
         match outcome {
             AttemptOutcome::Sent { provider_message_id } => {
-                sets.push("#deliveries.#d.provider_message_id = :provider_message_id".into());
-                values.insert(":provider_message_id".into(), string(provider_message_id));
+                change.set("provider_message_id", string(provider_message_id));
             }
-            AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) => {
-                // `error` is a reserved word too.
-                names.insert("#error".into(), "error".into());
-                sets.push("#deliveries.#d.#error = :error".into());
-                values.insert(":error".into(), AttributeValue::M(to_item("UpdateItem", failure)?));
-            }
-            AttemptOutcome::Skipped(reason) => {
-                sets.push("#deliveries.#d.skip_reason = :reason".into());
-                values.insert(
-                    ":reason".into(),
-                    serde_dynamo::to_attribute_value(reason).map_err(|e| corrupt("UpdateItem", e))?,
-                );
-            }
+            AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) => change.set_error(failure)?,
+            AttemptOutcome::Skipped(reason) => change
+                .set("skip_reason", serde_dynamo::to_attribute_value(reason).map_err(|e| corrupt("UpdateItem", e))?),
         }
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", string(id))
-            .update_expression(format!("SET {} REMOVE #deliveries.#d.#lease", sets.join(", ")))
-            .condition_expression("#deliveries.#d.#status = :sending")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
+        change.names.insert("#lease".into(), "lease_until".into());
+        change.values.insert(":sending".into(), status_value(DeliveryStatus::Sending));
+        let result = change
+            .update(self, id, "#deliveries.#d.#status = :sending".into(), " REMOVE #deliveries.#d.#lease")
             .send()
             .await;
         match result {
@@ -327,37 +359,18 @@ impl NotificationStore {
         channel: Channel,
         transition: &FeedbackTransition,
     ) -> Result<FeedbackRecorded, DependencyError> {
-        let mut names = delivery_names(delivery_id);
-        names.remove("#lease");
-        let mut sets = vec![
-            "#deliveries.#d.#status = :to".to_string(),
-            "#deliveries.#d.#updated = :now_iso".to_string(),
-            "#events = list_append(#events, :event)".to_string(),
-        ];
-        let mut values = HashMap::from([
-            (":to".to_string(), status_value(transition.to)),
-            (":now_iso".to_string(), string(&crate::time::now_rfc3339())),
-            (":event".to_string(), event(transition.event, channel)?),
-        ]);
+        let mut change = StatusChange::new(delivery_id, transition.to, transition.event, channel)?;
         let mut allowed = Vec::new();
         for (index, status) in transition.from.iter().enumerate() {
             allowed.push(format!(":from{index}"));
-            values.insert(format!(":from{index}"), status_value(*status));
+            change.values.insert(format!(":from{index}"), status_value(*status));
         }
         if let Some(error) = &transition.error {
-            names.insert("#error".into(), "error".into());
-            sets.push("#deliveries.#d.#error = :error".into());
-            values.insert(":error".into(), AttributeValue::M(to_item("UpdateItem", error)?));
+            change.set_error(error)?;
         }
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", string(id))
-            .update_expression(format!("SET {}", sets.join(", ")))
-            .condition_expression(format!("#deliveries.#d.#status IN ({})", allowed.join(", ")))
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
+        let condition = format!("#deliveries.#d.#status IN ({})", allowed.join(", "));
+        let result = change
+            .update(self, id, condition, "")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
