@@ -9,4 +9,4 @@ cd "$root"
 
 scripts/setup.sh emulator
 cargo build --bin local-stack
-exec target/debug/local-stack --template template.yaml --moto-server .venv/emulator/bin/moto_server "$@"
+exec target/debug/local-stack --template template.yaml --moto-server tools/emulator/moto-server "$@"

@@ -10,7 +10,7 @@ scripts/setup.sh emulator
 port="$(.venv/emulator/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="$root/target/test-emulator.log"
 mkdir -p target
-.venv/emulator/bin/moto_server -H 127.0.0.1 -p "$port" > "$log" 2>&1 &
+tools/emulator/moto-server -H 127.0.0.1 -p "$port" > "$log" 2>&1 &
 emulator_pid=$!
 trap 'kill "$emulator_pid" 2>/dev/null || true; wait "$emulator_pid" 2>/dev/null || true' EXIT
 

@@ -33,7 +33,8 @@ struct Args {
     api_port: u16,
     #[arg(long, value_enum, default_value = "moto")]
     emulator: Emulator,
-    #[arg(long, default_value = ".venv/emulator/bin/moto_server")]
+    /// The emulator's launcher: the pinned moto with DynamoDB's one-write-at-a-time behaviour.
+    #[arg(long, default_value = "tools/emulator/moto-server")]
     moto_server: PathBuf,
     #[arg(long, default_value_t = 4566, env = "NOTIFY_EMULATOR_PORT")]
     emulator_port: u16,

@@ -112,12 +112,7 @@ async fn sms_and_email_land_rendered_with_one_click_unsubscribe() {
     assert!(notification["deliveries"].as_array().unwrap().iter().all(|d| d["status"] == "sent"), "{notification}");
     let events: Vec<&str> =
         notification["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    // Both dispatchers append to this notification's timeline, often at the same moment. The
-    // emulator runs concurrent UpdateItems on one item without isolation and can lose one of the
-    // two `list_append`s (DynamoDB applies writes to an item one at a time); the statuses above,
-    // set on separate paths, are exact either way.
-    let sent_events = events.iter().filter(|e| **e == "sent").count();
-    assert!((1..=2).contains(&sent_events), "{events:?}");
+    assert_eq!(events.iter().filter(|e| **e == "sent").count(), 2, "{events:?}");
 
     let sms = recorded_sms()
         .await
