@@ -86,49 +86,51 @@ impl<P: Provider> Dispatcher<P> {
     }
 
     async fn deliver(&self, record: SqsRecord<DeliveryMessage<P::Content>>) -> Outcome {
+        let message = &record.body;
+        let (id, delivery_id) = (&message.notification_id, &message.delivery_id);
+        let now_ms = crate::time::now_epoch_millis();
+        match self.notifications.claim(id, delivery_id, P::CHANNEL, now_ms, self.lease).await {
+            Ok(Claim::Taken) => {}
+            Ok(Claim::Finished(status)) => {
+                tracing::info!(notification_id = %id, delivery_id = %delivery_id, ?status, "already finished; acknowledged");
+                return Outcome::Done;
+            }
+            Ok(Claim::Held { until_ms }) => {
+                let wait = Duration::from_millis((until_ms - now_ms).max(0) as u64) + Duration::from_secs(1);
+                return self.retry_after(&record, wait).await;
+            }
+            // The intake logs every delivery before enqueueing it, so this message was not
+            // made by this stack (or outlived its record): poison, kept for on-call in the DLQ.
+            Ok(Claim::Missing) => {
+                tracing::error!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; left for the DLQ");
+                return Outcome::Retry;
+            }
+            // Whether the claim was applied is unknown (its answer may be what was lost): the
+            // lease, ours or another attempt's, is left to run out rather than released.
+            Err(error) => {
+                tracing::warn!(notification_id = %id, error = %error, "could not claim the delivery; will retry");
+                return self.retry_after(&record, self.backoff_delay(record.receive_count)).await;
+            }
+        }
         match self.attempt(&record).await {
             Ok(outcome) => outcome,
             // Our own state could not be read or written: retry the whole step later.
             Err(error) => {
-                let message = &record.body;
-                tracing::warn!(notification_id = %message.notification_id, error = %error, "delivery state unavailable; will retry");
-                // Release a lease this attempt may hold, so the retry need not wait it out
-                // (a no-op when the claim itself failed).
+                tracing::warn!(notification_id = %id, error = %error, "delivery state unavailable; will retry");
+                // Release the lease this attempt holds, so the retry need not wait it out.
                 let release = AttemptOutcome::Retrying(failure(&error));
-                if let Err(error) = self
-                    .notifications
-                    .record(&message.notification_id, &message.delivery_id, P::CHANNEL, &release)
-                    .await
-                {
-                    tracing::warn!(notification_id = %message.notification_id, error = %error, "could not release the lease");
+                if let Err(error) = self.notifications.record(id, delivery_id, P::CHANNEL, &release).await {
+                    tracing::warn!(notification_id = %id, error = %error, "could not release the lease");
                 }
-                let delay = self.backoff_delay(record.receive_count);
-                self.retry_after(&record, delay).await
+                self.retry_after(&record, self.backoff_delay(record.receive_count)).await
             }
         }
     }
 
+    /// The attempt of a delivery this dispatcher has claimed: re-check, send, record.
     async fn attempt(&self, record: &SqsRecord<DeliveryMessage<P::Content>>) -> Result<Outcome, DependencyError> {
         let message = &record.body;
         let (id, delivery_id, channel) = (&message.notification_id, &message.delivery_id, P::CHANNEL);
-        let now_ms = crate::time::now_epoch_millis();
-        match self.notifications.claim(id, delivery_id, channel, now_ms, self.lease).await? {
-            Claim::Taken => {}
-            Claim::Finished(status) => {
-                tracing::info!(notification_id = %id, delivery_id = %delivery_id, ?status, "already finished; acknowledged");
-                return Ok(Outcome::Done);
-            }
-            Claim::Held { until_ms } => {
-                let wait = Duration::from_millis((until_ms - now_ms).max(0) as u64) + Duration::from_secs(1);
-                return Ok(self.retry_after(record, wait).await);
-            }
-            // The intake logs every delivery before enqueueing it, so this message was not
-            // made by this stack (or outlived its record): poison, kept for on-call in the DLQ.
-            Claim::Missing => {
-                tracing::error!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; left for the DLQ");
-                return Ok(Outcome::Retry);
-            }
-        }
 
         // Independent reads, made together: the user as it is now and the suppression list.
         let (user, suppressed) =
