@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds each function as SAM deploys it (cargo-lambda, arm64, the release profile) and prints
 # the size of its zipped `bootstrap`. Uses its own target directory so it never invalidates the
-# debug build the tests use; the first run takes about 10 minutes on 2 cores.
+# debug build the tests use; the first run takes about 12 minutes on 2 cores.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

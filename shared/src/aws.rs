@@ -25,10 +25,9 @@ const MALFORMED_REQUEST_CODES: [&str; 2] = ["ValidationException", "Construction
 
 /// Classifies an SDK error. Errors whose code is in `permanent_codes` (the target or content is
 /// at fault) or names a malformed request are permanent: retrying cannot help. Everything else,
-/// including throttling,
-/// 5xx, timeouts, network failures and codes we do not know, is transient: a wrongly transient
-/// error costs a few retries and ends in a DLQ with an alarm, a wrongly permanent one silently
-/// drops a notification.
+/// including throttling, 5xx, timeouts, network failures and codes we do not know, is
+/// transient: a wrongly transient error costs a few retries and ends in a DLQ with an alarm, a
+/// wrongly permanent one silently drops a notification.
 pub fn classify<E, R>(
     service: &'static str,
     operation: &'static str,

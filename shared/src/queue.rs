@@ -3,6 +3,7 @@
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures::StreamExt;
 
 use crate::aws::classify;
 use crate::config::Settings;
@@ -13,6 +14,8 @@ use crate::error::{DependencyError, FailureClass};
 const SQS_BATCH_LIMIT: usize = 10;
 /// …and at most 256 KiB of bodies in one call.
 const SQS_BATCH_BYTES: usize = 256 * 1024;
+/// `SendMessageBatch` requests one enqueue keeps in flight.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// The queue URL of each channel.
 #[derive(Clone, Debug)]
@@ -88,12 +91,17 @@ impl Enqueuer {
             .into_iter()
             .map(|channel| (channel, messages.iter().filter(|message| message.channel == channel).collect()))
             .collect();
-        // The chunks are independent requests: sent together, a batch of 100 notifications on
-        // three channels waits for one SQS round trip instead of up to 30 in a row.
-        let sends = per_channel.iter().flat_map(|(channel, for_channel)| {
-            chunks(for_channel).into_iter().map(|chunk| self.send_chunk(self.queues.url(*channel), chunk))
-        });
-        futures::future::join_all(sends).await.into_iter().flatten().collect()
+        // The chunks are independent requests: sent a few at a time, a batch of 100
+        // notifications on three channels waits for a few SQS round trips instead of up to 30 in
+        // a row, without a burst that throttling would answer.
+        let mut sends = Vec::new();
+        for (channel, for_channel) in &per_channel {
+            sends
+                .extend(chunks(for_channel).into_iter().map(|chunk| self.send_chunk(self.queues.url(*channel), chunk)));
+        }
+        let not_enqueued: Vec<Vec<NotEnqueued>> =
+            futures::stream::iter(sends).buffer_unordered(CHUNKS_IN_FLIGHT).collect().await;
+        not_enqueued.into_iter().flatten().collect()
     }
 
     async fn send_chunk(&self, queue_url: &str, chunk: &[&Outgoing]) -> Vec<NotEnqueued> {

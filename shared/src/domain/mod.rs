@@ -1,7 +1,8 @@
 //! Domain types. Each can only hold a valid value: parse at the boundary, then trust the type.
 
 /// The conversions of a validated string type `T(String)` whose `T::parse` checks a value:
-/// serde goes through `parse` (`#[serde(try_from = "String", into = "String")]`).
+/// serde goes through `parse` (`#[serde(try_from = "String", into = "String")]`), or through
+/// the named `$from_stored` where values read back from our own records need a cheaper check.
 macro_rules! validated_string {
     ($type:ident) => {
         $crate::domain::validated_string!($type, parse);

@@ -210,7 +210,8 @@ pub struct Contacts {
 }
 
 /// Contact data as a caller gives it (the API's JSON body, a row of an import file): checked
-/// field by field, so every bad field is reported at once.
+/// field by field, so every bad field is reported at once. Strings, not the validated types:
+/// a `PhoneNumber` deserialized checks E.164 form only, which is for our own records.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContactsInput {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{Item, corrupt, from_item, string, to_item};
+use super::{Item, from_item, string, to_item};
 use crate::aws::classify;
 use crate::domain::channel::Channel;
 use crate::domain::notification::{
@@ -330,8 +330,7 @@ impl NotificationStore {
                 change.set("provider_message_id", string(provider_message_id));
             }
             AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) => change.set_error(failure)?,
-            AttemptOutcome::Skipped(reason) => change
-                .set("skip_reason", serde_dynamo::to_attribute_value(reason).map_err(|e| corrupt("UpdateItem", e))?),
+            AttemptOutcome::Skipped(reason) => change.set("skip_reason", string(reason.as_str())),
         }
         change.names.insert("#lease".into(), "lease_until".into());
         change.values.insert(":sending".into(), status_value(DeliveryStatus::Sending));

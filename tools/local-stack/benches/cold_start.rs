@@ -1,5 +1,5 @@
 //! Cold start: each function's release binary started as Lambda starts it, against a minimal
-//! Runtime API (`support::runtime_api`) with the emulator as its AWS endpoint. Measures exec →
+//! Runtime API (`tests/support/runtime_api.rs`) with the emulator as its AWS endpoint. Measures exec →
 //! first `GET /runtime/invocation/next` (init) and the first invocation against warm ones, and
 //! compares init with a hello-world `lambda_runtime` binary built in the same run. Run with
 //! `scripts/bench.sh cold_start`, which builds the release binaries first.
@@ -9,6 +9,9 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+// Only this benchmark starts function binaries.
+#[path = "../tests/support/runtime_api.rs"]
+mod runtime_api;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,10 +22,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use local_stack::provision::Deployed;
 use local_stack::resolve::Physical;
-use reqwest::Method;
+use runtime_api::RuntimeApi;
 use serde_json::{Map, Value, json};
-use support::api::{Api, ios_token, unique};
-use support::runtime_api::RuntimeApi;
+use support::api::{Api, unique};
 
 /// Processes started per function (each one cold start).
 const LAUNCHES: usize = 10;
@@ -247,18 +249,7 @@ async fn next_message_event(sqs: &aws_sdk_sqs::Client, deployed: &Deployed, queu
 #[tokio::main]
 async fn main() {
     let api = Api::start().await;
-    let user = unique("u");
-    let contacts = json!({"phone": "+12015550123", "email": format!("{user}@example.com")});
-    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(contacts)).await;
-    let device = json!({"platform": "ios", "token": ios_token()});
-    api.call(Method::POST, &format!("/v1/users/{user}/devices"), Some(device)).await;
-    let template = unique("t");
-    let content = json!({"default_locale": "en", "transactional": true, "locales": {"en": {
-        "push": {"title": "Order", "body": "Order {{ order }} shipped"},
-        "sms": {"body": "Order {{ order }} shipped"},
-        "email": {"subject": "Order {{ order }}", "html": "<p>Order {{ order }} shipped</p>", "text": "Order {{ order }} shipped"}
-    }}});
-    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+    let (user, template) = api.user_and_template_on_every_channel().await;
     // From here on the binaries do the work: the in-process functions must not drain the queues.
     let Api { stack, clients, app, .. } = api;
     let deployed = stack.deployed.clone();

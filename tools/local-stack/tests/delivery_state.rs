@@ -85,7 +85,7 @@ impl Parked {
     }
 
     async fn delivery(&self, id: &str) -> Value {
-        self.api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body["deliveries"][0].clone()
+        self.api.notification(id).await["deliveries"][0].clone()
     }
 
     fn store(&self) -> NotificationStore {
@@ -221,7 +221,7 @@ async fn every_transition_is_recorded_with_its_event() {
     // A late outcome from a superseded attempt changes nothing.
     let late = AttemptOutcome::Sent { provider_message_id: "late".into() };
     assert!(!store.record(&id, "sms", Channel::Sms, &late).await.unwrap(), "not recorded (nor counted)");
-    let body = parked.api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
+    let body = parked.api.notification(&id).await;
     assert_eq!(body["deliveries"][0]["status"], "failed");
     let events: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(events, vec!["accepted", "sending", "retrying", "sending", "failed"]);

@@ -6,12 +6,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
-use support::{emulator_state, eventually};
+use support::emulator_state;
 
 /// A user with a fresh address and an email template; returns (user, template, address).
 async fn email_user(api: &Api) -> (String, String, String) {
@@ -109,7 +107,7 @@ async fn delivery_and_hard_bounce_feedback_update_the_delivery_and_suppress_the_
     assert_eq!(email_skip_reason(&api, &third).await, "suppressed");
     assert_eq!(emails_to(&address).await, sent_before, "no provider call for a suppressed address");
 
-    let again = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
+    let again = api.notification(&id).await;
     let events = again["events"].as_array().unwrap();
     assert_eq!(events.iter().filter(|e| e["type"] == "delivered").count(), 1, "the duplicate event changed nothing");
     api.stack.stop().await;
@@ -125,12 +123,11 @@ async fn a_soft_bounce_suppresses_nothing_and_a_complaint_suppresses_the_address
     email_delivery(&api, &id, "sent").await;
     let soft = json!({"bounceType": "Transient", "bounceSubType": "MailboxFull", "bouncedRecipients": [{"emailAddress": address}]});
     api.publish_ses_event(&id, &address, "Bounce", soft).await;
-    eventually(Duration::from_secs(30), "the soft bounce on the timeline", || async {
-        let body = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
-        body["events"].as_array()?.iter().any(|e| e["type"] == "soft_bounced").then_some(())
+    api.wait_for_notification(&id, "the soft bounce on the timeline", |view| {
+        view["events"].as_array().is_some_and(|events| events.iter().any(|e| e["type"] == "soft_bounced"))
     })
     .await;
-    let still_sent = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
+    let still_sent = api.notification(&id).await;
     assert_eq!(still_sent["deliveries"][0]["status"], "sent");
 
     let second = send(&api, &user, &template).await;

@@ -10,7 +10,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::json;
 use stack::api::{Api, every_delivery_sent};
 use stack::fault_proxy::FaultProxy;
@@ -33,7 +32,7 @@ async fn a_parked_delivery_is_listed_by_its_error_and_redriven_with_the_cli_exac
         (api.queue_depth("SmsDeadLetterQueue").await == 1).then_some(())
     })
     .await;
-    let parked = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body["deliveries"][0].clone();
+    let parked = api.notification(&id).await["deliveries"][0].clone();
     assert_eq!((parked["status"].clone(), parked["attempts"].clone()), (json!("queued"), json!(8)), "maxReceiveCount");
     assert_eq!(parked["error"], json!({"class": "transient", "code": "Throttling", "message": "Rate exceeded"}));
     let groups = notifyctl(&outputs, &["dlq", "list", "--channel", "sms"]).await;

@@ -97,11 +97,25 @@ impl Api {
 
     /// Polls the notification's view until `done` holds for it; returns that view.
     pub async fn wait_for_notification(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        super::eventually(std::time::Duration::from_secs(60), what, || async {
+        // Long enough for a delivery that waits out a visibility timeout or two.
+        super::eventually(std::time::Duration::from_secs(120), what, || async {
             let view = self.notification(id).await;
             done(&view).then_some(view)
         })
         .await
+    }
+
+    /// A user reachable on every channel (phone, email, an iOS device) and a template from
+    /// [`every_channel_template`]; returns the user's id and the template's name.
+    pub async fn user_and_template_on_every_channel(&self) -> (String, String) {
+        let user = unique("u");
+        let contacts = json!({"phone": "+12015550123", "email": format!("{user}@example.com")});
+        self.call(Method::PUT, &format!("/v1/users/{user}"), Some(contacts)).await;
+        let device = json!({"platform": "ios", "token": ios_token()});
+        self.call(Method::POST, &format!("/v1/users/{user}/devices"), Some(device)).await;
+        let template = unique("t");
+        self.call(Method::PUT, &format!("/v1/templates/{template}"), Some(every_channel_template())).await;
+        (user, template)
     }
 
     /// `count` new users, each with a phone number; returns their ids.
@@ -242,9 +256,21 @@ pub fn matches(template: &str, path: &str) -> bool {
         && template.iter().zip(&path).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
 }
 
+/// Template content for push, SMS and email, with the `order` parameter in every part;
+/// transactional, so no rate limit stands between a test and its sends.
+pub fn every_channel_template() -> Value {
+    json!({"default_locale": "en", "transactional": true, "locales": {"en": {
+        "push": {"title": "Order", "body": "{{ order }}"},
+        "sms": {"body": "{{ order }}"},
+        "email": {"subject": "{{ order }}", "html": "<p>{{ order }}</p>", "text": "{{ order }}"}
+    }}})
+}
+
 /// Whether every delivery of a notification's view is sent.
 pub fn every_delivery_sent(view: &Value) -> bool {
-    view["deliveries"].as_array().is_some_and(|deliveries| deliveries.iter().all(|d| d["status"] == "sent"))
+    view["deliveries"]
+        .as_array()
+        .is_some_and(|deliveries| !deliveries.is_empty() && deliveries.iter().all(|d| d["status"] == "sent"))
 }
 
 pub fn unique(prefix: &str) -> String {

@@ -6,7 +6,6 @@
 pub mod api;
 pub mod fault_proxy;
 pub mod reliability;
-pub mod runtime_api;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -134,7 +133,7 @@ pub async fn queue_is_empty(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> bool 
 pub async fn outcomes_final(log: &notify::store::notifications::NotificationStore, ids: &[String]) -> bool {
     for id in ids {
         match log.get(id).await.expect("the notification log is readable") {
-            Some(record) if record.deliveries.values().all(|delivery| delivery.status.is_final()) => {}
+            Some(record) if record.finished() => {}
             _ => return false,
         }
     }

@@ -22,7 +22,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::api::{Api, OPENAPI, ios_token, unique};
+use super::api::{Api, OPENAPI, every_channel_template, ios_token, unique};
 use super::fault_proxy::FaultProxy;
 use super::{emulator_state, queue_is_empty};
 
@@ -235,19 +235,27 @@ pub fn with_visibility_timeout(template_text: &str, seconds: u32) -> String {
     template_text.replace("VisibilityTimeout: 180", &format!("VisibilityTimeout: {seconds}"))
 }
 
-/// The kinds of poison a channel queue can receive.
-pub fn poison_messages() -> Vec<(&'static str, String)> {
-    let valid_shape = |delivery: &str| {
-        json!({"notification_id": unique("n"), "delivery_id": delivery, "user_id": "u", "template": "t",
-               "transactional": false, "to": "+12015550123", "body": "b"})
-        .to_string()
+/// The kinds of poison `channel`'s queue can receive. The last two are well-formed messages
+/// of that channel's shape naming a delivery the log does not have: a channel no notification
+/// has on `logged` (a notification that exists), and a notification that does not exist.
+pub fn poison_messages(channel: &str, logged: &str) -> Vec<(&'static str, String)> {
+    let content = match channel {
+        "sms" => json!({"to": "+12015550123", "body": "b"}),
+        "email" => json!({"to": "poison@example.com", "subject": "s", "html": "<p>h</p>", "text": "t"}),
+        _ => json!({"platform": "ios", "token": ios_token(), "title": "t", "body": "b"}),
+    };
+    let valid_shape = |notification_id: &str, delivery_id: &str| {
+        let mut message = json!({"notification_id": notification_id, "delivery_id": delivery_id, "user_id": "u",
+                                 "template": "t", "transactional": false, "channel": channel});
+        message.as_object_mut().unwrap().extend(content.as_object().unwrap().clone());
+        message.to_string()
     };
     vec![
         ("not JSON", "not json {".to_string()),
-        ("wrong schema", r#"{"channel":"sms","hello":1}"#.to_string()),
-        ("unknown channel", valid_shape("fax")),
-        ("unknown notification", valid_shape("sms")),
+        ("wrong schema", format!(r#"{{"channel":"{channel}","hello":1}}"#)),
         ("huge (250 KB)", json!({"padding": "x".repeat(250 * 1024)}).to_string()),
+        ("unknown channel", valid_shape(logged, "fax")),
+        ("unknown notification", valid_shape(&unique("n"), channel)),
     ]
 }
 
@@ -256,35 +264,22 @@ pub fn poison_messages() -> Vec<(&'static str, String)> {
 /// `api` must run a template from [`with_visibility_timeout`].
 pub async fn poison(api: &Api) -> Figure {
     let mut figure = Figure::new("poison messages: reported alone, parked in the DLQ, batch not blocked");
-    let user = unique("u");
-    let address = format!("{user}@example.com");
-    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123", "email": address}))).await;
-    api.call(
-        Method::POST,
-        &format!("/v1/users/{user}/devices"),
-        Some(json!({"platform": "ios", "token": ios_token()})),
-    )
-    .await;
-    let template = unique("t");
+    let (user, template) = api.user_and_template_on_every_channel().await;
     let order = unique("o");
-    let content = json!({"default_locale": "en", "transactional": true, "locales": {"en": {
-        "push": {"title": "t", "body": "{{ order }}"},
-        "sms": {"body": "{{ order }}"},
-        "email": {"subject": "{{ order }}", "html": "<p>{{ order }}</p>", "text": "{{ order }}"}
-    }}});
-    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
 
+    let body = json!({"user_id": user, "template": template, "params": {"order": order}});
+    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
     let mut parked = Vec::new();
-    for (queue, dlq) in [
-        ("SmsQueue", "SmsDeadLetterQueue"),
-        ("EmailQueue", "EmailDeadLetterQueue"),
-        ("PushQueue", "PushDeadLetterQueue"),
+    for (channel, queue, dlq) in [
+        ("sms", "SmsQueue", "SmsDeadLetterQueue"),
+        ("email", "EmailQueue", "EmailDeadLetterQueue"),
+        ("push", "PushQueue", "PushDeadLetterQueue"),
     ] {
         let url = api.stack.deployed.queue(queue).unwrap().0.to_string();
         let dlq_url = api.stack.deployed.queue(dlq).unwrap().0.to_string();
         let mut sent = Vec::new();
-        for (kind, body) in poison_messages() {
-            let id = api
+        for (kind, body) in poison_messages(channel, &id) {
+            let message_id = api
                 .clients
                 .sqs
                 .send_message()
@@ -295,17 +290,11 @@ pub async fn poison(api: &Api) -> Figure {
                 .unwrap()
                 .message_id
                 .unwrap();
-            sent.push((kind, id));
+            sent.push((kind, message_id));
         }
         parked.push((queue, dlq_url, sent));
     }
-    let body = json!({"user_id": user, "template": template, "params": {"order": order}});
-    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
-    let done = super::eventually(Duration::from_secs(120), "the good notification", || async {
-        let view = api.call(Method::GET, &format!("/v1/notifications/{id}"), None).await.body;
-        (view["status"] == "completed").then_some(view)
-    })
-    .await;
+    let done = api.wait_for_notification(&id, "the good notification", |view| view["status"] == "completed").await;
     for delivery in done["deliveries"].as_array().unwrap() {
         figure.check(delivery["status"] == "sent", || {
             format!("the good {} delivery ended {}", delivery["channel"], delivery["status"])
@@ -319,7 +308,7 @@ pub async fn poison(api: &Api) -> Figure {
             figure.check(found.contains(message_id), || format!("{queue}: the {kind} poison did not reach the DLQ"));
         }
     }
-    figure.notes.push(format!("{} kinds × 3 channel queues", poison_messages().len()));
+    figure.notes.push(format!("{} kinds × 3 channel queues", poison_messages("sms", &id).len()));
     figure
 }
 
@@ -358,9 +347,9 @@ pub struct PipelineRun {
     pub infrastructure_faults: f64,
 }
 
-/// Deliveries and provider sends expected per notification, by the channel it asks for (the
-/// users have one phone, one address, an iOS and an Android device).
-const CHANNELS: [(&str, usize); 3] = [("sms", 1), ("email", 1), ("push", 2)];
+/// The channels the notifications ask for, in turn (the users have one phone, one address, an
+/// iOS and an Android device).
+const CHANNELS: [&str; 3] = ["sms", "email", "push"];
 
 /// `run.notifications` notifications across every channel through the whole stack while a
 /// share of provider sends, SQS and DynamoDB requests fail, and the stack is killed (every task
@@ -413,11 +402,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
 
     // Users and the template, before any fault.
     let template_name = unique("t");
-    let content = json!({"default_locale": "en", "transactional": true, "locales": {"en": {
-        "push": {"title": "Order", "body": "{{ order }}"},
-        "sms": {"body": "{{ order }}"},
-        "email": {"subject": "{{ order }}", "html": "<p>{{ order }}</p>", "text": "{{ order }}"}
-    }}});
+    let content = every_channel_template();
     assert!(
         call(Method::PUT, format!("/v1/templates/{template_name}"), content, None).await.unwrap().status().is_success()
     );
@@ -447,7 +432,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     let refused = AtomicUsize::new(0);
     let submit = futures::stream::iter(0..run.notifications)
         .map(|index| {
-            let (channel, _) = CHANNELS[index % CHANNELS.len()];
+            let channel = CHANNELS[index % CHANNELS.len()];
             let body = json!({"user_id": users[index % users.len()], "template": template_name,
                               "params": {"order": order_of(index)}, "channels": [channel]});
             let key = format!("{run_tag}-{index}");
@@ -501,7 +486,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1200);
     let records = loop {
         let records = scan_records(&direct, &table, &mine).await;
-        let open = records.values().filter(|record| !record.deliveries.values().all(|d| d.status.is_final())).count();
+        let open = records.values().filter(|record| !record.finished()).count();
         if (open == 0 && records.len() == mine.len()) || tokio::time::Instant::now() > deadline {
             break records;
         }
@@ -534,15 +519,12 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
     for (index, id) in &ids {
         let record = records.get(id.as_str());
-        outcomes.check(
-            record.is_some_and(|r| !r.deliveries.is_empty() && r.deliveries.values().all(|d| d.status.is_final())),
-            || {
-                format!(
-                    "notification {index} ({id}): {:?}",
-                    record.map(|r| r.deliveries.values().map(|d| d.status).collect::<Vec<_>>())
-                )
-            },
-        );
+        outcomes.check(record.is_some_and(|r| !r.deliveries.is_empty() && r.finished()), || {
+            format!(
+                "notification {index} ({id}): {:?}",
+                record.map(|r| r.deliveries.values().map(|d| d.status).collect::<Vec<_>>())
+            )
+        });
         let Some(record) = record else { continue };
         // Per destination: a push notification has a delivery per device.
         let mut expected: BTreeMap<String, usize> = BTreeMap::new();
