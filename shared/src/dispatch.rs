@@ -29,7 +29,7 @@ use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
 use crate::domain::stats::skipped_counter;
 use crate::error::DependencyError;
 use crate::provider::Provider;
-use crate::store::notifications::{AttemptOutcome, Claim, NotificationStore};
+use crate::store::notifications::{AttemptOutcome, Claim, Lease, NotificationStore};
 use crate::store::rate_limits::RateLimiter;
 use crate::store::stats::{StatsRecorder, StatsStore};
 use crate::store::users::UserStore;
@@ -89,8 +89,8 @@ impl<P: Provider> Dispatcher<P> {
         let message = &record.body;
         let (id, delivery_id) = (&message.notification_id, &message.delivery_id);
         let now_ms = crate::time::now_epoch_millis();
-        match self.notifications.claim(id, delivery_id, P::CHANNEL, now_ms, self.lease).await {
-            Ok(Claim::Taken) => {}
+        let lease = match self.notifications.claim(id, delivery_id, P::CHANNEL, now_ms, self.lease).await {
+            Ok(Claim::Taken(lease)) => lease,
             Ok(Claim::Finished(status)) => {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, ?status, "already finished; acknowledged");
                 return Outcome::Done;
@@ -111,15 +111,15 @@ impl<P: Provider> Dispatcher<P> {
                 tracing::warn!(notification_id = %id, error = %error, "could not claim the delivery; will retry");
                 return self.retry_after(&record, self.backoff_delay(record.receive_count)).await;
             }
-        }
-        match self.attempt(&record).await {
+        };
+        match self.attempt(&record, lease).await {
             Ok(outcome) => outcome,
             // Our own state could not be read or written: retry the whole step later.
             Err(error) => {
                 tracing::warn!(notification_id = %id, error = %error, "delivery state unavailable; will retry");
                 // Release the lease this attempt holds, so the retry need not wait it out.
                 let release = AttemptOutcome::Retrying(failure(&error));
-                if let Err(error) = self.notifications.record(id, delivery_id, P::CHANNEL, &release).await {
+                if let Err(error) = self.notifications.record(id, delivery_id, P::CHANNEL, lease, &release).await {
                     tracing::warn!(notification_id = %id, error = %error, "could not release the lease");
                 }
                 self.retry_after(&record, self.backoff_delay(record.receive_count)).await
@@ -128,7 +128,11 @@ impl<P: Provider> Dispatcher<P> {
     }
 
     /// The attempt of a delivery this dispatcher has claimed: re-check, send, record.
-    async fn attempt(&self, record: &SqsRecord<DeliveryMessage<P::Content>>) -> Result<Outcome, DependencyError> {
+    async fn attempt(
+        &self,
+        record: &SqsRecord<DeliveryMessage<P::Content>>,
+        lease: Lease,
+    ) -> Result<Outcome, DependencyError> {
         let message = &record.body;
         let (id, delivery_id, channel) = (&message.notification_id, &message.delivery_id, P::CHANNEL);
 
@@ -136,32 +140,33 @@ impl<P: Provider> Dispatcher<P> {
         let (user, suppressed) =
             futures::future::try_join(self.users.get(&message.user_id), self.provider.suppressed(message)).await?;
         let recipient = match user {
-            None => return self.finish(message, AttemptOutcome::Skipped(SkipReason::UserDeleted)).await,
+            None => return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::UserDeleted)).await,
             Some(profile) if !profile.preferences.allows(channel) => {
-                return self.finish(message, AttemptOutcome::Skipped(SkipReason::OptedOut)).await;
+                return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::OptedOut)).await;
             }
             Some(profile) => profile,
         };
         if let Some(reason) = self.provider.unreachable(message, &recipient) {
-            return self.finish(message, AttemptOutcome::Skipped(reason)).await;
+            return self.finish(message, lease, AttemptOutcome::Skipped(reason)).await;
         }
         if suppressed {
-            return self.finish(message, AttemptOutcome::Skipped(SkipReason::Suppressed)).await;
+            return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::Suppressed)).await;
         }
         if !message.transactional
             && !self.limiter.try_take(&message.user_id, channel, id, crate::time::now_epoch_seconds()).await?
         {
-            return self.finish(message, AttemptOutcome::Skipped(SkipReason::RateLimited)).await;
+            return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::RateLimited)).await;
         }
 
         let started = std::time::Instant::now();
         let sent = self.provider.send(message, &recipient).await;
         crate::metrics::provider_latency(channel, started.elapsed());
         match sent {
-            Ok(provider_message_id) => self.finish(message, AttemptOutcome::Sent { provider_message_id }).await,
+            Ok(provider_message_id) => self.finish(message, lease, AttemptOutcome::Sent { provider_message_id }).await,
             Err(error) if error.is_transient() => {
                 tracing::warn!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "send failed; will retry");
-                self.notifications.record(id, delivery_id, channel, &AttemptOutcome::Retrying(failure(&error))).await?;
+                let retrying = AttemptOutcome::Retrying(failure(&error));
+                self.notifications.record(id, delivery_id, channel, lease, &retrying).await?;
                 crate::metrics::delivery(channel, crate::metrics::Outcome::Retried);
                 let delay = self.backoff_delay(record.receive_count);
                 Ok(self.retry_after(record, delay).await)
@@ -169,7 +174,7 @@ impl<P: Provider> Dispatcher<P> {
             Err(error) => {
                 tracing::error!(notification_id = %id, delivery_id = %delivery_id, error = %error, "send failed permanently");
                 self.provider.on_permanent_failure(message, &error).await?;
-                self.finish(message, AttemptOutcome::Failed(failure(&error))).await
+                self.finish(message, lease, AttemptOutcome::Failed(failure(&error))).await
             }
         }
     }
@@ -177,9 +182,11 @@ impl<P: Provider> Dispatcher<P> {
     async fn finish(
         &self,
         message: &DeliveryMessage<P::Content>,
+        lease: Lease,
         outcome: AttemptOutcome,
     ) -> Result<Outcome, DependencyError> {
-        if !self.notifications.record(&message.notification_id, &message.delivery_id, P::CHANNEL, &outcome).await? {
+        let (id, delivery_id) = (&message.notification_id, &message.delivery_id);
+        if !self.notifications.record(id, delivery_id, P::CHANNEL, lease, &outcome).await? {
             // Another attempt recorded (and counted) the outcome.
             return Ok(Outcome::Done);
         }

@@ -17,14 +17,24 @@ use crate::error::DependencyError;
 /// What claiming a delivery for an attempt came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// This attempt holds the delivery.
-    Taken,
+    /// This attempt holds the delivery, with this lease.
+    Taken(Lease),
     /// Another attempt holds it until then (epoch milliseconds).
     Held { until_ms: i64 },
     /// It has an outcome already.
     Finished(DeliveryStatus),
     /// No such notification or delivery (expired from the log, or never logged).
     Missing,
+}
+
+/// The lease an attempt took on a delivery: until when (epoch milliseconds) no other attempt
+/// takes it over. Its value also tells this attempt's claim apart from a later one's (a claim
+/// succeeds only while no unexpired lease exists), so the attempt's outcome is written only
+/// while it still holds the delivery: one that outlived its lease cannot overwrite the state of
+/// the attempt that took over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    until_ms: i64,
 }
 
 /// A status change the provider's feedback asks for.
@@ -275,6 +285,7 @@ impl NotificationStore {
         now_ms: i64,
         lease: Duration,
     ) -> Result<Claim, DependencyError> {
+        let lease = Lease { until_ms: now_ms + lease.as_millis() as i64 };
         let result = self
             .client
             .update_item()
@@ -293,7 +304,7 @@ impl NotificationStore {
             .expression_attribute_values(":queued", status_value(DeliveryStatus::Queued))
             .expression_attribute_values(":sending", status_value(DeliveryStatus::Sending))
             .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
-            .expression_attribute_values(":lease", AttributeValue::N((now_ms + lease.as_millis() as i64).to_string()))
+            .expression_attribute_values(":lease", AttributeValue::N(lease.until_ms.to_string()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":now_iso", string(&crate::time::now_rfc3339()))
             .expression_attribute_values(":event", event("sending", channel)?)
@@ -301,7 +312,7 @@ impl NotificationStore {
             .send()
             .await;
         let record = match result {
-            Ok(_) => return Ok(Claim::Taken),
+            Ok(_) => return Ok(Claim::Taken(lease)),
             Err(error) => found_instead(error)?,
         };
         let Some(delivery) = record.as_ref().and_then(|record| record.deliveries.get(delivery_id)) else {
@@ -315,13 +326,15 @@ impl NotificationStore {
         })
     }
 
-    /// Records how an attempt ended, if the delivery is still `sending` (an attempt that took
-    /// over and finished first has already recorded it): whether this write recorded it.
+    /// Records how an attempt ended, if the delivery is still `sending` under the attempt's
+    /// `lease` (else another attempt took over, and records its own outcome): whether this write
+    /// recorded it.
     pub async fn record(
         &self,
         id: &str,
         delivery_id: &str,
         channel: Channel,
+        lease: Lease,
         outcome: &AttemptOutcome,
     ) -> Result<bool, DependencyError> {
         let mut change = StatusChange::new(delivery_id, outcome.status(), outcome.event(), channel)?;
@@ -334,14 +347,20 @@ impl NotificationStore {
         }
         change.names.insert("#lease".into(), "lease_until".into());
         change.values.insert(":sending".into(), status_value(DeliveryStatus::Sending));
+        change.values.insert(":lease".into(), AttributeValue::N(lease.until_ms.to_string()));
         let result = change
-            .update(self, id, "#deliveries.#d.#status = :sending".into(), " REMOVE #deliveries.#d.#lease")
+            .update(
+                self,
+                id,
+                "#deliveries.#d.#status = :sending AND #deliveries.#d.#lease = :lease".into(),
+                " REMOVE #deliveries.#d.#lease",
+            )
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                tracing::info!(notification_id = %id, delivery_id = %delivery_id, "the delivery was finished by another attempt");
+                tracing::info!(notification_id = %id, delivery_id = %delivery_id, "another attempt took the delivery over");
                 Ok(false)
             }
             Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),

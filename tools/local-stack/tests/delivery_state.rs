@@ -172,7 +172,10 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
     let store = parked.store();
     let now = notify::time::now_epoch_millis();
     // Another attempt holds the delivery for a minute.
-    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap(), Claim::Taken);
+    let Claim::Taken(first_lease) = store.claim(&id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap()
+    else {
+        panic!("a queued delivery is taken")
+    };
     let messages = parked.receive().await;
     assert_eq!(
         parked.dispatch(&messages).await,
@@ -183,9 +186,22 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
 
     // That attempt died: once its lease runs out, the next attempt takes over and sends.
     let later = now + 61_000;
-    assert_eq!(store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap(), Claim::Taken);
+    let Claim::Taken(lease) = store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap()
+    else {
+        panic!("an expired lease is taken over")
+    };
     assert_eq!(parked.delivery(&id).await["attempts"], 2, "the takeover is the second attempt");
-    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Sent { provider_message_id: "p-1".into() }).await.unwrap();
+    // The first attempt was not dead, only slow: its outcome no longer applies, and must not
+    // release the delivery from under the attempt that holds it now.
+    let late = AttemptOutcome::Retrying(notify::domain::notification::DeliveryFailure {
+        class: notify::error::FailureClass::Transient,
+        code: "Throttling".into(),
+        message: "slow down".into(),
+    });
+    assert!(!store.record(&id, "sms", Channel::Sms, first_lease, &late).await.unwrap(), "not recorded");
+    assert_eq!(parked.delivery(&id).await["status"], "sending");
+    let sent = AttemptOutcome::Sent { provider_message_id: "p-1".into() };
+    assert!(store.record(&id, "sms", Channel::Sms, lease, &sent).await.unwrap());
     assert_eq!(
         store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap(),
         Claim::Finished(DeliveryStatus::Sent)
@@ -205,22 +221,26 @@ async fn every_transition_is_recorded_with_its_event() {
         message: "slow down".into(),
     };
     let (id, _) = parked.accept(&parked.template).await;
+    let taken = |claim: Claim| match claim {
+        Claim::Taken(lease) => lease,
+        other => panic!("not taken: {other:?}"),
+    };
     // queued → sending → queued (transient) → sending → failed (permanent)
-    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(), Claim::Taken);
-    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Retrying(failure.clone())).await.unwrap();
+    let first = taken(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap());
+    store.record(&id, "sms", Channel::Sms, first, &AttemptOutcome::Retrying(failure.clone())).await.unwrap();
     assert_eq!(parked.delivery(&id).await["status"], "queued");
     assert_eq!(parked.delivery(&id).await["error"]["code"], "Throttling");
-    assert_eq!(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(), Claim::Taken);
+    let second = taken(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap());
     let permanent =
         notify::domain::notification::DeliveryFailure { class: notify::error::FailureClass::Permanent, ..failure };
-    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Failed(permanent)).await.unwrap();
+    store.record(&id, "sms", Channel::Sms, second, &AttemptOutcome::Failed(permanent)).await.unwrap();
     assert_eq!(
         store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(),
         Claim::Finished(DeliveryStatus::Failed)
     );
     // A late outcome from a superseded attempt changes nothing.
     let late = AttemptOutcome::Sent { provider_message_id: "late".into() };
-    assert!(!store.record(&id, "sms", Channel::Sms, &late).await.unwrap(), "not recorded (nor counted)");
+    assert!(!store.record(&id, "sms", Channel::Sms, second, &late).await.unwrap(), "not recorded (nor counted)");
     let body = parked.api.notification(&id).await;
     assert_eq!(body["deliveries"][0]["status"], "failed");
     let events: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -228,12 +248,13 @@ async fn every_transition_is_recorded_with_its_event() {
 
     // queued → sending → skipped
     let (skipped, _) = parked.accept(&parked.template).await;
-    store.claim(&skipped, "sms", Channel::Sms, now, lease).await.unwrap();
+    let claimed = taken(store.claim(&skipped, "sms", Channel::Sms, now, lease).await.unwrap());
     store
         .record(
             &skipped,
             "sms",
             Channel::Sms,
+            claimed,
             &AttemptOutcome::Skipped(notify::domain::notification::SkipReason::RateLimited),
         )
         .await

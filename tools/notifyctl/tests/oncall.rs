@@ -9,7 +9,7 @@ use std::time::Duration;
 use notify::domain::channel::Channel;
 use notify::domain::notification::{DeliveryFailure, DeliveryRecord, NotificationRecord, TimelineEvent};
 use notify::error::FailureClass;
-use notify::store::notifications::{AttemptOutcome, NotificationStore};
+use notify::store::notifications::{AttemptOutcome, Claim, NotificationStore};
 use serde_json::json;
 use support::notifyctl;
 
@@ -42,10 +42,13 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
     };
     store.create(&record, notify::time::now_epoch_seconds()).await.unwrap();
     let now_ms = notify::time::now_epoch_millis();
-    store.claim(&id, "sms", Channel::Sms, now_ms, Duration::from_secs(60)).await.unwrap();
+    let Claim::Taken(lease) = store.claim(&id, "sms", Channel::Sms, now_ms, Duration::from_secs(60)).await.unwrap()
+    else {
+        panic!("a queued delivery is taken")
+    };
     let throttled =
         DeliveryFailure { class: FailureClass::Transient, code: "Throttling".into(), message: "Rate exceeded".into() };
-    store.record(&id, "sms", Channel::Sms, &AttemptOutcome::Retrying(throttled)).await.unwrap();
+    store.record(&id, "sms", Channel::Sms, lease, &AttemptOutcome::Retrying(throttled)).await.unwrap();
     let dlq = stack.deployed.queue("SmsDeadLetterQueue").unwrap().0.to_string();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let message_id = sqs.send_message().queue_url(&dlq).message_body(body).send().await.unwrap().message_id.unwrap();
