@@ -1,14 +1,46 @@
 //! SDK configuration and the mapping of SDK errors onto [`DependencyError`].
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
+use aws_smithy_http_client::{Builder, ConnectorBuilder};
 
 use crate::error::{DependencyError, FailureClass};
+
+/// The root certificates every AWS service endpoint's certificate chains to: Amazon Trust
+/// Services' Amazon Root CA 1–4 and the Starfield Services G2 root that cross-signs them
+/// (<https://www.amazontrust.com/repository/>). The functions call AWS endpoints only, so they
+/// trust these five, bundled, instead of the system store: the SDK's default reads the whole
+/// store at every cold start (5 ms of init on a Debian-style host; BENCHMARKS.md, section 1)
+/// and would trust every public CA.
+const AWS_ENDPOINT_ROOTS_PEM: &[u8] = include_bytes!("../certs/aws-endpoint-roots.pem");
 
 /// The SDK configuration for a function: the standard credential and region chain, and
 /// `AWS_ENDPOINT_URL` when set (which is how the same code talks to a local emulator).
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest()).http_client(aws_endpoint_https_client()).load().await
+}
+
+/// The SDK's default HTTPS client (rustls with aws-lc, proxies from the environment) trusting
+/// [`AWS_ENDPOINT_ROOTS_PEM`] only.
+fn aws_endpoint_https_client() -> SharedHttpClient {
+    let trust_store = TrustStore::empty().with_pem_certificate(AWS_ENDPOINT_ROOTS_PEM);
+    let tls_context =
+        TlsContext::builder().with_trust_store(trust_store).build().expect("a trust store is all it holds");
+    Builder::new().build_with_connector_fn(move |settings, runtime_components| {
+        let mut connector = ConnectorBuilder::default()
+            .tls_provider(Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(tls_context.clone());
+        connector.set_connector_settings(settings.cloned());
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        if let Some(components) = runtime_components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.build()
+    })
 }
 
 /// The configuration for provider clients (SNS, SES): no SDK-level retries. A failed send is
@@ -65,6 +97,21 @@ mod tests {
 
     fn service_error(code: &str) -> SdkError<UpdateItemError, ()> {
         SdkError::service_error(UpdateItemError::generic(ErrorMetadata::builder().code(code).build()), ())
+    }
+
+    #[test]
+    fn the_bundled_roots_are_the_five_aws_endpoint_trust_anchors() {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let roots: Vec<CertificateDer> =
+            CertificateDer::pem_slice_iter(AWS_ENDPOINT_ROOTS_PEM).collect::<Result<_, _>>().unwrap();
+        assert_eq!(roots.len(), 5);
+        // The HTTP client adds them the same way and panics on the first connection if one fails.
+        let mut store = rustls::RootCertStore::empty();
+        for root in roots {
+            store.add(root).unwrap();
+        }
+        assert_eq!(store.len(), 5);
     }
 
     #[test]
