@@ -12,9 +12,9 @@
 //!    message's visibility set to an exponential backoff so SQS brings it back later.
 //!
 //! Duplicate sends: the provider call and the `sent` write are two steps. If the function dies
-//! between them (or the write keeps failing), the lease expires and a later receive sends again.
-//! That window is the duration of one DynamoDB write after the provider answered (milliseconds),
-//! and only a crash or a DynamoDB outage inside it produces a duplicate.
+//! between them, or the write keeps failing for the seconds it is retried, the lease expires and
+//! a later receive sends again. Only a crash in that window (one DynamoDB write after the
+//! provider answered) or a DynamoDB outage outlasting the retries produces a duplicate.
 
 use std::time::Duration;
 
@@ -33,6 +33,10 @@ use crate::store::notifications::{AttemptOutcome, Claim, Lease, NotificationStor
 use crate::store::rate_limits::RateLimiter;
 use crate::store::stats::{StatsRecorder, StatsStore};
 use crate::store::users::UserStore;
+
+/// The retries of a `sent` write: 0.2, 0.4, … 3.2 s apart (6.2 s in all, well inside the lease).
+const SENT_RECORD_FIRST_RETRY: Duration = Duration::from_millis(200);
+const SENT_RECORD_LAST_RETRY: Duration = Duration::from_millis(3200);
 
 pub struct Dispatcher<P> {
     provider: P,
@@ -162,7 +166,7 @@ impl<P: Provider> Dispatcher<P> {
         let sent = self.provider.send(message, &recipient).await;
         crate::metrics::provider_latency(channel, started.elapsed());
         match sent {
-            Ok(provider_message_id) => self.finish(message, lease, AttemptOutcome::Sent { provider_message_id }).await,
+            Ok(provider_message_id) => Ok(self.finish_sent(record, lease, provider_message_id).await),
             Err(error) if error.is_transient() => {
                 tracing::warn!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "send failed; will retry");
                 let retrying = AttemptOutcome::Retrying(failure(&error));
@@ -176,6 +180,37 @@ impl<P: Provider> Dispatcher<P> {
                 self.provider.on_permanent_failure(message, &error).await?;
                 self.finish(message, lease, AttemptOutcome::Failed(failure(&error))).await
             }
+        }
+    }
+
+    /// Records a send the provider accepted. From here, releasing the lease (the generic error
+    /// path) would let the retry send the message again, so the write is retried past the SDK's
+    /// own retries (whose quota an error burst drains) for a few seconds; if it still fails, the
+    /// lease is kept and the message comes back when it ends. Only then can a later attempt send
+    /// again: the one window for a duplicate, now a DynamoDB outage of that length.
+    async fn finish_sent(
+        &self,
+        record: &SqsRecord<DeliveryMessage<P::Content>>,
+        lease: Lease,
+        provider_message_id: String,
+    ) -> Outcome {
+        let message = &record.body;
+        let mut delay = SENT_RECORD_FIRST_RETRY;
+        loop {
+            let sent = AttemptOutcome::Sent { provider_message_id: provider_message_id.clone() };
+            let error = match self.finish(message, lease, sent).await {
+                Ok(outcome) => return outcome,
+                Err(error) => error,
+            };
+            if delay > SENT_RECORD_LAST_RETRY {
+                tracing::error!(notification_id = %message.notification_id, delivery_id = %message.delivery_id, %provider_message_id, error = %error, "sent, but the outcome could not be recorded; the lease is kept");
+                let until_lease_ends =
+                    Duration::from_millis((lease.until_ms() - crate::time::now_epoch_millis()).max(0) as u64);
+                return self.retry_after(record, until_lease_ends + Duration::from_secs(1)).await;
+            }
+            tracing::warn!(notification_id = %message.notification_id, error = %error, "recording the send failed; trying again");
+            tokio::time::sleep(delay).await;
+            delay *= 2;
         }
     }
 

@@ -37,6 +37,13 @@ pub struct Lease {
     until_ms: i64,
 }
 
+impl Lease {
+    /// When it ends, in epoch milliseconds.
+    pub fn until_ms(&self) -> i64 {
+        self.until_ms
+    }
+}
+
 /// A status change the provider's feedback asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedbackTransition {

@@ -126,12 +126,6 @@ impl Subject {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_ENDPOINT_URL", endpoint)
-            // Where this machine keeps its trust store, if the run says (the SDK loads it at init).
-            .envs(
-                ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-                    .into_iter()
-                    .filter_map(|name| Some((name, std::env::var(name).ok()?))),
-            )
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)

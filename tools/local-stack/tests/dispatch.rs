@@ -225,6 +225,27 @@ async fn an_unverified_sender_fails_permanently_after_one_attempt() {
 }
 
 #[tokio::test]
+async fn a_send_whose_outcome_write_fails_is_recorded_later_and_not_sent_again() {
+    let proxy = FaultProxy::start(&endpoint(), 0.0).await;
+    let api = Api::start_with(&proxy.url, BTreeMap::new()).await;
+    let (user, template) = user_and_template(&api, json!({"phone": "+12015550123"}), false).await;
+    // Every try the SDK makes of the first `sent` write fails, after the SMS went out.
+    proxy.refuse_next(r#"":status":{"S":"sent"}"#, 3);
+    let order = unique("order");
+    let id = send(&api, &user, &template, &order, &["sms"]).await;
+    let notification = completed(&api, &id).await;
+    assert_eq!(notification["deliveries"][0]["status"], "sent", "{notification}");
+    assert_eq!(proxy.targeted_faults.load(Ordering::SeqCst), 3, "the outcome write failed");
+    let sms = recorded_sms()
+        .await
+        .iter()
+        .filter(|sms| sms["message"] == format!("Order {order} shipped, Ada").as_str())
+        .count();
+    assert_eq!(sms, 1, "the lease was kept, not released for a second send: {notification}");
+    api.stack.stop().await;
+}
+
+#[tokio::test]
 async fn with_30_percent_provider_throttling_every_delivery_is_sent_exactly_once() {
     let proxy = FaultProxy::start(&endpoint(), 0.3).await;
     let parameters = BTreeMap::from([

@@ -3,7 +3,8 @@
 //! are answered with the provider's own throttling error instead, and (when asked) a share of
 //! SQS and DynamoDB requests with a 500 internal error. It also counts every AWS operation it
 //! forwards (the request-count benchmark reads them) and, when asked, keeps the requests
-//! themselves (the throughput benchmark sends them again).
+//! themselves (the throughput benchmark sends them again). A test can also refuse the next few
+//! requests whose body contains a given text (one particular write).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,7 +30,15 @@ pub struct FaultProxy {
     pub operations: Arc<Mutex<BTreeMap<String, u64>>>,
     /// The forwarded requests, while recording.
     recording: Arc<Mutex<Option<Vec<Recorded>>>>,
+    targeted: Arc<Mutex<Option<Targeted>>>,
+    pub targeted_faults: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Requests to refuse: the next `remaining` whose body contains `needle`.
+struct Targeted {
+    needle: Vec<u8>,
+    remaining: u32,
 }
 
 /// A forwarded request, as it can be sent again.
@@ -60,6 +69,8 @@ struct Upstream {
     forwarded_sends: Arc<AtomicU64>,
     operations: Arc<Mutex<BTreeMap<String, u64>>>,
     recording: Arc<Mutex<Option<Vec<Recorded>>>>,
+    targeted: Arc<Mutex<Option<Targeted>>>,
+    targeted_faults: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -74,7 +85,11 @@ impl FaultProxy {
         let forwarded_sends = Arc::new(AtomicU64::new(0));
         let operations = Arc::new(Mutex::new(BTreeMap::new()));
         let recording = Arc::new(Mutex::new(None));
+        let targeted = Arc::new(Mutex::new(None));
+        let targeted_faults = Arc::new(AtomicU64::new(0));
         let state = Upstream {
+            targeted: targeted.clone(),
+            targeted_faults: targeted_faults.clone(),
             operations: operations.clone(),
             recording: recording.clone(),
             url: upstream.to_string(),
@@ -98,8 +113,16 @@ impl FaultProxy {
             forwarded_sends,
             operations,
             recording,
+            targeted,
+            targeted_faults,
             task,
         }
+    }
+
+    /// Refuses (a transient 500, not forwarded) the next `count` requests whose body contains
+    /// `needle`.
+    pub fn refuse_next(&self, needle: &str, count: u32) {
+        *self.targeted.lock().unwrap() = Some(Targeted { needle: needle.as_bytes().to_vec(), remaining: count });
     }
 
     /// Keeps every request forwarded from now on, until `take_recording`.
@@ -152,6 +175,14 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 64 * 1024 * 1024).await.unwrap();
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    if let Some(targeted) = upstream.targeted.lock().unwrap().as_mut()
+        && targeted.remaining > 0
+        && body.windows(targeted.needle.len()).any(|window| window == targeted.needle.as_slice())
+    {
+        targeted.remaining -= 1;
+        upstream.targeted_faults.fetch_add(1, Ordering::SeqCst);
+        return internal_error();
+    }
     if let Some(send) = provider_send(parts.uri.path(), &body) {
         if rand::rng().random_range(0..1000) < upstream.per_mille.load(Ordering::SeqCst) {
             upstream.throttled.fetch_add(1, Ordering::SeqCst);
