@@ -35,6 +35,11 @@ async fn send(api: &Api, user: &str, template: &str, order: &str, channels: &[&s
     reply.body["id"].as_str().unwrap().to_string()
 }
 
+/// How many SMS for `order` the emulator recorded.
+async fn sms_for(order: &str) -> usize {
+    recorded_sms().await.iter().filter(|sms| sms["message"] == format!("Order {order} shipped, Ada").as_str()).count()
+}
+
 /// Polls the notification until every delivery has an outcome.
 async fn completed(api: &Api, id: &str) -> Value {
     api.wait_for_notification(id, "the notification to complete", |view| view["status"] == "completed").await
@@ -114,11 +119,7 @@ async fn sms_and_email_land_rendered_with_one_click_unsubscribe() {
         notification["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(events.iter().filter(|e| **e == "sent").count(), 2, "{events:?}");
 
-    let sms = recorded_sms()
-        .await
-        .into_iter()
-        .filter(|sms| sms["message"] == format!("Order {order} shipped, Ada").as_str())
-        .count();
+    let sms = sms_for(&order).await;
     assert_eq!(sms, 1);
 
     let state = emulator_state().await;
@@ -236,11 +237,7 @@ async fn a_send_whose_outcome_write_fails_is_recorded_later_and_not_sent_again()
     let notification = completed(&api, &id).await;
     assert_eq!(notification["deliveries"][0]["status"], "sent", "{notification}");
     assert_eq!(proxy.targeted_faults.load(Ordering::SeqCst), 3, "the outcome write failed");
-    let sms = recorded_sms()
-        .await
-        .iter()
-        .filter(|sms| sms["message"] == format!("Order {order} shipped, Ada").as_str())
-        .count();
+    let sms = sms_for(&order).await;
     assert_eq!(sms, 1, "the lease was kept, not released for a second send: {notification}");
     api.stack.stop().await;
 }
@@ -279,11 +276,7 @@ async fn with_30_percent_provider_throttling_every_delivery_is_sent_exactly_once
             assert!(waited >= time::Duration::milliseconds(900), "retried after {waited}: {notification}");
             retries += 1;
         }
-        let sms = recorded_sms()
-            .await
-            .iter()
-            .filter(|sms| sms["message"] == format!("Order {order} shipped, Ada").as_str())
-            .count();
+        let sms = sms_for(order).await;
         assert_eq!(sms, 1, "exactly one SMS for {id}");
         let emails = emulator_state().await["ses"]["RawMessage"]
             .as_array()
