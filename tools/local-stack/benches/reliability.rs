@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use support::api::Api;
 use support::reliability::{self, Figure, PipelineRun};
@@ -31,8 +32,16 @@ async fn main() {
     report(reliability::poison(&api).await, &mut held);
     api.stack.stop().await;
 
-    let run =
-        PipelineRun { notifications: 2000, users: 100, restarts: 2, provider_faults: 0.2, infrastructure_faults: 0.2 };
+    // Recovery is paced: a notification whose enqueue was lost waits for the sweep's first look
+    // (5 minutes after acceptance), and the sweep looks at 200 records a minute.
+    let run = PipelineRun {
+        notifications: 2000,
+        users: 100,
+        restarts: 2,
+        provider_faults: 0.2,
+        infrastructure_faults: 0.2,
+        settle_within: Duration::from_secs(3000),
+    };
     for figure in reliability::pipeline_under_faults(&support::endpoint(), run).await {
         report(figure, &mut held);
     }

@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use support::api::Api;
 use support::reliability::{self, PipelineRun};
@@ -35,8 +36,14 @@ async fn under_faults_and_a_restart_every_accepted_notification_ends_once() {
     // Lighter than the full run: at 20% faults everywhere, even 60 notifications and one
     // restart took about 12 minutes, most of it messages waiting out visibility timeouts and
     // leases (BENCHMARKS.md).
-    let run =
-        PipelineRun { notifications: 40, users: 10, restarts: 1, provider_faults: 0.2, infrastructure_faults: 0.05 };
+    let run = PipelineRun {
+        notifications: 40,
+        users: 10,
+        restarts: 1,
+        provider_faults: 0.2,
+        infrastructure_faults: 0.05,
+        settle_within: Duration::from_secs(1200),
+    };
     for figure in reliability::pipeline_under_faults(&support::endpoint(), run).await {
         figure.assert_held();
     }

@@ -345,6 +345,8 @@ pub struct PipelineRun {
     pub provider_faults: f64,
     /// Share of SQS and DynamoDB requests failed (half refused, half applied with the answer lost).
     pub infrastructure_faults: f64,
+    /// How long after the last acceptance every delivery must have its outcome.
+    pub settle_within: Duration,
 }
 
 /// The channels the notifications ask for, in turn (the users have one phone, one address, an
@@ -483,7 +485,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     // Wait until every accepted notification has an outcome for every delivery.
     let mine: BTreeSet<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
     let table = demo::tables(&deployed).unwrap().notifications;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1200);
+    let deadline = tokio::time::Instant::now() + run.settle_within;
     let records = loop {
         let records = scan_records(&direct, &table, &mine).await;
         let open = records.values().filter(|record| !record.finished()).count();
@@ -506,6 +508,8 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     if let Some(running) = stack.lock().await.take() {
         running.stop().await;
     }
+    // Sends are counted now, after the drain: compare them with the records as they are now.
+    let final_records = scan_records(&direct, &table, &mine).await;
 
     let sends = provider_sends(&emulator_state().await, &format!("rel{run_tag}n"));
     let mut outcomes = Figure::new(&format!(
@@ -520,12 +524,9 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     for (index, id) in &ids {
         let record = records.get(id.as_str());
         outcomes.check(record.is_some_and(|r| !r.deliveries.is_empty() && r.finished()), || {
-            format!(
-                "notification {index} ({id}): {:?}",
-                record.map(|r| r.deliveries.values().map(|d| d.status).collect::<Vec<_>>())
-            )
+            format!("notification {index} ({id}) at the deadline: {}", record.map_or("not logged".into(), describe))
         });
-        let Some(record) = record else { continue };
+        let Some(record) = final_records.get(id.as_str()) else { continue };
         // Per destination: a push notification has a delivery per device.
         let mut expected: BTreeMap<String, usize> = BTreeMap::new();
         for delivery in record.deliveries.values() {
@@ -558,6 +559,22 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     ));
     exactly_once.notes.push(format!("{} provider sends counted in the emulator", sends.values().sum::<usize>()));
     vec![outcomes, exactly_once]
+}
+
+/// What a failure line shows of a record: each delivery's status, attempts and last error, and
+/// when the recovery sweep looks at it next.
+fn describe(record: &NotificationRecord) -> String {
+    let deliveries: Vec<String> = record
+        .deliveries
+        .iter()
+        .map(|(id, d)| {
+            let error = d.error.as_ref().map_or(String::new(), |e| format!(", last error {}", e.code));
+            format!("{id} {} after {} attempts{error}", d.status.as_str(), d.attempts)
+        })
+        .collect();
+    let sweep =
+        record.sweep_at.map_or("none".into(), |at| format!("{} s from now", at - notify::time::now_epoch_seconds()));
+    format!("{}; next sweep look: {sweep}", deliveries.join("; "))
 }
 
 /// The log records among `ids`, read straight from the emulator.
