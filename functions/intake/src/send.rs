@@ -17,6 +17,7 @@ use notify::domain::plan::plan;
 use notify::domain::template::{RenderError, TemplateName};
 use notify::domain::tracking::Tracked;
 use notify::domain::user::UserId;
+use notify::error::DependencyError;
 use notify::queue::Outgoing;
 use notify::store::notifications::Logged;
 use serde_json::{Map, Value, json};
@@ -257,11 +258,9 @@ impl Intake {
             template: request.template.to_string(),
             created_at: now.clone(),
             expires_at: now_epoch + RETENTION_SECONDS,
-            // Only a notification with deliveries can strand one; it joins the sweep's index in
-            // this same write.
-            sweep_shard: (!deliveries.is_empty())
-                .then(|| format!("pending#{}", rand::random_range(0..notification::SWEEP_SHARDS))),
-            sweep_at: (!deliveries.is_empty()).then_some(now_epoch + notification::FIRST_SWEEP_AFTER_SECONDS),
+            // Joins the sweep's index only if its enqueue fails (`enqueue`).
+            sweep_shard: None,
+            sweep_at: None,
             deliveries,
             skipped: plan.skipped,
             events: vec![TimelineEvent { at: now, kind: "accepted".into(), channel: None }],
@@ -303,7 +302,7 @@ impl Intake {
                     Some(existing)
                         if existing.request_hash == hash && existing.expires_at > notify::time::now_epoch_seconds() =>
                     {
-                        let unsent = unsent(&existing);
+                        let unsent = self.unsent(&existing).await?;
                         Ok((Outcome::Replayed(Box::new(existing)), unsent))
                     }
                     _ => Err(error),
@@ -314,7 +313,7 @@ impl Intake {
         match self.log(&prepared).await? {
             Outcome::Accepted(record) => Ok((Outcome::Accepted(record), prepared.outgoing)),
             Outcome::Replayed(record) => {
-                let unsent = unsent(&record);
+                let unsent = self.unsent(&record).await?;
                 Ok((Outcome::Replayed(record), unsent))
             }
         }
@@ -337,13 +336,52 @@ impl Intake {
         futures::future::join(user_loads, template_loads).await;
     }
 
+    /// What a replay of `record` enqueues: the deliveries whose messages may be gone (see
+    /// `NotificationRecord::stranded`), once the original request must have ended. Before
+    /// then, the original may still be enqueueing them, or may have failed to and answered an
+    /// error (why the caller retries): the record goes into the sweep's index, due after that
+    /// time, so either way they go out.
+    async fn unsent(&self, record: &NotificationRecord) -> Result<Vec<Outgoing>, ApiError> {
+        let stranded = Outgoing::from_outbox(&record.id, record.stranded(notify::time::now_epoch_millis()));
+        let ended =
+            notify::time::parse_rfc3339_epoch(&record.created_at).map(|created| created + INTAKE_TIMEOUT_SECONDS);
+        match ended {
+            Some(ended) if !stranded.is_empty() && notify::time::now_epoch_seconds() <= ended => {
+                if record.sweep_at.is_none() {
+                    let due = ended + notification::FIRST_SWEEP_AFTER_SECONDS;
+                    self.notifications.mark_for_sweep(&record.id, due).await?;
+                }
+                Ok(Vec::new())
+            }
+            _ => Ok(stranded),
+        }
+    }
+
     /// Enqueues the messages of notifications just logged. The record is the outbox: a
-    /// delivery whose message is not accepted by SQS stays `queued` in the log, where a replay
-    /// or the recovery sweep finds it, so the notification is still accepted.
-    async fn enqueue(&self, outgoing: &[Outgoing]) {
+    /// notification some of whose messages SQS did not take is put in the recovery sweep's
+    /// index (a second write, made only then), which enqueues them again, so it is still
+    /// accepted. Returns the notifications that could not be put there either: they must not be
+    /// answered 202 (the caller's retry with its Idempotency-Key re-enqueues them).
+    async fn enqueue(&self, outgoing: &[Outgoing]) -> BTreeMap<String, DependencyError> {
+        let mut stranded = BTreeSet::new();
         for failure in self.enqueuer.enqueue(outgoing).await {
             tracing::error!(delivery = %failure.key, error = %failure.error, "enqueue failed; left for the recovery sweep");
+            stranded.insert(failure.key.split('/').next().unwrap_or_default().to_string());
         }
+        let due = notify::time::now_epoch_seconds() + notification::FIRST_SWEEP_AFTER_SECONDS;
+        let marks = futures::future::join_all(stranded.into_iter().map(|id| async move {
+            let marked = self.notifications.mark_for_sweep(&id, due).await;
+            (id, marked)
+        }))
+        .await;
+        marks
+            .into_iter()
+            .filter_map(|(id, marked)| {
+                let error = marked.err()?;
+                tracing::error!(notification_id = %id, error = %error, "neither enqueued nor left for the sweep; answering an error");
+                Some((id, error))
+            })
+            .collect()
     }
 
     pub(crate) async fn send(
@@ -355,7 +393,9 @@ impl Intake {
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let json = request::json(body)?;
         let (outcome, outgoing) = self.accept(app, link_base, idempotency_key, &json).await?;
-        self.enqueue(&outgoing).await;
+        if let Some((_, error)) = self.enqueue(&outgoing).await.pop_first() {
+            return Err(error.into());
+        }
         if let Outcome::Accepted(record) = &outcome {
             tracing::info!(notification_id = %record.id, deliveries = record.deliveries.len(), "accepted");
             self.count_accepted(record);
@@ -393,10 +433,14 @@ impl Intake {
             .filter_map(|result| result.as_ref().ok())
             .flat_map(|(_, outgoing)| outgoing.iter().cloned())
             .collect();
-        self.enqueue(&outgoing).await;
+        let unqueued = self.enqueue(&outgoing).await;
         let results: Vec<Value> = results
             .into_iter()
             .map(|result| match result {
+                Ok((Outcome::Accepted(record) | Outcome::Replayed(record), _)) if unqueued.contains_key(&record.id) => {
+                    let (status, problem) = ApiError::from(unqueued[&record.id].clone()).problem();
+                    json!({"status": status, "replayed": false, "body": problem})
+                }
                 Ok((Outcome::Accepted(record), _)) => {
                     self.count_accepted(&record);
                     json!({"status": 202, "replayed": false, "body": accepted_body(&record)})
@@ -412,17 +456,6 @@ impl Intake {
             .collect();
         Ok(json_response(200, "application/json", &json!({ "results": results })))
     }
-}
-
-/// The deliveries of a logged notification whose messages may be gone (see
-/// `NotificationRecord::stranded`), once its original request must have ended.
-fn unsent(record: &NotificationRecord) -> Vec<Outgoing> {
-    let created = notify::time::parse_rfc3339_epoch(&record.created_at);
-    let settled = created.is_some_and(|created| notify::time::now_epoch_seconds() - created > INTAKE_TIMEOUT_SECONDS);
-    if !settled {
-        return Vec::new();
-    }
-    Outgoing::from_outbox(&record.id, record.stranded(notify::time::now_epoch_millis()))
 }
 
 /// One batch item: its idempotency key and the rest of it, or why it is unusable.

@@ -211,8 +211,8 @@ pub struct NotificationRecord {
     pub deliveries: BTreeMap<String, DeliveryRecord>,
     pub skipped: Vec<SkippedChannel>,
     pub events: Vec<TimelineEvent>,
-    /// While some delivery may still need the recovery sweep: the shard of the sparse
-    /// `pending` index, and when (epoch seconds) the sweep looks at the record next.
+    /// While some delivery may still need the recovery sweep (its enqueue failed): the shard of
+    /// the sparse `pending` index, and when (epoch seconds) the sweep looks at the record next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_shard: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,9 +221,9 @@ pub struct NotificationRecord {
 
 /// Shards of the `pending` index, so its writes spread over partitions.
 pub const SWEEP_SHARDS: u32 = 4;
-/// How long after acceptance the sweep first looks at a notification: well past the intake's
-/// timeout and a normal dispatch.
-pub const FIRST_SWEEP_AFTER_SECONDS: i64 = 300;
+/// How long after a failed enqueue the sweep first looks at the notification (it runs every
+/// minute): soon, since nothing of it is in flight, but not within a moment of the failure.
+pub const FIRST_SWEEP_AFTER_SECONDS: i64 = 60;
 
 impl NotificationRecord {
     /// The notification as callers and on-call see it (`GET /v1/notifications/{id}`,

@@ -509,6 +509,24 @@ impl NotificationStore {
             .collect())
     }
 
+    /// Puts a record in the sweep's index, due at `at` (epoch seconds): the intake does this
+    /// only for a notification some of whose messages SQS did not take.
+    pub async fn mark_for_sweep(&self, id: &str, at: i64) -> Result<(), DependencyError> {
+        let shard = format!("pending#{}", rand::random_range(0..crate::domain::notification::SWEEP_SHARDS));
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .update_expression("SET sweep_shard = :shard, sweep_at = :at")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":shard", string(&shard))
+            .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
+            .send()
+            .await
+            .map_err(|error| classify("dynamodb", "UpdateItem", error, &[]))?;
+        Ok(())
+    }
+
     /// Moves a record's next sweep from `seen` to `next` (or out of the index with `None`), if
     /// no other sweep moved it first: the winner alone acts on the record.
     pub async fn reschedule_sweep(&self, id: &str, seen: i64, next: Option<i64>) -> Result<bool, DependencyError> {

@@ -1,12 +1,20 @@
-//! The retry function's redrive, invoked directly: deliveries that already have an outcome are
+//! The retry function, invoked directly. Redrive: deliveries that already have an outcome are
 //! dropped from the DLQ, messages that are not deliveries stay. (The whole on-call path, a
 //! delivery parked by a persistent fault and redriven with notifyctl, is in notifyctl's tests.)
+//! Sweep: a notification whose enqueue failed is accepted and sent by the sweep; one whose
+//! enqueue succeeded never enters its index.
 
 mod support;
 
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use notify::domain::notification::NotificationRecord;
+use notify::store::notifications::NotificationStore;
 use serde_json::{Value, json};
 use support::api::{Api, every_delivery_sent};
-use support::recorded_sms;
+use support::fault_proxy::FaultProxy;
+use support::{endpoint, recorded_sms};
 
 async fn redrive(api: &Api) -> Value {
     let retry = api.stack.function("RetryFunction").unwrap();
@@ -20,12 +28,7 @@ async fn a_redrive_drops_deliveries_that_already_have_an_outcome_and_leaves_stra
     api.wait_for_notification(&id, "the delivery to be sent", every_delivery_sent).await;
 
     // A stale copy of the sent delivery, and a message that is no delivery at all, in the DLQ.
-    let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
-    let record = notify::store::notifications::NotificationStore::new(api.clients.dynamodb.clone(), table)
-        .get(&id)
-        .await
-        .unwrap()
-        .unwrap();
+    let record = record(&api, &id).await;
     let dlq = api.stack.deployed.queue("SmsDeadLetterQueue").unwrap().0.to_string();
     for body in [record.deliveries["sms"].message.clone(), "not a delivery".to_string()] {
         api.clients.sqs.send_message().queue_url(&dlq).message_body(body).send().await.unwrap();
@@ -37,5 +40,45 @@ async fn a_redrive_drops_deliveries_that_already_have_an_outcome_and_leaves_stra
         "{report}"
     );
     assert_eq!(recorded_sms().await.iter().filter(|sms| sms["message"] == text.as_str()).count(), 1, "no second send");
+    api.stack.stop().await;
+}
+
+async fn record(api: &Api, id: &str) -> NotificationRecord {
+    let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
+    NotificationStore::new(api.clients.dynamodb.clone(), table).get(id).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_notification_sqs_did_not_take_is_accepted_and_sent_by_the_sweep_and_no_other_is_swept() {
+    let proxy = FaultProxy::start(&endpoint(), 0.0).await;
+    let api = Api::start_with(&proxy.url, BTreeMap::new()).await;
+    let (sent, _) = api.send_sms().await;
+    api.wait_for_notification(&sent, "the delivery to be sent", every_delivery_sent).await;
+    assert_eq!(record(&api, &sent).await.sweep_at, None, "an enqueued notification costs the sweep nothing");
+
+    // Every try the SDK makes of the enqueue fails: still accepted, and left for the sweep.
+    proxy.refuse_next(r#""MessageBody""#, 3);
+    let (id, text) = api.send_sms().await;
+    assert_eq!(proxy.targeted_faults.load(std::sync::atomic::Ordering::SeqCst), 3, "the enqueue failed");
+    let stranded = record(&api, &id).await;
+    let due = stranded.sweep_at.expect("in the sweep's index");
+    assert!(due > notify::time::now_epoch_seconds(), "due after a while, not at once");
+
+    // Due now: the sweep enqueues it and the dispatcher sends it, once.
+    let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
+    api.clients
+        .dynamodb
+        .update_item()
+        .table_name(table)
+        .key("id", AttributeValue::S(id.clone()))
+        .update_expression("SET sweep_at = :now")
+        .expression_attribute_values(":now", AttributeValue::N(notify::time::now_epoch_seconds().to_string()))
+        .send()
+        .await
+        .unwrap();
+    let report = api.stack.function("RetryFunction").unwrap().invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!((report["examined"].clone(), report["requeued"].clone()), (json!(1), json!(1)), "{report}");
+    api.wait_for_notification(&id, "the swept delivery to be sent", every_delivery_sent).await;
+    assert_eq!(recorded_sms().await.iter().filter(|sms| sms["message"] == text.as_str()).count(), 1);
     api.stack.stop().await;
 }
