@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::notification::SWEEP_SHARDS;
+use crate::domain::notification::{FIRST_SWEEP_AFTER_SECONDS, SWEEP_SHARDS};
 use crate::error::DependencyError;
 use crate::queue::{Enqueuer, Outgoing};
 use crate::store::notifications::NotificationStore;
@@ -61,6 +61,11 @@ impl Sweep {
                 let failures = self.enqueuer.enqueue(&outgoing).await;
                 for failure in &failures {
                     tracing::error!(delivery = %failure.key, error = %failure.error, "sweep could not enqueue");
+                }
+                if !failures.is_empty() {
+                    // Not twice as far out: nothing of these is in flight, so try again soon.
+                    let soon = now_epoch + FIRST_SWEEP_AFTER_SECONDS;
+                    self.notifications.reschedule_sweep(&id, next, Some(soon)).await?;
                 }
                 report.requeued += outgoing.len() - failures.len();
                 report.not_enqueued += failures.len();

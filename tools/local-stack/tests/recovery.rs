@@ -48,6 +48,27 @@ async fn record(api: &Api, id: &str) -> NotificationRecord {
     NotificationStore::new(api.clients.dynamodb.clone(), table).get(id).await.unwrap().unwrap()
 }
 
+async fn sweep(api: &Api) -> Value {
+    api.stack.function("RetryFunction").unwrap().invoke(json!({"action": "sweep"})).await.unwrap()
+}
+
+/// Makes a record in the sweep's index due now, as if accepted ten minutes ago.
+async fn make_due(api: &Api, id: &str) {
+    let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
+    let then = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    api.clients
+        .dynamodb
+        .update_item()
+        .table_name(table)
+        .key("id", AttributeValue::S(id.to_string()))
+        .update_expression("SET created_at = :then, sweep_at = :now")
+        .expression_attribute_values(":then", AttributeValue::S(notify::time::rfc3339(then)))
+        .expression_attribute_values(":now", AttributeValue::N(notify::time::now_epoch_seconds().to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_notification_sqs_did_not_take_is_accepted_and_sent_by_the_sweep_and_no_other_is_swept() {
     let proxy = FaultProxy::start(&endpoint(), 0.0).await;
@@ -64,19 +85,17 @@ async fn a_notification_sqs_did_not_take_is_accepted_and_sent_by_the_sweep_and_n
     let due = stranded.sweep_at.expect("in the sweep's index");
     assert!(due > notify::time::now_epoch_seconds(), "due after a while, not at once");
 
-    // Due now: the sweep enqueues it and the dispatcher sends it, once.
-    let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
-    api.clients
-        .dynamodb
-        .update_item()
-        .table_name(table)
-        .key("id", AttributeValue::S(id.clone()))
-        .update_expression("SET sweep_at = :now")
-        .expression_attribute_values(":now", AttributeValue::N(notify::time::now_epoch_seconds().to_string()))
-        .send()
-        .await
-        .unwrap();
-    let report = api.stack.function("RetryFunction").unwrap().invoke(json!({"action": "sweep"})).await.unwrap();
+    // Due now, and SQS refuses the sweep too: it looks again within a minute, not later.
+    make_due(&api, &id).await;
+    proxy.refuse_next(r#""MessageBody""#, 3);
+    let report = sweep(&api).await;
+    assert_eq!((report["examined"].clone(), report["not_enqueued"].clone()), (json!(1), json!(1)), "{report}");
+    let next = record(&api, &id).await.sweep_at.expect("still in the sweep's index");
+    assert!(next <= notify::time::now_epoch_seconds() + 60, "looked at again soon, not ten minutes out");
+
+    // Then the sweep enqueues it and the dispatcher sends it, once.
+    make_due(&api, &id).await;
+    let report = sweep(&api).await;
     assert_eq!((report["examined"].clone(), report["requeued"].clone()), (json!(1), json!(1)), "{report}");
     api.wait_for_notification(&id, "the swept delivery to be sent", every_delivery_sent).await;
     assert_eq!(recorded_sms().await.iter().filter(|sms| sms["message"] == text.as_str()).count(), 1);
