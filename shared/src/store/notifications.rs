@@ -176,6 +176,15 @@ impl StatusChange {
         Ok(())
     }
 
+    /// The condition and clause of an attempt's own outcome: the delivery is still `sending`
+    /// under `lease`, which the change ends.
+    fn ending(&mut self, lease: Lease) -> (String, &'static str) {
+        self.names.insert("#lease".into(), "lease_until".into());
+        self.values.insert(":sending".into(), status_value(DeliveryStatus::Sending));
+        self.values.insert(":lease".into(), AttributeValue::N(lease.until_ms.to_string()));
+        ("#deliveries.#d.#status = :sending AND #deliveries.#d.#lease = :lease".into(), " REMOVE #deliveries.#d.#lease")
+    }
+
     /// The UpdateItem of notification `id`, if the delivery meets `condition` (the statuses it
     /// may move from); `clauses` follow the SET (` REMOVE …`).
     fn update(
@@ -352,18 +361,8 @@ impl NotificationStore {
             AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) => change.set_error(failure)?,
             AttemptOutcome::Skipped(reason) => change.set("skip_reason", string(reason.as_str())),
         }
-        change.names.insert("#lease".into(), "lease_until".into());
-        change.values.insert(":sending".into(), status_value(DeliveryStatus::Sending));
-        change.values.insert(":lease".into(), AttributeValue::N(lease.until_ms.to_string()));
-        let result = change
-            .update(
-                self,
-                id,
-                "#deliveries.#d.#status = :sending AND #deliveries.#d.#lease = :lease".into(),
-                " REMOVE #deliveries.#d.#lease",
-            )
-            .send()
-            .await;
+        let (condition, clauses) = change.ending(lease);
+        let result = change.update(self, id, condition, clauses).send().await;
         match result {
             Ok(_) => Ok(true),
             Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
