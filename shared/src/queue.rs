@@ -43,25 +43,30 @@ impl ChannelQueues {
     }
 }
 
-/// One message to enqueue; `key` identifies it in the result.
+/// One delivery's message to enqueue.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    pub key: String,
+    pub notification_id: String,
+    pub delivery_id: String,
     pub channel: Channel,
     pub body: String,
 }
 
 impl Outgoing {
-    /// The logged messages of some of a notification's deliveries (its outbox), to enqueue again.
+    /// The stored messages of some of a notification's deliveries (its outbox: only those SQS
+    /// once refused have one), to enqueue again.
     pub fn from_outbox<'a>(
         notification_id: &str,
         deliveries: impl Iterator<Item = (&'a String, &'a crate::domain::notification::DeliveryRecord)>,
     ) -> Vec<Self> {
         deliveries
-            .map(|(delivery_id, delivery)| Outgoing {
-                key: format!("{notification_id}/{delivery_id}"),
-                channel: delivery.channel,
-                body: delivery.message.clone(),
+            .filter_map(|(delivery_id, delivery)| {
+                Some(Outgoing {
+                    notification_id: notification_id.to_string(),
+                    delivery_id: delivery_id.clone(),
+                    channel: delivery.channel,
+                    body: delivery.message.clone()?,
+                })
             })
             .collect()
     }
@@ -70,7 +75,7 @@ impl Outgoing {
 /// A message that could not be enqueued, and why.
 #[derive(Debug)]
 pub struct NotEnqueued {
-    pub key: String,
+    pub message: Outgoing,
     pub error: DependencyError,
 }
 
@@ -123,7 +128,7 @@ impl Enqueuer {
                 let error = classify("sqs", "SendMessageBatch", error, &[]);
                 return chunk
                     .iter()
-                    .map(|message| NotEnqueued { key: message.key.clone(), error: error.clone() })
+                    .map(|message| NotEnqueued { message: (*message).clone(), error: error.clone() })
                     .collect();
             }
         };
@@ -134,7 +139,7 @@ impl Enqueuer {
                 let message = chunk.get(failure.id.parse::<usize>().ok()?)?;
                 let class = if failure.sender_fault { FailureClass::Permanent } else { FailureClass::Transient };
                 Some(NotEnqueued {
-                    key: message.key.clone(),
+                    message: (*message).clone(),
                     error: DependencyError {
                         class,
                         service: "sqs",
@@ -267,7 +272,12 @@ mod tests {
     use super::*;
 
     fn outgoing(bytes: usize) -> Outgoing {
-        Outgoing { key: "k".into(), channel: Channel::Email, body: "x".repeat(bytes) }
+        Outgoing {
+            notification_id: "n".into(),
+            delivery_id: "email".into(),
+            channel: Channel::Email,
+            body: "x".repeat(bytes),
+        }
     }
 
     #[test]

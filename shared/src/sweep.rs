@@ -1,7 +1,8 @@
 //! The recovery sweep: finishes notifications whose deliveries were logged but whose messages
 //! may be gone (the enqueue after the log write was lost, or an attempt died holding its lease),
-//! by enqueueing those deliveries again. It reads the sparse `pending` index (records join it in
-//! the intake's one write), does bounded work per run, and is safe to run concurrently with
+//! by enqueueing those deliveries again from the messages the record stores for them. It reads
+//! the sparse `pending` index (records join it when the intake's enqueue fails, with the messages
+//! SQS refused), does bounded work per run, and is safe to run concurrently with
 //! itself: each record is rescheduled with a conditional write first, and only the sweep that
 //! wins re-enqueues; a duplicate message would be absorbed by the delivery state anyway.
 
@@ -60,7 +61,7 @@ impl Sweep {
                 let outgoing = Outgoing::from_outbox(&id, record.stranded(crate::time::now_epoch_millis()));
                 let failures = self.enqueuer.enqueue(&outgoing).await;
                 for failure in &failures {
-                    tracing::error!(delivery = %failure.key, error = %failure.error, "sweep could not enqueue");
+                    tracing::error!(notification_id = %id, delivery_id = %failure.message.delivery_id, error = %failure.error, "sweep could not enqueue");
                 }
                 if !failures.is_empty() {
                     // Not twice as far out: nothing of these is in flight, so try again soon.

@@ -135,8 +135,8 @@ pub fn idempotency_key(
 pub const MAX_BATCH: usize = 100;
 /// Largest queue message (SQS allows 256 KiB; the rest is headroom for attributes).
 pub const MAX_MESSAGE_BYTES: usize = 240 * 1024;
-/// Largest sum of one notification's messages (DynamoDB items hold 400 KB; the rest of the
-/// record needs room too).
+/// Largest sum of one notification's messages, which its record stores if SQS refuses them
+/// (DynamoDB items hold 400 KB; the rest of the record needs room too).
 pub const MAX_OUTBOX_BYTES: usize = 340 * 1024;
 /// How long an intake request can run (its Lambda timeout): a replay after this knows the
 /// original request has ended, one way or another.
@@ -228,11 +228,12 @@ impl Intake {
                 content,
             };
             let body = serde_json::to_string(&message).expect("delivery messages serialize");
-            outgoing.push(Outgoing { key: format!("{id}/{delivery_id}"), channel, body: body.clone() });
-            deliveries.insert(delivery_id, DeliveryRecord::queued(channel, target, body, &now));
+            outgoing.push(Outgoing { notification_id: id.clone(), delivery_id: delivery_id.clone(), channel, body });
+            deliveries.insert(delivery_id, DeliveryRecord::queued(channel, target, &now));
         }
-        // SQS takes 256 KiB per message and DynamoDB 400 KB per item (the record keeps every
-        // message as its outbox): refuse here what could never be enqueued or logged.
+        // SQS takes 256 KiB per message and DynamoDB 400 KB per item (a record whose enqueue
+        // fails stores its messages for the sweep): refuse here what could never be enqueued or
+        // kept.
         if let Some(large) = outgoing.iter().find(|message| message.body.len() > MAX_MESSAGE_BYTES) {
             let message = format!(
                 "the rendered {} message is {} bytes; at most {MAX_MESSAGE_BYTES}",
@@ -302,7 +303,7 @@ impl Intake {
                     Some(existing)
                         if existing.request_hash == hash && existing.expires_at > notify::time::now_epoch_seconds() =>
                     {
-                        let unsent = self.unsent(&existing).await?;
+                        let unsent = self.unsent(&existing, &[]).await?;
                         Ok((Outcome::Replayed(Box::new(existing)), unsent))
                     }
                     _ => Err(error),
@@ -313,7 +314,7 @@ impl Intake {
         match self.log(&prepared).await? {
             Outcome::Accepted(record) => Ok((Outcome::Accepted(record), prepared.outgoing)),
             Outcome::Replayed(record) => {
-                let unsent = self.unsent(&record).await?;
+                let unsent = self.unsent(&record, &rendered_again(&record, &prepared)).await?;
                 Ok((Outcome::Replayed(record), unsent))
             }
         }
@@ -337,40 +338,61 @@ impl Intake {
     }
 
     /// What a replay of `record` enqueues: the deliveries whose messages may be gone (see
-    /// `NotificationRecord::stranded`), once the original request must have ended. Before
-    /// then, the original may still be enqueueing them, or may have failed to and answered an
-    /// error (why the caller retries): the record goes into the sweep's index, due after that
-    /// time, so either way they go out.
-    async fn unsent(&self, record: &NotificationRecord) -> Result<Vec<Outgoing>, ApiError> {
-        let stranded = Outgoing::from_outbox(&record.id, record.stranded(notify::time::now_epoch_millis()));
+    /// `NotificationRecord::stranded`), once the original request must have ended (it may have
+    /// died between its log write and its enqueue). Their messages are the ones the record
+    /// stores (SQS refused them) or else `rendered_again` by this replay. Before the original
+    /// has ended, it may still be enqueueing them, or may have failed to and answered an error
+    /// (why the caller retries): the record goes into the sweep's index with those messages,
+    /// due after that time, so either way they go out.
+    async fn unsent(
+        &self,
+        record: &NotificationRecord,
+        rendered_again: &[Outgoing],
+    ) -> Result<Vec<Outgoing>, ApiError> {
+        let stranded: Vec<_> = record.stranded(notify::time::now_epoch_millis()).collect();
+        let mut messages = Outgoing::from_outbox(&record.id, stranded.iter().copied());
+        messages.extend(
+            rendered_again
+                .iter()
+                .filter(|message| {
+                    stranded.iter().any(|(id, delivery)| **id == message.delivery_id && delivery.message.is_none())
+                })
+                .cloned(),
+        );
+        if messages.len() < stranded.len() {
+            // Not rendered again (the user, template or contact changed since): if the original
+            // did enqueue it, as is usual, it still goes out; if not, nothing here can send it.
+            tracing::warn!(notification_id = %record.id, stranded = stranded.len(), messages = messages.len(), "a replay cannot rebuild every unattempted delivery's message");
+        }
         let ended =
             notify::time::parse_rfc3339_epoch(&record.created_at).map(|created| created + INTAKE_TIMEOUT_SECONDS);
         match ended {
-            Some(ended) if !stranded.is_empty() && notify::time::now_epoch_seconds() <= ended => {
+            Some(ended) if !messages.is_empty() && notify::time::now_epoch_seconds() <= ended => {
                 if record.sweep_at.is_none() {
                     let due = ended + notification::FIRST_SWEEP_AFTER_SECONDS;
-                    self.notifications.mark_for_sweep(&record.id, due).await?;
+                    self.notifications.mark_for_sweep(&record.id, due, &messages).await?;
                 }
                 Ok(Vec::new())
             }
-            _ => Ok(stranded),
+            _ => Ok(messages),
         }
     }
 
-    /// Enqueues the messages of notifications just logged. The record is the outbox: a
-    /// notification some of whose messages SQS did not take is put in the recovery sweep's
-    /// index (a second write, made only then), which enqueues them again, so it is still
-    /// accepted. Returns the notifications that could not be put there either: they must not be
-    /// answered 202 (the caller's retry with its Idempotency-Key re-enqueues them).
+    /// Enqueues the messages of notifications just logged. A notification some of whose
+    /// messages SQS did not take is put in the recovery sweep's index with those messages (a
+    /// second write, made only then), which enqueues them again, so it is still accepted.
+    /// Returns the notifications that could not be put there either: they must not be answered
+    /// 202 (the caller's retry with its Idempotency-Key re-enqueues them).
     async fn enqueue(&self, outgoing: &[Outgoing]) -> BTreeMap<String, DependencyError> {
-        let mut stranded = BTreeSet::new();
+        let mut refused: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
         for failure in self.enqueuer.enqueue(outgoing).await {
-            tracing::error!(delivery = %failure.key, error = %failure.error, "enqueue failed; left for the recovery sweep");
-            stranded.insert(failure.key.split('/').next().unwrap_or_default().to_string());
+            let message = failure.message;
+            tracing::error!(notification_id = %message.notification_id, delivery_id = %message.delivery_id, error = %failure.error, "enqueue failed; left for the recovery sweep");
+            refused.entry(message.notification_id.clone()).or_default().push(message);
         }
         let due = notify::time::now_epoch_seconds() + notification::FIRST_SWEEP_AFTER_SECONDS;
-        let marks = futures::future::join_all(stranded.into_iter().map(|id| async move {
-            let marked = self.notifications.mark_for_sweep(&id, due).await;
+        let marks = futures::future::join_all(refused.into_iter().map(|(id, messages)| async move {
+            let marked = self.notifications.mark_for_sweep(&id, due, &messages).await;
             (id, marked)
         }))
         .await;
@@ -488,6 +510,21 @@ pub(crate) fn batch_items(envelope: &Value) -> Result<Vec<BatchItem>, ApiError> 
             }
         })
         .collect())
+}
+
+/// A replay's own messages for the deliveries of `record` it renders for the same target: the
+/// original's messages, as far as the user and template are unchanged since.
+fn rendered_again(record: &NotificationRecord, replay: &Prepared) -> Vec<Outgoing> {
+    let target = |of: &NotificationRecord, delivery_id: &str| of.deliveries.get(delivery_id).map(|d| d.target.clone());
+    replay
+        .outgoing
+        .iter()
+        .filter(|message| {
+            let original = target(record, &message.delivery_id);
+            original.is_some() && original == target(&replay.record, &message.delivery_id)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The 202 answer, derived from the record alone so a replay answers exactly the same.

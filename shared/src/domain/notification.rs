@@ -129,13 +129,16 @@ pub struct DeliveryRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clicks: Option<u64>,
     pub updated_at: String,
-    /// The queue message body, kept so a delivery that was logged but never enqueued can be.
-    pub message: String,
+    /// The queue message body, stored only when SQS did not take it (the recovery sweep's
+    /// outbox). An enqueued message lives in SQS alone: keeping every body in the record would
+    /// bill each of its later writes by the body's size (an email's HTML is often many KB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl DeliveryRecord {
-    /// A delivery as intake logs it: queued, never attempted, with its queue message.
-    pub fn queued(channel: Channel, target: String, message: String, now: &str) -> Self {
+    /// A delivery as intake logs it: queued, never attempted.
+    pub fn queued(channel: Channel, target: String, now: &str) -> Self {
         Self {
             channel,
             target,
@@ -148,7 +151,7 @@ impl DeliveryRecord {
             opened_at: None,
             clicks: None,
             updated_at: now.to_string(),
-            message,
+            message: None,
         }
     }
 }
@@ -297,7 +300,7 @@ mod tests {
     use super::*;
 
     fn delivery(status: DeliveryStatus, lease_until: Option<i64>) -> DeliveryRecord {
-        let queued = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "{}".into(), "t");
+        let queued = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "t");
         DeliveryRecord { status, attempts: 1, lease_until, ..queued }
     }
 

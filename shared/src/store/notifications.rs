@@ -13,6 +13,7 @@ use crate::domain::notification::{
     ClaimDecision, DeliveryFailure, DeliveryStatus, NotificationRecord, SkipReason, TimelineEvent,
 };
 use crate::error::DependencyError;
+use crate::queue::Outgoing;
 
 /// What claiming a delivery for an attempt came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -508,18 +509,32 @@ impl NotificationStore {
             .collect())
     }
 
-    /// Puts a record in the sweep's index, due at `at` (epoch seconds): the intake does this
-    /// only for a notification some of whose messages SQS did not take.
-    pub async fn mark_for_sweep(&self, id: &str, at: i64) -> Result<(), DependencyError> {
+    /// Puts a record in the sweep's index, due at `at` (epoch seconds), with the messages of
+    /// its deliveries that may not be on a queue (`outbox`: the notification's own), which the
+    /// sweep enqueues from there. The intake does this only for a notification some of whose
+    /// messages SQS did not take, so only then does the record carry message bodies.
+    pub async fn mark_for_sweep(&self, id: &str, at: i64, outbox: &[Outgoing]) -> Result<(), DependencyError> {
         let shard = format!("pending#{}", rand::random_range(0..crate::domain::notification::SWEEP_SHARDS));
+        let mut sets = vec!["sweep_shard = :shard".to_string(), "sweep_at = :at".to_string()];
+        let mut names = HashMap::new();
+        let mut values = HashMap::from([
+            (":shard".to_string(), string(&shard)),
+            (":at".to_string(), AttributeValue::N(at.to_string())),
+        ]);
+        for (index, message) in outbox.iter().filter(|message| message.notification_id == id).enumerate() {
+            names.insert("#deliveries".to_string(), "deliveries".to_string());
+            names.insert(format!("#d{index}"), message.delivery_id.clone());
+            sets.push(format!("#deliveries.#d{index}.message = :m{index}"));
+            values.insert(format!(":m{index}"), string(&message.body));
+        }
         self.client
             .update_item()
             .table_name(&self.table)
             .key("id", string(id))
-            .update_expression("SET sweep_shard = :shard, sweep_at = :at")
+            .update_expression(format!("SET {}", sets.join(", ")))
             .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":shard", string(&shard))
-            .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await
             .map_err(|error| classify("dynamodb", "UpdateItem", error, &[]))?;

@@ -1,7 +1,8 @@
 //! AWS requests per notification, counted by operation through a counting proxy in front of the
-//! emulator while the whole local stack runs (intake, queues, the SMS dispatcher), for single
-//! sends and for the batch endpoint (100 per request); then the AWS cost per million
-//! notifications at the us-east-1 list prices below. Run with `scripts/bench.sh aws_requests`.
+//! emulator while the whole local stack runs (intake, queues, dispatchers): SMS as single sends
+//! and through the batch endpoint (100 per request), and an email of realistic size through the
+//! batch endpoint; then the AWS cost per million notifications at the us-east-1 list prices
+//! below. Run with `scripts/bench.sh aws_requests`.
 //!
 //! What is counted: every request our functions make (and the local event-source poller's, shown
 //! apart: Lambda's own poller makes the same billed calls in AWS). Provider charges (the SMS or
@@ -18,7 +19,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
 use support::fault_proxy::FaultProxy;
-use support::{endpoint, eventually, recorded_sms};
+use support::{endpoint, eventually};
 
 const NOTIFICATIONS: usize = 200;
 
@@ -45,21 +46,56 @@ fn item_bytes(value: &Value) -> usize {
     }
 }
 
+/// One kind of notification the benchmark sends: the users' contacts, the template's content,
+/// and the queue its deliveries go through.
+struct Scenario {
+    contacts: Value,
+    content: Value,
+    queue: &'static str,
+}
+
+fn sms() -> Scenario {
+    Scenario {
+        contacts: json!({"phone": "+12015550123"}),
+        content: json!({"sms": {"body": "{{ text }}"}}),
+        queue: "SmsQueue",
+    }
+}
+
+/// A receipt email as services send them: inline-styled HTML with a table of twelve line
+/// items (about 7 KB rendered) and its text part.
+fn email() -> Scenario {
+    let style = "font-family:Helvetica,Arial,sans-serif;font-size:14px;line-height:20px;color:#333333;padding:8px 12px;border-bottom:1px solid #eeeeee";
+    let rows: String = (1..=12)
+        .map(|line| format!("<tr><td style=\"{style}\">Item {line}: {{{{ text }}}}</td><td style=\"{style};text-align:right\">1 &times; $19.99</td></tr>"))
+        .collect();
+    let html = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Your receipt</title></head>\
+         <body style=\"margin:0;background:#f4f4f4\"><table role=\"presentation\" width=\"100%\" style=\"max-width:600px;margin:0 auto;background:#ffffff\">\
+         <tr><td style=\"{style};font-size:20px\">Thanks for your order</td><td></td></tr>{rows}\
+         <tr><td style=\"{style};font-weight:bold\">Total</td><td style=\"{style};text-align:right;font-weight:bold\">$239.88</td></tr>\
+         <tr><td colspan=\"2\" style=\"{style};font-size:12px;color:#888888\">Questions? Reply to this email. You get this because you ordered at example.com.</td></tr>\
+         </table></body></html>"
+    );
+    let text: String = (1..=12).map(|line| format!("Item {line}: {{{{ text }}}}  1 x $19.99\n")).collect();
+    Scenario {
+        contacts: json!({"email": "ada@example.com"}),
+        content: json!({"email": {"subject": "Your receipt", "html": html, "text": format!("Thanks for your order\n{text}Total $239.88")}}),
+        queue: "EmailQueue",
+    }
+}
+
 struct Run {
     operations: BTreeMap<String, u64>,
     requests: u64,
     record_bytes: usize,
 }
 
-async fn wait_for_sms(text: &str, count: usize) {
-    eventually(Duration::from_secs(300), "every SMS", || async {
-        (recorded_sms().await.iter().filter(|sms| sms["message"] == text).count() >= count).then_some(())
-    })
-    .await;
-}
-
-async fn run(api: &Api, proxy: &FaultProxy, template: &str, batch: bool) -> Run {
-    let users = api.users_with_phone(NOTIFICATIONS).await;
+async fn run(api: &Api, proxy: &FaultProxy, scenario: &Scenario, batch: bool) -> Run {
+    let template = unique("t");
+    let content = json!({"default_locale": "en", "locales": {"en": scenario.content}});
+    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+    let users = api.users_with(NOTIFICATIONS, &scenario.contacts).await;
     let text = unique("text");
     let ids: Vec<String>;
     proxy.take_operations();
@@ -93,19 +129,22 @@ async fn run(api: &Api, proxy: &FaultProxy, template: &str, batch: bool) -> Run 
             .await;
         users.len()
     };
-    wait_for_sms(&text, NOTIFICATIONS).await;
-    // The outcome writes and the poller's deletes follow the sends: count once they landed
-    // (read straight from the emulator, so the polling is not counted).
+    // Counted once every outcome write landed and the poller deleted every message (read
+    // straight from the emulator, so the polling is not counted).
     let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
     let direct = aws_sdk_dynamodb::Client::new(&support::sdk().await);
     let log = notify::store::notifications::NotificationStore::new(direct.clone(), table.clone());
     let sqs = aws_sdk_sqs::Client::new(&support::sdk().await);
-    let queue = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
-    eventually(Duration::from_secs(120), "every outcome written and every message deleted", || async {
+    let queue = api.stack.deployed.queue(scenario.queue).unwrap().0.to_string();
+    eventually(Duration::from_secs(300), "every outcome written and every message deleted", || async {
         (support::outcomes_final(&log, &ids).await && support::queue_is_empty(&sqs, &queue).await).then_some(())
     })
     .await;
     let operations = proxy.take_operations();
+    for id in &ids {
+        let record = log.get(id).await.unwrap().unwrap();
+        assert!(record.deliveries.values().all(|d| d.status.as_str() == "sent"), "every delivery sent: {record:?}");
+    }
     let item = direct
         .get_item()
         .table_name(table)
@@ -155,7 +194,7 @@ fn cost_per_million(run: &Run) -> (f64, Vec<(String, f64)>) {
 }
 
 fn report(name: &str, run: &Run) {
-    println!("\n## {name}: {NOTIFICATIONS} SMS notifications in {} requests", run.requests);
+    println!("\n## {name}: {NOTIFICATIONS} notifications in {} requests", run.requests);
     println!("\n| operation | requests | per notification |\n|---|---:|---:|");
     for (operation, count) in &run.operations {
         let shown =
@@ -173,15 +212,14 @@ fn report(name: &str, run: &Run) {
 #[tokio::main]
 async fn main() {
     let proxy = FaultProxy::start(&endpoint(), 0.0).await;
-    let api = Api::start_with(&proxy.url, BTreeMap::new()).await;
-    let template = unique("t");
-    let content = json!({"default_locale": "en", "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
-    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
-
-    let single = run(&api, &proxy, &template, false).await;
-    let batch = run(&api, &proxy, &template, true).await;
+    let api = Api::start_from(&support::project_template_with_patient_intake(), &proxy.url, BTreeMap::new()).await;
+    let (sms, email) = (sms(), email());
+    let single = run(&api, &proxy, &sms, false).await;
+    let batch = run(&api, &proxy, &sms, true).await;
+    let email_batch = run(&api, &proxy, &email, true).await;
     println!("# AWS requests per notification ({})", notify::time::now_rfc3339());
-    report("single sends (POST /v1/notifications)", &single);
-    report("batch sends (POST /v1/notifications/batch, 100 per request)", &batch);
+    report("SMS, single sends (POST /v1/notifications)", &single);
+    report("SMS, batch sends (POST /v1/notifications/batch, 100 per request)", &batch);
+    report("email (receipt, about 7 KB), batch sends (100 per request)", &email_batch);
     api.stack.stop().await;
 }

@@ -41,10 +41,6 @@ const PER_REQUEST: usize = 100;
 /// Batch requests in flight: one at a time already keeps the emulator busy (each is about 200
 /// emulator requests, 100 at once), and more only make each take longer.
 const REQUESTS_IN_FLIGHT: usize = 1;
-/// The intake's timeout for this run. Its 10 s are meant for AWS latencies; the emulator answers
-/// far slower, and with the dispatcher's requests beside them a batch of 100 took longer than
-/// that. API Gateway's own limit (30 s) still bounds it; the timeout limits waiting, not work.
-const INTAKE_TIMEOUT: &str = "Timeout: 29";
 /// Replayed requests in flight: enough that the emulator never waits for the next one.
 const REPLAY_CONCURRENCY: usize = 8;
 const TARGET: f64 = 0.8;
@@ -233,10 +229,7 @@ async fn main() {
     let notifications = std::env::var("THROUGHPUT_NOTIFICATIONS")
         .map_or(DEFAULT_NOTIFICATIONS, |count| count.parse().expect("THROUGHPUT_NOTIFICATIONS is a count"));
     let proxy = FaultProxy::start(&endpoint(), 0.0).await;
-    let template = support::project_template_text();
-    let patient = template.replacen("Timeout: 10\n", &format!("{INTAKE_TIMEOUT}\n"), 1);
-    assert_ne!(patient, template, "the intake's timeout is in template.yaml");
-    let api = Api::start_from(&patient, &proxy.url, BTreeMap::new()).await;
+    let api = Api::start_from(&support::project_template_with_patient_intake(), &proxy.url, BTreeMap::new()).await;
     let run = pipeline(&api, &proxy, notifications).await;
     let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
     // Stopped, so the replay has the emulator to itself (its pollers would take replayed sends).

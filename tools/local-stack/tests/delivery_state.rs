@@ -15,10 +15,13 @@ use notify::store::notifications::{AttemptOutcome, Claim, NotificationStore};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
+use support::fault_proxy::FaultProxy;
 use support::{endpoint, project_template_text, recorded_sms};
 
 struct Parked {
     api: Api,
+    /// Between the stack and the emulator, to make SQS refuse an enqueue.
+    proxy: FaultProxy,
     user: String,
     template: String,
     transactional_template: String,
@@ -32,14 +35,15 @@ impl Parked {
             "  ParkedQueue:\n    Type: AWS::SQS::Queue\n\n  # ---------------------------------------------------------------- tables",
         );
         let parameters = BTreeMap::from([("SmsRateLimitPerHour".to_string(), "2".to_string())]);
-        let api = Api::start_from(&text, &endpoint(), parameters).await;
+        let proxy = FaultProxy::start(&endpoint(), 0.0).await;
+        let api = Api::start_from(&text, &proxy.url, parameters).await;
         let (user, template, transactional_template) = (unique("u"), unique("t"), unique("otp"));
         api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
         for (name, transactional) in [(&template, false), (&transactional_template, true)] {
             let content = json!({"default_locale": "en", "transactional": transactional, "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
             api.call(Method::PUT, &format!("/v1/templates/{name}"), Some(content)).await;
         }
-        Self { api, user, template, transactional_template }
+        Self { api, proxy, user, template, transactional_template }
     }
 
     /// Sends an SMS through the API; returns the notification id and the text.
@@ -279,10 +283,7 @@ async fn a_replay_re_enqueues_deliveries_whose_original_enqueue_was_lost() {
     let id = first.body["id"].as_str().unwrap().to_string();
 
     // The original request died after its log write: its message never reached the queue.
-    let lost = parked.receive().await;
-    assert_eq!(lost.len(), 1);
-    let receipts: Vec<String> = lost.iter().filter_map(|message| message.receipt_handle.clone()).collect();
-    notify::queue::delete_messages(&parked.api.clients.sqs, &parked.source().queue_url, &receipts).await.unwrap();
+    assert_eq!(parked.lose_queued().await, 1);
 
     // A replay soon after must not enqueue: the original request may still be enqueueing. It
     // may also have failed to (the caller retries after an error): the sweep will look.
@@ -292,20 +293,7 @@ async fn a_replay_re_enqueues_deliveries_whose_original_enqueue_was_lost() {
 
     // Once the original request must have ended (its timeout), the client's retry enqueues what
     // was never attempted, and the delivery goes out.
-    let table = local_stack::demo::tables(&parked.api.stack.deployed).unwrap().notifications;
-    let a_minute_ago = notify::time::rfc3339(time::OffsetDateTime::now_utc() - time::Duration::minutes(1));
-    parked
-        .api
-        .clients
-        .dynamodb
-        .update_item()
-        .table_name(table)
-        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.clone()))
-        .update_expression("SET created_at = :then")
-        .expression_attribute_values(":then", aws_sdk_dynamodb::types::AttributeValue::S(a_minute_ago))
-        .send()
-        .await
-        .unwrap();
+    parked.backdate(&id, 1, false).await;
     let replay = parked.api.send_with_key(&body, &key).await;
     assert_eq!((replay.status.as_u16(), replay.body["id"].as_str()), (202, Some(id.as_str())));
     let requeued = parked.receive().await;
@@ -315,45 +303,92 @@ async fn a_replay_re_enqueues_deliveries_whose_original_enqueue_was_lost() {
     parked.api.stack.stop().await;
 }
 
+#[tokio::test]
+async fn a_late_replay_renders_a_lost_message_again_only_for_the_same_target() {
+    let parked = Parked::start().await;
+    // The record keeps no message body (SQS took it): the replay renders the same request again.
+    let text = unique("text");
+    let id = parked.replay_lost(text.clone(), None).await;
+    let requeued = parked.receive().await;
+    assert_eq!(requeued.len(), 1, "the lost message is back");
+    assert!(parked.dispatch(&requeued).await.is_empty());
+    assert_eq!(parked.delivery(&id).await["status"], "sent");
+    assert_eq!(sms_count(&text).await, 1);
+
+    // Not for another number than the one logged: had the original enqueued its message, as it
+    // usually has, that message would still go to the number it was accepted for.
+    let id = parked.replay_lost(unique("text"), Some(json!({"phone": "+12015550124"}))).await;
+    assert!(parked.receive().await.is_empty(), "nothing rendered for the logged target");
+    assert_eq!(parked.delivery(&id).await["status"], "queued");
+    parked.api.stack.stop().await;
+}
+
 impl Parked {
-    /// Makes a notification look accepted a while ago and due for the sweep, as the intake
-    /// leaves one whose enqueue failed.
-    async fn age(&self, id: &str) {
+    /// Sends a notification whose message then never reaches the queue, and retries it once
+    /// the original request must have ended; `between` (contacts) is applied before the retry.
+    async fn replay_lost(&self, text: String, between: Option<Value>) -> String {
+        let key = unique("key");
+        let body =
+            json!({"user_id": self.user, "template": self.template, "params": {"text": text}, "channels": ["sms"]});
+        let id = self.api.send_with_key(&body, &key).await.body["id"].as_str().unwrap().to_string();
+        assert_eq!(self.lose_queued().await, 1);
+        if let Some(contacts) = between {
+            assert_eq!(
+                self.api.call(Method::PUT, &format!("/v1/users/{}", self.user), Some(contacts)).await.status,
+                200
+            );
+        }
+        self.backdate(&id, 1, false).await;
+        let replay = self.api.send_with_key(&body, &key).await;
+        assert_eq!((replay.status.as_u16(), replay.body["id"].as_str()), (202, Some(id.as_str())));
+        id
+    }
+
+    /// Takes every message off the SMS queue, as if it had never reached it; returns how many.
+    async fn lose_queued(&self) -> usize {
+        let lost = self.receive().await;
+        let receipts: Vec<String> = lost.iter().filter_map(|message| message.receipt_handle.clone()).collect();
+        notify::queue::delete_messages(&self.api.clients.sqs, &self.source().queue_url, &receipts).await.unwrap();
+        lost.len()
+    }
+
+    /// Makes a notification look accepted `minutes` ago (its original request has ended); with
+    /// `due_for_sweep`, also in the sweep's index and due, as the intake leaves one whose
+    /// enqueue failed.
+    async fn backdate(&self, id: &str, minutes: i64, due_for_sweep: bool) {
+        use aws_sdk_dynamodb::types::AttributeValue;
         let table = local_stack::demo::tables(&self.api.stack.deployed).unwrap().notifications;
-        let then = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
-        self.api
+        let then = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes);
+        let update = self
+            .api
             .clients
             .dynamodb
             .update_item()
             .table_name(table)
-            .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.to_string()))
-            .update_expression("SET created_at = :then, sweep_shard = :shard, sweep_at = :due")
-            .expression_attribute_values(":shard", aws_sdk_dynamodb::types::AttributeValue::S("pending#0".into()))
-            .expression_attribute_values(
-                ":then",
-                aws_sdk_dynamodb::types::AttributeValue::S(notify::time::rfc3339(then)),
-            )
-            .expression_attribute_values(
-                ":due",
-                aws_sdk_dynamodb::types::AttributeValue::N((then.unix_timestamp() + 60).to_string()),
-            )
-            .send()
-            .await
-            .unwrap();
+            .key("id", AttributeValue::S(id.to_string()))
+            .expression_attribute_values(":then", AttributeValue::S(notify::time::rfc3339(then)));
+        let update = if due_for_sweep {
+            update
+                .update_expression("SET created_at = :then, sweep_shard = :shard, sweep_at = :due")
+                .expression_attribute_values(":shard", AttributeValue::S("pending#0".into()))
+                .expression_attribute_values(":due", AttributeValue::N((then.unix_timestamp() + 60).to_string()))
+        } else {
+            update.update_expression("SET created_at = :then")
+        };
+        update.send().await.unwrap();
     }
 
     async fn sweep(&self) -> Value {
         self.api.stack.function("RetryFunction").unwrap().invoke(json!({"action": "sweep"})).await.unwrap()
     }
 
-    /// Accepts an SMS and loses its message, as if SQS had not taken it; returns the
-    /// notification id.
+    /// Accepts an SMS whose enqueue SQS refuses (every try the SDK makes); returns the
+    /// notification id and the text.
     async fn accept_and_lose(&self) -> (String, String) {
-        let (id, text) = self.accept(&self.template).await;
-        let lost = self.receive().await;
-        let receipts: Vec<String> = lost.iter().filter_map(|message| message.receipt_handle.clone()).collect();
-        notify::queue::delete_messages(&self.api.clients.sqs, &self.source().queue_url, &receipts).await.unwrap();
-        (id, text)
+        self.proxy.refuse_next(r#""MessageBody""#, 3);
+        let accepted = self.accept(&self.template).await;
+        assert!(self.receive().await.is_empty(), "nothing reached the queue");
+        accepted
     }
 }
 
@@ -361,8 +396,8 @@ impl Parked {
 async fn the_sweep_delivers_a_notification_whose_enqueue_was_lost() {
     let parked = Parked::start().await;
     let (id, _) = parked.accept_and_lose().await;
-    assert_eq!(parked.sweep().await["examined"], 0, "not in the sweep's index");
-    parked.age(&id).await;
+    assert_eq!(parked.sweep().await["examined"], 0, "not due yet");
+    parked.backdate(&id, 10, true).await;
     let report = parked.sweep().await;
     assert_eq!((report["examined"].clone(), report["requeued"].clone()), (json!(1), json!(1)), "{report}");
     let requeued = parked.receive().await;
@@ -371,7 +406,7 @@ async fn the_sweep_delivers_a_notification_whose_enqueue_was_lost() {
     assert_eq!(parked.delivery(&id).await["status"], "sent");
 
     // Once everything has an outcome, the record leaves the sweep's index.
-    parked.age(&id).await;
+    parked.backdate(&id, 10, true).await;
     assert_eq!(parked.sweep().await["settled"], 1);
     assert_eq!(parked.sweep().await["examined"], 0);
     parked.api.stack.stop().await;
@@ -381,7 +416,7 @@ async fn the_sweep_delivers_a_notification_whose_enqueue_was_lost() {
 async fn two_sweeps_at_once_send_each_stranded_delivery_once() {
     let parked = Parked::start().await;
     let (id, text) = parked.accept_and_lose().await;
-    parked.age(&id).await;
+    parked.backdate(&id, 10, true).await;
     let (first, second) = futures::future::join(parked.sweep(), parked.sweep()).await;
     let requeued = first["requeued"].as_u64().unwrap() + second["requeued"].as_u64().unwrap();
     // In DynamoDB the conditional reschedule lets exactly one sweep enqueue. The emulator does

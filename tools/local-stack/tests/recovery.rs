@@ -30,7 +30,9 @@ async fn a_redrive_drops_deliveries_that_already_have_an_outcome_and_leaves_stra
     // A stale copy of the sent delivery, and a message that is no delivery at all, in the DLQ.
     let record = record(&api, &id).await;
     let dlq = api.stack.deployed.queue("SmsDeadLetterQueue").unwrap().0.to_string();
-    for body in [record.deliveries["sms"].message.clone(), "not a delivery".to_string()] {
+    let delivery = &record.deliveries["sms"];
+    let stale = json!({"notification_id": id, "delivery_id": "sms", "user_id": record.user_id, "template": record.template, "transactional": false, "channel": "sms", "to": delivery.target, "body": text});
+    for body in [stale.to_string(), "not a delivery".to_string()] {
         api.clients.sqs.send_message().queue_url(&dlq).message_body(body).send().await.unwrap();
     }
     let report = redrive(&api).await;
@@ -75,7 +77,9 @@ async fn a_notification_sqs_did_not_take_is_accepted_and_sent_by_the_sweep_and_n
     let api = Api::start_with(&proxy.url, BTreeMap::new()).await;
     let (sent, _) = api.send_sms().await;
     api.wait_for_notification(&sent, "the delivery to be sent", every_delivery_sent).await;
-    assert_eq!(record(&api, &sent).await.sweep_at, None, "an enqueued notification costs the sweep nothing");
+    let enqueued = record(&api, &sent).await;
+    assert_eq!(enqueued.sweep_at, None, "an enqueued notification costs the sweep nothing");
+    assert!(enqueued.deliveries.values().all(|d| d.message.is_none()), "nor its record a message body");
 
     // Every try the SDK makes of the enqueue fails: still accepted, and left for the sweep.
     proxy.refuse_next(r#""MessageBody""#, 3);
@@ -83,6 +87,7 @@ async fn a_notification_sqs_did_not_take_is_accepted_and_sent_by_the_sweep_and_n
     assert_eq!(proxy.targeted_faults.load(std::sync::atomic::Ordering::SeqCst), 3, "the enqueue failed");
     let stranded = record(&api, &id).await;
     let due = stranded.sweep_at.expect("in the sweep's index");
+    assert!(stranded.deliveries["sms"].message.is_some(), "with the message SQS refused");
     assert!(due > notify::time::now_epoch_seconds(), "due after a while, not at once");
 
     // Due now, and SQS refuses the sweep too: it looks again within a minute, not later.

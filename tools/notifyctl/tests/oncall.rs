@@ -24,7 +24,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
     let id = uuid::Uuid::now_v7().to_string();
     let now = notify::time::now_rfc3339();
     let body = json!({"notification_id": id, "delivery_id": "sms", "user_id": "u", "template": "t", "transactional": false, "channel": "sms", "to": "+12015550123", "body": "hi"}).to_string();
-    let delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), body.clone(), &now);
+    let delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), &now);
     let record = NotificationRecord {
         id: id.clone(),
         app_key: "ak_test".into(),

@@ -120,10 +120,15 @@ impl Api {
 
     /// `count` new users, each with a phone number; returns their ids.
     pub async fn users_with_phone(&self, count: usize) -> Vec<String> {
+        self.users_with(count, &json!({"phone": "+12015550123"})).await
+    }
+
+    /// `count` new users with these contacts; returns their ids.
+    pub async fn users_with(&self, count: usize, contacts: &Value) -> Vec<String> {
         futures::stream::iter(0..count)
             .map(|_| async {
                 let user = unique("u");
-                self.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+                self.call(Method::PUT, &format!("/v1/users/{user}"), Some(contacts.clone())).await;
                 user
             })
             .buffer_unordered(8)
@@ -169,22 +174,26 @@ impl Api {
         self.clients.sns.publish().topic_arn(arn).message(event.to_string()).send().await.unwrap();
     }
 
-    /// The tracking links (`/t/c/` or `/t/o/`, by `kind`) in notification `id`'s email as it was
-    /// handed to SES (its delivery's queue message), html first, then text; and that content.
+    /// The tracking links (`/t/c/` or `/t/o/`, by `kind`) in notification `id`'s email as SES
+    /// received it (the emulator's record of the raw message), html first, then text; and that
+    /// content.
     pub async fn tracking_links(&self, id: &str, kind: &str) -> (Vec<String>, String) {
-        let table = local_stack::demo::tables(&self.stack.deployed).unwrap().notifications;
-        let record = notify::store::notifications::NotificationStore::new(self.clients.dynamodb.clone(), table)
-            .get(id)
-            .await
-            .unwrap()
-            .unwrap();
-        let message: Value = serde_json::from_str(&record.deliveries["email"].message).unwrap();
-        let content = format!("{} {}", message["html"].as_str().unwrap(), message["text"].as_str().unwrap());
+        let state = super::emulator_state().await;
+        let header = format!("X-Notification-Id: {id}");
+        let raw = state["ses"]["RawMessage"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|message| message["raw_data"].as_str())
+            .find(|raw| raw.lines().any(|line| line.trim_end() == header))
+            .expect("the email reached SES");
+        let email = mail_parser::MessageParser::default().parse(raw.as_bytes()).expect("SES got a MIME message");
+        let content = format!("{} {}", email.body_html(0).unwrap(), email.body_text(0).unwrap());
         let marker = format!("{}/t/{kind}/", self.stack.api_url);
         let links = content
             .split(&marker)
             .skip(1)
-            .map(|rest| format!("{marker}{}", rest.split(['"', ' ', '\n']).next().unwrap()))
+            .map(|rest| format!("{marker}{}", rest.split(['"', ' ', '\r', '\n', '<']).next().unwrap()))
             .collect();
         (links, content)
     }
