@@ -78,6 +78,24 @@ fn intake_steps(c: &mut Criterion) {
     c.bench_function("intake step: render SMS and email", |b| {
         b.iter(|| plan(&profile, &template, None, black_box(&request.params)).unwrap())
     });
+    let rendered = plan(&profile, &template, None, &request.params).unwrap();
+    c.bench_function("intake step: serialize the SMS and email messages", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            for (delivery_id, content) in black_box(&rendered.deliveries) {
+                let message = DeliveryMessage {
+                    notification_id: "0196a0f2-7c1e-7d2a-9b4e-1f2a3b4c5d6e".to_string(),
+                    delivery_id: delivery_id.clone(),
+                    user_id: request.user_id.clone(),
+                    template: request.template.clone(),
+                    transactional: false,
+                    content: content.clone(),
+                };
+                bytes += serde_json::to_string(&message).unwrap().len();
+            }
+            bytes
+        })
+    });
     c.bench_function("intake step: request hash", |b| {
         b.iter(|| notify::domain::notification::request_hash(black_box(&json).to_string().as_bytes()))
     });

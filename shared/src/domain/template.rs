@@ -323,11 +323,13 @@ impl Template {
         if !missing.is_empty() {
             return Err(RenderError::MissingParams(missing.into_iter().cloned().collect()));
         }
+        // Converted once for every part (rendering from the JSON map would convert it per part).
+        let context = minijinja::Value::from_serialize(params);
         let mut output = Vec::with_capacity(names.len());
         for (name, part) in names.iter().zip(&parts) {
             let failed =
                 |error: minijinja::Error| RenderError::Failed { part: part.to_string(), message: describe(&error) };
-            output.push(compiled.environment.get_template(name).map_err(failed)?.render(params).map_err(failed)?);
+            output.push(compiled.environment.get_template(name).map_err(failed)?.render(&context).map_err(failed)?);
         }
         let mut output = output.into_iter();
         let mut next = || output.next().expect("one output per part");

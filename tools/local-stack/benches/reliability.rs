@@ -32,8 +32,9 @@ async fn main() {
     report(reliability::poison(&api).await, &mut held);
     api.stack.stop().await;
 
-    // Recovery is paced: a notification whose enqueue was lost waits for the sweep's first look
-    // (5 minutes after acceptance), and the sweep looks at 200 records a minute.
+    // Recovery is paced: a notification whose enqueue failed waits for the sweep's first look
+    // (a minute after acceptance), and the sweep looks at 200 records a minute; a delivery
+    // parked in a DLQ waits for on-call's redrive, which the run makes once the queues are quiet.
     let run = PipelineRun {
         notifications: 2000,
         users: 100,
