@@ -6,4 +6,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PROPTEST_CASES="${PROPTEST_CASES:-10000}" cargo test --workspace --lib properties
-scripts/with-emulator.sh cargo bench -p local-stack --bench reliability
+# The dev profile: these are correctness figures, and the tests' build serves them (the bench
+# profile would first build every dependency optimised, about 18 minutes here).
+scripts/with-emulator.sh cargo bench --profile dev -p local-stack --bench reliability

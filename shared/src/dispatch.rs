@@ -9,7 +9,8 @@
 //!    `skipped: rate_limited`);
 //! 4. send through the channel's provider and record the outcome: `sent`; `failed` for a
 //!    permanent error (deleted, never retried); back to `queued` for a transient one, with the
-//!    message's visibility set to an exponential backoff so SQS brings it back later.
+//!    message's visibility set to an exponential backoff so SQS brings it back later, or
+//!    `parked` if this was the queue's last receive (SQS moves the message to the DLQ next).
 //!
 //! Duplicate sends: the provider call and the `sent` write are two steps. If the function dies
 //! between them, or the write keeps failing for the seconds it is retried, the lease expires and
@@ -49,6 +50,9 @@ pub struct Dispatcher<P> {
     backoff: Backoff,
     lease: Duration,
     concurrency: usize,
+    /// The queue's maxReceiveCount, asked of SQS when a delivery first fails (so the template
+    /// stays its one source), not at init.
+    max_receive_count: tokio::sync::OnceCell<Option<u32>>,
 }
 
 impl<P: Provider> Dispatcher<P> {
@@ -79,6 +83,7 @@ impl<P: Provider> Dispatcher<P> {
             },
             lease: Duration::from_secs(settings.parsed_or("LEASE_SECONDS", 60)),
             concurrency: settings.parsed_or("BATCH_CONCURRENCY", 10usize),
+            max_receive_count: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -122,7 +127,7 @@ impl<P: Provider> Dispatcher<P> {
             Err(error) => {
                 tracing::warn!(notification_id = %id, error = %error, "delivery state unavailable; will retry");
                 // Release the lease this attempt holds, so the retry need not wait it out.
-                let release = AttemptOutcome::Retrying(failure(&error));
+                let release = self.unfinished(failure(&error), record.receive_count).await;
                 if let Err(error) = self.notifications.record(id, delivery_id, P::CHANNEL, lease, &release).await {
                     tracing::warn!(notification_id = %id, error = %error, "could not release the lease");
                 }
@@ -169,9 +174,16 @@ impl<P: Provider> Dispatcher<P> {
             Ok(provider_message_id) => Ok(self.finish_sent(record, lease, provider_message_id).await),
             Err(error) if error.is_transient() => {
                 tracing::warn!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "send failed; will retry");
-                let retrying = AttemptOutcome::Retrying(failure(&error));
-                self.notifications.record(id, delivery_id, channel, lease, &retrying).await?;
-                crate::metrics::delivery(channel, crate::metrics::Outcome::Retried);
+                let unfinished = self.unfinished(failure(&error), record.receive_count).await;
+                self.notifications.record(id, delivery_id, channel, lease, &unfinished).await?;
+                let metric = match unfinished {
+                    AttemptOutcome::Parked(_) => {
+                        tracing::error!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "the queue's last receive failed; the message goes to the DLQ for on-call");
+                        crate::metrics::Outcome::Parked
+                    }
+                    _ => crate::metrics::Outcome::Retried,
+                };
+                crate::metrics::delivery(channel, metric);
                 let delay = self.backoff_delay(record.receive_count);
                 Ok(self.retry_after(record, delay).await)
             }
@@ -233,8 +245,9 @@ impl<P: Provider> Dispatcher<P> {
                 (crate::metrics::Outcome::Failed, Some(DeliveryStatus::Failed.as_str().to_string()))
             }
             AttemptOutcome::Skipped(reason) => (crate::metrics::Outcome::Skipped, Some(skipped_counter(*reason))),
-            // Not an outcome for the stats: the delivery comes back.
+            // Not outcomes for the stats: the delivery comes back.
             AttemptOutcome::Retrying(_) => (crate::metrics::Outcome::Retried, None),
+            AttemptOutcome::Parked(_) => (crate::metrics::Outcome::Parked, None),
         };
         if let Some(counter) = counter {
             self.stats.count(message.template.as_str(), P::CHANNEL, &counter);
@@ -248,6 +261,24 @@ impl<P: Provider> Dispatcher<P> {
             "delivery finished"
         );
         Ok(Outcome::Done)
+    }
+
+    /// How a transient failure on this receive leaves the delivery: `parked` on the queue's
+    /// last receive, else `queued` to retry. If the queue's policy cannot be read, `queued`: the
+    /// delivery then reads as retrying while parked, which the DLQ alarm still reports.
+    async fn unfinished(&self, failure: DeliveryFailure, receive_count: u32) -> AttemptOutcome {
+        let max = self
+            .max_receive_count
+            .get_or_try_init(|| crate::queue::max_receive_count(&self.sqs, &self.queue_url))
+            .await;
+        match max {
+            Ok(Some(max)) if receive_count >= *max => AttemptOutcome::Parked(failure),
+            Ok(_) => AttemptOutcome::Retrying(failure),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not read the queue's redrive policy; recorded as retrying");
+                AttemptOutcome::Retrying(failure)
+            }
+        }
     }
 
     fn backoff_delay(&self, receive_count: u32) -> Duration {

@@ -1,7 +1,7 @@
 //! Metrics as CloudWatch embedded-metric-format (EMF) lines on stdout: CloudWatch Logs turns
 //! them into metrics, with no CloudWatch API call on the hot path. Namespace `notify`;
-//! dimension `Channel`; counters `Sent`, `Failed`, `Skipped`, `Retried` (one per delivery
-//! outcome), `Delivered`, `Bounced`, `Complained` (email feedback), `Accepted` (per delivery or
+//! dimension `Channel`; counters `Sent`, `Failed`, `Skipped`, `Retried`, `Parked` (one per
+//! delivery outcome or failed attempt), `Delivered`, `Bounced`, `Complained` (email feedback), `Accepted` (per delivery or
 //! skipped channel at intake), `Opened`, `Clicked` (first open / first click of a delivery) and
 //! the `ProviderLatency` histogram (milliseconds). The stats table counts the same events.
 
@@ -27,6 +27,7 @@ pub enum Outcome {
     Failed,
     Skipped,
     Retried,
+    Parked,
     Delivered,
     Bounced,
     Complained,
@@ -42,6 +43,7 @@ impl Outcome {
             Outcome::Failed => "Failed",
             Outcome::Skipped => "Skipped",
             Outcome::Retried => "Retried",
+            Outcome::Parked => "Parked",
             Outcome::Delivered => "Delivered",
             Outcome::Bounced => "Bounced",
             Outcome::Complained => "Complained",

@@ -153,6 +153,36 @@ impl Enqueuer {
     }
 }
 
+/// The queue's `maxReceiveCount` (after that many receives SQS moves a message to the DLQ);
+/// `None` for a queue without a redrive policy.
+pub async fn max_receive_count(client: &Client, queue_url: &str) -> Result<Option<u32>, DependencyError> {
+    let name = aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy;
+    let output = client
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(name.clone())
+        .send()
+        .await
+        .map_err(|error| classify("sqs", "GetQueueAttributes", error, &[]))?;
+    let Some(policy) = output.attributes.as_ref().and_then(|attributes| attributes.get(&name)) else {
+        return Ok(None);
+    };
+    // A number, or a string of one, depending on how the policy was written.
+    let count =
+        serde_json::from_str::<serde_json::Value>(policy).ok().and_then(|policy| match &policy["maxReceiveCount"] {
+            serde_json::Value::Number(count) => count.as_u64(),
+            serde_json::Value::String(count) => count.parse().ok(),
+            _ => None,
+        });
+    count.map(|count| Some(count as u32)).ok_or_else(|| DependencyError {
+        class: FailureClass::Permanent,
+        service: "sqs",
+        operation: "GetQueueAttributes",
+        code: "UnreadableRedrivePolicy".into(),
+        message: format!("no maxReceiveCount in the queue's redrive policy {policy}"),
+    })
+}
+
 /// Reads up to `limit` messages of a queue without taking them: each is received with a zero
 /// visibility timeout, so it stays available (its receive count goes up, which only matters on
 /// a queue with a redrive policy: use this on DLQs).

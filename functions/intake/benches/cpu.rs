@@ -1,26 +1,41 @@
 //! CPU per notification in our own code, no I/O (`scripts/bench.sh cpu`):
 //! - intake: the auth check (SHA-256 and constant-time compare), request validation, rendering
-//!   every channel (SMS and email here) and serializing the queue messages and request hash;
+//!   every channel (SMS and email here), assembling the queue messages and the log record (the
+//!   intake's own `assemble`: ids, serialization, request hash) and converting the record to the
+//!   log write's DynamoDB item;
 //! - dispatch: parsing one queue message and building the provider request (the email's MIME,
 //!   the largest of the three).
+//!
+//! Criterion times each step. Run as `cpu --repeat STEP N` (what `scripts/bench.sh
+//! cpu_instructions` does under callgrind), the binary instead runs one step N times and exits,
+//! so instructions per step can be counted: a figure this machine's noise cannot move.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use intake::SendRequest;
+use criterion::{Criterion, criterion_group};
+use intake::{Prepared, SendRequest, assemble};
 use notify::config::Settings;
 use notify::domain::app::{AppRecord, Scope};
 use notify::domain::delivery::{DeliveryMessage, EmailContent};
-use notify::domain::plan::plan;
-use notify::domain::template::{TemplateInput, TemplateName};
+use notify::domain::plan::{Plan, plan};
+use notify::domain::template::{Template, TemplateInput, TemplateName};
+use notify::domain::tracking::LinkTracker;
+use notify::domain::unsubscribe::LinkSigner;
 use notify::domain::user::UserProfile;
 use notify::provider::email::SesEmail;
+use notify::store::notifications::log_item;
 use serde_json::{Value, json};
 
 const NOW: &str = "2026-11-22T05:00:00Z";
+const NOTIFICATION_ID: &str = "0196a0f2-7c1e-7d2a-9b4e-1f2a3b4c5d6e";
+const IDEMPOTENCY_KEY: &str = "order-A-1042-shipped";
+const LINK_BASE: &str = "https://api.example.com";
+const LINK_SECRET: &str = "a secret of at least thirty-two bytes";
+const BODY: &[u8] =
+    br#"{"user_id": "user-42", "template": "order-shipped", "params": {"name": "Ada", "order": "A-1042"}}"#;
 
-fn template() -> notify::domain::template::Template {
+fn template() -> Template {
     let input: TemplateInput = serde_json::from_value(json!({"default_locale": "en", "locales": {"en": {
         "sms": {"body": "Hi {{ name }}, order {{ order }} has shipped."},
         "email": {
@@ -37,75 +52,96 @@ fn profile() -> UserProfile {
     serde_json::from_value(json!({"user_id": "user-42", "email": "ada@example.com", "phone": "+12015550123", "locale": "en-GB", "created_at": NOW, "updated_at": NOW})).unwrap()
 }
 
-fn intake(c: &mut Criterion) {
-    let (app, secret) = AppRecord::create("bench", BTreeSet::from([Scope::Send]), NOW);
-    let (profile, template) = (profile(), template());
-    let body = br#"{"user_id": "user-42", "template": "order-shipped", "params": {"name": "Ada", "order": "A-1042"}}"#;
-    c.bench_function("intake: one notification, SMS and email", |b| {
-        b.iter(|| {
-            assert!(app.verify(black_box(secret.expose())));
-            let json: Value = serde_json::from_slice(black_box(body)).unwrap();
-            let request = SendRequest::parse(&json).unwrap();
-            let plan = plan(&profile, &template, request.channels.as_deref(), &request.params).unwrap();
-            let mut bytes = 0;
-            for (delivery_id, content) in plan.deliveries {
-                let message = DeliveryMessage {
-                    notification_id: "0196a0f2-7c1e-7d2a-9b4e-1f2a3b4c5d6e".into(),
-                    delivery_id,
-                    user_id: request.user_id.clone(),
-                    template: request.template.clone(),
-                    transactional: false,
-                    content,
-                };
-                bytes += serde_json::to_string(&message).unwrap().len();
-            }
-            black_box((bytes, notify::domain::notification::request_hash(json.to_string().as_bytes())))
-        })
-    });
+/// Everything a step needs, made once; each method is one measured step.
+struct Fixture {
+    app: AppRecord,
+    secret: String,
+    profile: UserProfile,
+    template: Template,
+    json: Value,
+    request: SendRequest,
+    rendered: Plan,
+    tracker: LinkTracker,
+    prepared: Prepared,
+    email: SesEmail,
+    email_message: String,
 }
 
-/// The intake's steps on their own, to show where its time goes.
-fn intake_steps(c: &mut Criterion) {
-    let (app, secret) = AppRecord::create("bench", BTreeSet::from([Scope::Send]), NOW);
-    let (profile, template) = (profile(), template());
-    let body = br#"{"user_id": "user-42", "template": "order-shipped", "params": {"name": "Ada", "order": "A-1042"}}"#;
-    let json: Value = serde_json::from_slice(body).unwrap();
-    let request = SendRequest::parse(&json).unwrap();
-    c.bench_function("intake step: auth check", |b| b.iter(|| app.verify(black_box(secret.expose()))));
-    c.bench_function("intake step: parse and validate", |b| {
-        b.iter(|| SendRequest::parse(&serde_json::from_slice::<Value>(black_box(body)).unwrap()).unwrap())
-    });
-    c.bench_function("intake step: render SMS and email", |b| {
-        b.iter(|| plan(&profile, &template, None, black_box(&request.params)).unwrap())
-    });
-    let rendered = plan(&profile, &template, None, &request.params).unwrap();
-    c.bench_function("intake step: serialize the SMS and email messages", |b| {
-        b.iter(|| {
-            let mut bytes = 0;
-            for (delivery_id, content) in black_box(&rendered.deliveries) {
-                let message = DeliveryMessage {
-                    notification_id: "0196a0f2-7c1e-7d2a-9b4e-1f2a3b4c5d6e".to_string(),
-                    delivery_id: delivery_id.clone(),
-                    user_id: request.user_id.clone(),
-                    template: request.template.clone(),
-                    transactional: false,
-                    content: content.clone(),
-                };
-                bytes += serde_json::to_string(&message).unwrap().len();
-            }
-            bytes
-        })
-    });
-    c.bench_function("intake step: request hash", |b| {
-        b.iter(|| notify::domain::notification::request_hash(black_box(&json).to_string().as_bytes()))
-    });
+impl Fixture {
+    fn new() -> Self {
+        let (app, secret) = AppRecord::create("bench", BTreeSet::from([Scope::Send]), NOW);
+        let (profile, template) = (profile(), template());
+        let json: Value = serde_json::from_slice(BODY).unwrap();
+        let request = SendRequest::parse(&json).unwrap();
+        let rendered = plan(&profile, &template, None, &request.params).unwrap();
+        let tracker = LinkTracker::new(LinkSigner::new(LINK_SECRET));
+        let prepared = assemble_one(&tracker, &app, &request, &template, rendered.clone(), &json);
+        let (email, email_message) = email_dispatch(&profile, &template);
+        let secret = secret.expose().to_string();
+        Self { app, secret, profile, template, json, request, rendered, tracker, prepared, email, email_message }
+    }
+
+    /// The intake's whole CPU work for one notification (the steps below, end to end).
+    fn intake(&self) -> usize {
+        assert!(self.app.verify(black_box(&self.secret)));
+        let json: Value = serde_json::from_slice(black_box(BODY)).unwrap();
+        let request = SendRequest::parse(&json).unwrap();
+        let plan = plan(&self.profile, &self.template, request.channels.as_deref(), &request.params).unwrap();
+        let prepared = assemble_one(&self.tracker, &self.app, &request, &self.template, plan, &json);
+        log_item(&prepared.record).unwrap().len()
+    }
+
+    fn auth(&self) -> bool {
+        self.app.verify(black_box(&self.secret))
+    }
+
+    fn parse(&self) -> SendRequest {
+        SendRequest::parse(&serde_json::from_slice::<Value>(black_box(BODY)).unwrap()).unwrap()
+    }
+
+    fn render(&self) -> Plan {
+        plan(&self.profile, &self.template, None, black_box(&self.request.params)).unwrap()
+    }
+
+    fn assemble(&self) -> Prepared {
+        assemble_one(
+            &self.tracker,
+            &self.app,
+            &self.request,
+            &self.template,
+            black_box(&self.rendered).clone(),
+            &self.json,
+        )
+    }
+
+    fn log_item(&self) -> usize {
+        log_item(black_box(&self.prepared.record)).unwrap().len()
+    }
+
+    fn dispatch_email(&self) -> usize {
+        let message: DeliveryMessage<EmailContent> = serde_json::from_str(black_box(&self.email_message)).unwrap();
+        self.email.mime(&message).unwrap().len()
+    }
 }
 
-fn dispatch(c: &mut Criterion) {
+fn assemble_one(
+    tracker: &LinkTracker,
+    app: &AppRecord,
+    request: &SendRequest,
+    template: &Template,
+    plan: Plan,
+    json: &Value,
+) -> Prepared {
+    let key = Some(IDEMPOTENCY_KEY.to_string());
+    assemble(tracker, app, LINK_BASE, key, request, template, plan, json).unwrap()
+}
+
+/// The email dispatcher as its function builds it, and one email queue message.
+fn email_dispatch(profile: &UserProfile, template: &Template) -> (SesEmail, String) {
     let env: BTreeMap<&str, &str> = BTreeMap::from([
         ("EMAIL_FROM_ADDRESS", "notifications@example.com"),
         ("PUBLIC_API_URL", "https://api.example.com"),
-        ("LINK_SIGNING_SECRET", "a secret of at least thirty-two bytes"),
+        ("LINK_SIGNING_SECRET", LINK_SECRET),
         ("SUPPRESSIONS_TABLE", "suppressions"),
     ]);
     let env: std::collections::HashMap<String, String> =
@@ -117,30 +153,62 @@ fn dispatch(c: &mut Criterion) {
         .build();
     let email = SesEmail::load(aws_sdk_sesv2::Client::new(&sdk), aws_sdk_dynamodb::Client::new(&sdk), &mut settings);
     settings.finish().unwrap();
-    let rendered = template()
-        .render(
-            notify::domain::channel::Channel::Email,
-            Some("en"),
-            json!({"name": "Ada", "order": "A-1042"}).as_object().unwrap(),
-        )
-        .unwrap();
-    let notify::domain::template::Rendered::Email { subject, html, text } = rendered else { unreachable!() };
+    let params = json!({"name": "Ada", "order": "A-1042"});
+    let rendered = template.render(notify::domain::channel::Channel::Email, Some("en"), params.as_object().unwrap());
+    let notify::domain::template::Rendered::Email { subject, html, text } = rendered.unwrap() else { unreachable!() };
     let message = DeliveryMessage {
-        notification_id: "0196a0f2-7c1e-7d2a-9b4e-1f2a3b4c5d6e".into(),
+        notification_id: NOTIFICATION_ID.into(),
         delivery_id: "email".into(),
-        user_id: profile().user_id,
-        template: TemplateName::parse("order-shipped").unwrap(),
+        user_id: profile.user_id.clone(),
+        template: template.name.clone(),
         transactional: false,
-        content: EmailContent { to: profile().email.unwrap(), subject, html, text },
+        content: EmailContent { to: profile.email.clone().unwrap(), subject, html, text },
     };
-    let body = serde_json::to_string(&message).unwrap();
-    c.bench_function("dispatch: one email message (parse, MIME)", |b| {
-        b.iter(|| {
-            let message: DeliveryMessage<EmailContent> = serde_json::from_str(black_box(&body)).unwrap();
-            black_box(email.mime(&message).unwrap().len())
-        })
-    });
+    (email, serde_json::to_string(&message).unwrap())
 }
 
-criterion_group!(benches, intake, intake_steps, dispatch);
-criterion_main!(benches);
+/// (name, criterion id, the step run once).
+type Step = (&'static str, &'static str, fn(&Fixture));
+
+/// A step entry: the fixture's `method`, its result kept from the optimiser.
+macro_rules! step {
+    ($name:literal, $id:literal, $method:ident) => {
+        ($name, $id, |fixture: &Fixture| {
+            black_box(fixture.$method());
+        })
+    };
+}
+
+const STEPS: &[Step] = &[
+    step!("intake", "intake: one notification, SMS and email", intake),
+    step!("auth", "intake step: auth check", auth),
+    step!("parse", "intake step: parse and validate", parse),
+    step!("render", "intake step: render SMS and email", render),
+    step!("assemble", "intake step: assemble the messages and the log record", assemble),
+    step!("log_item", "intake step: the log record as a DynamoDB item", log_item),
+    step!("dispatch", "dispatch: one email message (parse, MIME)", dispatch_email),
+];
+
+fn steps(c: &mut Criterion) {
+    let fixture = Fixture::new();
+    for (_, id, step) in STEPS {
+        c.bench_function(id, |b| b.iter(|| step(&fixture)));
+    }
+}
+
+criterion_group!(benches, steps);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|arg| arg == "--repeat") {
+        let (name, times) = (&args[at + 1], args[at + 2].parse::<u64>().expect("--repeat STEP N"));
+        let (_, _, step) = STEPS.iter().find(|(n, _, _)| n == name).expect("a step name");
+        let fixture = Fixture::new();
+        for _ in 0..times {
+            step(&fixture);
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

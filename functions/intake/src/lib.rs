@@ -8,7 +8,7 @@ mod properties;
 mod request;
 mod send;
 /// Exposed for the CPU benchmark (`benches/cpu.rs`).
-pub use send::SendRequest;
+pub use send::{Prepared, SendRequest, assemble};
 mod stats;
 mod status;
 mod templates;

@@ -33,6 +33,9 @@ pub fn notification_id(app_key: &str, idempotency_key: Option<&str>) -> String {
 pub enum DeliveryStatus {
     Queued,
     Sending,
+    /// Its message is in the channel's dead-letter queue: the queue's last receive failed
+    /// transiently. It is attempted again when on-call redrives the DLQ.
+    Parked,
     Sent,
     /// Email only, from SES feedback: the receiving server accepted it.
     Delivered,
@@ -47,13 +50,14 @@ pub enum DeliveryStatus {
 impl DeliveryStatus {
     /// Whether the delivery has an outcome: it is never attempted again.
     pub fn is_final(self) -> bool {
-        !matches!(self, DeliveryStatus::Queued | DeliveryStatus::Sending)
+        !matches!(self, DeliveryStatus::Queued | DeliveryStatus::Sending | DeliveryStatus::Parked)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Queued => "queued",
             DeliveryStatus::Sending => "sending",
+            DeliveryStatus::Parked => "parked",
             DeliveryStatus::Sent => "sent",
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Bounced => "bounced",
@@ -158,7 +162,8 @@ impl DeliveryRecord {
 
 /// What a dispatcher may do with a delivery it received, given the delivery's state: the
 /// state machine `queued → sending (lease) → sent | failed | skipped`, with `sending → queued`
-/// after a transient failure.
+/// after a transient failure (`sending → parked` on the queue's last receive, `parked →
+/// sending` once on-call redrives the DLQ).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimDecision {
     /// Take it: it is queued, or its lease expired (the attempt holding it died).
@@ -172,7 +177,8 @@ pub enum ClaimDecision {
 impl DeliveryRecord {
     pub fn claim_decision(&self, now_ms: i64) -> ClaimDecision {
         match self.status {
-            DeliveryStatus::Queued => ClaimDecision::Take,
+            // A parked delivery's message only comes back through on-call's redrive.
+            DeliveryStatus::Queued | DeliveryStatus::Parked => ClaimDecision::Take,
             DeliveryStatus::Sending => match self.lease_until {
                 Some(until) if until > now_ms => ClaimDecision::HeldUntil(until),
                 _ => ClaimDecision::Take,
@@ -314,6 +320,8 @@ mod tests {
 
     #[test]
     fn stranded_deliveries_are_the_never_attempted_and_the_abandoned() {
+        // Not a parked one: its message waits in the DLQ for on-call.
+        let parked = delivery(DeliveryStatus::Parked, None);
         let mut never = delivery(DeliveryStatus::Queued, None);
         never.attempts = 0;
         let retrying = delivery(DeliveryStatus::Queued, None);
@@ -335,6 +343,7 @@ mod tests {
                 ("c".into(), abandoned),
                 ("d".into(), held),
                 ("e".into(), sent),
+                ("f".into(), parked),
             ]),
             skipped: vec![],
             events: vec![],
@@ -347,8 +356,10 @@ mod tests {
     }
 
     #[test]
-    fn a_queued_delivery_is_taken() {
+    fn a_queued_or_parked_delivery_is_taken() {
         assert_eq!(delivery(DeliveryStatus::Queued, None).claim_decision(1_000), ClaimDecision::Take);
+        // Its message is back from the DLQ: on-call redrove it.
+        assert_eq!(delivery(DeliveryStatus::Parked, None).claim_decision(1_000), ClaimDecision::Take);
     }
 
     #[test]

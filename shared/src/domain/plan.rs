@@ -12,7 +12,7 @@ use super::notification::{SkipReason, SkippedChannel};
 use super::template::{RenderError, Rendered, Template};
 use super::user::UserProfile;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// (delivery id, content), in channel order.
     pub deliveries: Vec<(String, OutboundContent)>,

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use crate::error::{DependencyError, FailureClass};
 
-pub(crate) type Item = HashMap<String, AttributeValue>;
+pub type Item = HashMap<String, AttributeValue>;
 
 /// A stored item that no longer reads as its type: a bug or a manual edit, never retried away.
 pub(crate) fn corrupt(operation: &'static str, error: serde_dynamo::Error) -> DependencyError {

@@ -229,11 +229,15 @@ async fn every_transition_is_recorded_with_its_event() {
         Claim::Taken(lease) => lease,
         other => panic!("not taken: {other:?}"),
     };
-    // queued → sending → queued (transient) → sending → failed (permanent)
+    // queued → sending → queued (transient) → sending → parked (transient, on the queue's last
+    // receive) → sending (redriven) → failed (permanent)
     let first = taken(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap());
     store.record(&id, "sms", Channel::Sms, first, &AttemptOutcome::Retrying(failure.clone())).await.unwrap();
     assert_eq!(parked.delivery(&id).await["status"], "queued");
     assert_eq!(parked.delivery(&id).await["error"]["code"], "Throttling");
+    let last = taken(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap());
+    store.record(&id, "sms", Channel::Sms, last, &AttemptOutcome::Parked(failure.clone())).await.unwrap();
+    assert_eq!(parked.delivery(&id).await["status"], "parked");
     let second = taken(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap());
     let permanent =
         notify::domain::notification::DeliveryFailure { class: notify::error::FailureClass::Permanent, ..failure };
@@ -248,7 +252,7 @@ async fn every_transition_is_recorded_with_its_event() {
     let body = parked.api.notification(&id).await;
     assert_eq!(body["deliveries"][0]["status"], "failed");
     let events: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(events, vec!["accepted", "sending", "retrying", "sending", "failed"]);
+    assert_eq!(events, vec!["accepted", "sending", "retrying", "sending", "parked", "sending", "failed"]);
 
     // queued → sending → skipped
     let (skipped, _) = parked.accept(&parked.template).await;

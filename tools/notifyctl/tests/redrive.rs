@@ -33,7 +33,7 @@ async fn a_parked_delivery_is_listed_by_its_error_and_redriven_with_the_cli_exac
     })
     .await;
     let parked = api.notification(&id).await["deliveries"][0].clone();
-    assert_eq!((parked["status"].clone(), parked["attempts"].clone()), (json!("queued"), json!(8)), "maxReceiveCount");
+    assert_eq!((parked["status"].clone(), parked["attempts"].clone()), (json!("parked"), json!(8)), "maxReceiveCount");
     assert_eq!(parked["error"], json!({"class": "transient", "code": "Throttling", "message": "Rate exceeded"}));
     let groups = notifyctl(&outputs, &["dlq", "list", "--channel", "sms"]).await;
     let group = &groups.as_array().unwrap()[0];
