@@ -18,10 +18,18 @@ use crate::error::{DependencyError, FailureClass};
 /// and would trust every public CA.
 const AWS_ENDPOINT_ROOTS_PEM: &[u8] = include_bytes!("../certs/aws-endpoint-roots.pem");
 
-/// The SDK configuration for a function: the standard credential and region chain, and
-/// `AWS_ENDPOINT_URL` when set (which is how the same code talks to a local emulator).
+/// The SDK configuration for a function: credentials from the environment, the standard region
+/// chain, and `AWS_ENDPOINT_URL` when set (which is how the same code talks to a local
+/// emulator). Lambda always puts the execution role's credentials in the environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), and building the default
+/// chain would build an STS client for its web-identity provider at every cold start: a fifth
+/// of the intake's init instructions (BENCHMARKS.md, section 1).
 pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).http_client(aws_endpoint_https_client()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .credentials_provider(aws_config::environment::EnvironmentVariableCredentialsProvider::new())
+        .http_client(aws_endpoint_https_client())
+        .load()
+        .await
 }
 
 /// The SDK's default HTTPS client (rustls with aws-lc, proxies from the environment) trusting

@@ -201,10 +201,18 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
         }
     }
     let forwarded = upstream_request(&upstream.http, &upstream.url, &parts.method, &path, &parts.headers, body.clone());
-    let answer = forwarded.send().await.unwrap();
+    // The emulator now and then closes a kept-alive connection just as it is reused: that is
+    // passed on as a 502, which the SDK retries as it would a dropped connection.
+    let answer = match forwarded.send().await {
+        Ok(answer) => answer,
+        Err(error) => return bad_gateway(&error),
+    };
     let answer_status = answer.status();
     let answer_headers = answer.headers().clone();
-    let answer_body = answer.bytes().await.unwrap();
+    let answer_body = match answer.bytes().await {
+        Ok(body) => body,
+        Err(error) => return bad_gateway(&error),
+    };
     let mut name = operation(&parts.headers, parts.uri.path(), &body);
     if name == "sqs:ReceiveMessage" && !answer_body.windows(10).any(|w| w == b"\"Messages\"") {
         name.push_str(" (empty)");
@@ -290,6 +298,12 @@ fn internal_error() -> Response {
         .header("x-amzn-errortype", "InternalFailure")
         .body(Body::from(r#"{"__type":"InternalFailure","message":"injected fault"}"#))
         .unwrap()
+}
+
+/// The emulator's answer did not arrive (the request may or may not have taken effect).
+fn bad_gateway(error: &reqwest::Error) -> Response {
+    eprintln!("fault proxy: no answer from the emulator ({error}); answered 502");
+    Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from("no answer from the emulator")).unwrap()
 }
 
 /// The providers' throttling errors, as each protocol spells them.
