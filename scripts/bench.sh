@@ -23,7 +23,7 @@ for line in sys.stdin:
     if message.get("target", {}).get("name") == "cpu" and message.get("executable"):
         print(message["executable"])')"
     printf '%-10s %14s\n' step instructions
-    for step in intake auth parse render assemble log_item dispatch; do
+    for step in $("$bench" --steps); do
         one="$(instructions "$bench" "$step" "$n")"
         two="$(instructions "$bench" "$step" $((2 * n)))"
         printf '%-10s %14d\n' "$step" $(((two - one) / n))

@@ -265,7 +265,8 @@ impl<P: Provider> Dispatcher<P> {
 
     /// How a transient failure on this receive leaves the delivery: `parked` on the queue's
     /// last receive, else `queued` to retry. If the queue's policy cannot be read, `queued`: the
-    /// delivery then reads as retrying while parked, which the DLQ alarm still reports.
+    /// delivery then reads as retrying while parked, which the DLQ alarm still reports. A policy
+    /// without a readable count is remembered as none; a failed read is tried again next time.
     async fn unfinished(&self, failure: DeliveryFailure, receive_count: u32) -> AttemptOutcome {
         let max = self
             .max_receive_count
@@ -276,6 +277,9 @@ impl<P: Provider> Dispatcher<P> {
             Ok(_) => AttemptOutcome::Retrying(failure),
             Err(error) => {
                 tracing::warn!(error = %error, "could not read the queue's redrive policy; recorded as retrying");
+                if error.class == crate::error::FailureClass::Permanent {
+                    let _ = self.max_receive_count.set(None);
+                }
                 AttemptOutcome::Retrying(failure)
             }
         }

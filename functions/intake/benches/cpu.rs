@@ -8,7 +8,8 @@
 //!
 //! Criterion times each step. Run as `cpu --repeat STEP N` (what `scripts/bench.sh
 //! cpu_instructions` does under callgrind), the binary instead runs one step N times and exits,
-//! so instructions per step can be counted: a figure this machine's noise cannot move.
+//! so instructions per step can be counted: a figure this machine's noise cannot move;
+//! `cpu --steps` lists the steps' names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
@@ -200,6 +201,10 @@ criterion_group!(benches, steps);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|arg| arg == "--steps") {
+        STEPS.iter().for_each(|(name, _, _)| println!("{name}"));
+        return;
+    }
     if let Some(at) = args.iter().position(|arg| arg == "--repeat") {
         let (name, times) = (&args[at + 1], args[at + 2].parse::<u64>().expect("--repeat STEP N"));
         let (_, _, step) = STEPS.iter().find(|(n, _, _)| n == name).expect("a step name");
