@@ -4,9 +4,9 @@
 //!    lease another attempt holds comes back when the lease ends;
 //! 2. re-check the user at send time (deleted, opted out, device retired, address suppressed
 //!    → `skipped`);
-//! 3. count the notification against the user's hourly limit for the channel (once, however
-//!    many attempts or devices), unless the template is transactional (over the limit →
-//!    `skipped: rate_limited`);
+//! 3. count the notification against the user's limit for the channel over the last hour
+//!    (once, however many attempts or devices), unless the template is transactional (over
+//!    the limit → `skipped: rate_limited`);
 //! 4. send through the channel's provider and record the outcome: `sent`; `failed` for a
 //!    permanent error (deleted, never retried); back to `queued` for a transient one, with the
 //!    message's visibility set to an exponential backoff so SQS brings it back later, or

@@ -45,6 +45,7 @@ pub mod delivery;
 pub mod email_event;
 pub mod notification;
 pub mod plan;
+pub mod rate_limit;
 pub mod stats;
 pub mod template;
 pub mod tracking;

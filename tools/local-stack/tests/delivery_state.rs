@@ -11,7 +11,9 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use local_stack::poller::{Source, event};
 use notify::domain::channel::Channel;
 use notify::domain::notification::DeliveryStatus;
+use notify::domain::user::UserId;
 use notify::store::notifications::{AttemptOutcome, Claim, NotificationStore};
+use notify::store::rate_limits::RateLimiter;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
@@ -166,6 +168,35 @@ async fn the_rate_limit_skips_the_third_sms_in_an_hour_but_not_transactional_one
     assert_eq!((sent, limited.len()), (3, 1), "{statuses:?}");
     assert_eq!(limited[0].1, 0, "the limited one was not sent");
     assert_eq!(statuses[3].0, "sent", "transactional messages bypass the limit");
+    parked.api.stack.stop().await;
+}
+
+/// The limiter itself against the emulator's table, at chosen times: a rolling hour, and ten
+/// deliveries to one user at once (one dispatcher batch) taking exactly the places left.
+#[tokio::test]
+async fn the_rate_limit_holds_over_any_sixty_minutes_and_under_concurrent_deliveries() {
+    let parked = Parked::start().await;
+    let table = parked.api.stack.deployed.table("RateLimitsTable").unwrap().to_string();
+    let limiter = RateLimiter::new(parked.api.clients.dynamodb.clone(), table, 5);
+    let user = UserId::parse(&unique("u")).unwrap();
+    let before_the_hour = 10 * 3600 - 60;
+    let ids: Vec<String> = (0..10).map(|n| format!("n{n}")).collect();
+    let taken =
+        futures::future::join_all(ids.iter().map(|id| limiter.try_take(&user, Channel::Sms, id, before_the_hour)))
+            .await;
+    let taken: Vec<bool> = taken.into_iter().map(Result::unwrap).collect();
+    assert_eq!(taken.iter().filter(|&&taken| taken).count(), 5, "{taken:?}");
+
+    // Past the turn of the clock hour, the five still count.
+    let after_the_hour = before_the_hour + 120;
+    assert!(!limiter.try_take(&user, Channel::Sms, "late", after_the_hour).await.unwrap());
+    // A counted notification counted again (a retry, another device) takes nothing.
+    let counted = &ids[taken.iter().position(|&taken| taken).unwrap()];
+    assert!(limiter.try_take(&user, Channel::Sms, counted, after_the_hour).await.unwrap());
+    // Other channels have their own limit.
+    assert!(limiter.try_take(&user, Channel::Email, "late", after_the_hour).await.unwrap());
+    // An hour after the five, there is room again.
+    assert!(limiter.try_take(&user, Channel::Sms, "late", before_the_hour + 3600).await.unwrap());
     parked.api.stack.stop().await;
 }
 
