@@ -180,15 +180,20 @@ fn cost_per_million(run: &Run) -> (f64, Vec<(String, f64)>) {
         .map(|(op, _)| per(op))
         .sum();
     lines.push(("SQS requests (idle polls excluded)".to_string(), sqs * SQS_REQUEST));
-    // Writes to the notification record are billed by its size; the other items are under 1 KB.
-    let record_writes = per("dynamodb:PutItem").min(1.0) + per("dynamodb:UpdateItem");
+    // Every write is billed at the notification record's size: the other items written (the
+    // rate-limit record, counters, users) are smaller.
+    let record_writes = per("dynamodb:PutItem") + per("dynamodb:UpdateItem");
     let other_writes = per("dynamodb:TransactWriteItems") * 2.0;
     lines.push((
         format!("DynamoDB writes (record {} bytes: {record_wru} WRU each, counted for every write)", run.record_bytes),
         (record_writes * record_wru + other_writes) * DYNAMODB_WRU,
     ));
-    let reads = per("dynamodb:GetItem") + per("dynamodb:Query") + per("dynamodb:BatchGetItem");
-    lines.push(("DynamoDB reads (1 RRU each)".to_string(), reads * DYNAMODB_RRU));
+    // Every item read is under 4 KB: a strongly consistent read is one unit, another half.
+    let reads = per("dynamodb:GetItem")
+        + per("dynamodb:GetItem (eventually consistent)") / 2.0
+        + per("dynamodb:Query")
+        + per("dynamodb:BatchGetItem");
+    lines.push(("DynamoDB reads (1 RRU, 0.5 eventually consistent)".to_string(), reads * DYNAMODB_RRU));
     let total = lines.iter().map(|(_, cost)| cost).sum::<f64>() * 1e6;
     (total, lines.into_iter().map(|(name, cost)| (name, cost * 1e6)).collect())
 }

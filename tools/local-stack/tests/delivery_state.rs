@@ -200,6 +200,52 @@ async fn the_rate_limit_holds_over_any_sixty_minutes_and_under_concurrent_delive
     parked.api.stack.stop().await;
 }
 
+/// The limiter under DynamoDB faults: with 40% of its requests refused or applied with the
+/// answer lost, twenty deliveries to one user at once, each retried until it has an answer (as
+/// SQS would bring it back), end with exactly the limit counted, and the stored record names
+/// exactly the deliveries that were told yes.
+#[tokio::test]
+async fn the_rate_limit_counts_exactly_the_admitted_deliveries_under_faults() {
+    let parked = Parked::start().await;
+    let table = parked.api.stack.deployed.table("RateLimitsTable").unwrap().to_string();
+    let through_faults = aws_sdk_dynamodb::Client::new(&support::sdk_for(&parked.proxy.url).await);
+    let limiter = RateLimiter::new(through_faults, table.clone(), 5);
+    let user = UserId::parse(&unique("u")).unwrap();
+    let now = notify::time::now_epoch_seconds();
+    parked.proxy.set_infrastructure_share(0.4);
+    let answers = futures::future::join_all((0..20).map(|n| {
+        let (limiter, user) = (&limiter, &user);
+        async move {
+            let id = format!("n{n}");
+            loop {
+                if let Ok(taken) = limiter.try_take(user, Channel::Sms, &id, now).await {
+                    return (id, taken);
+                }
+            }
+        }
+    }))
+    .await;
+    parked.proxy.set_infrastructure_share(0.0);
+    let admitted: std::collections::BTreeSet<String> =
+        answers.into_iter().filter(|(_, taken)| *taken).map(|(id, _)| id).collect();
+    assert_eq!(admitted.len(), 5, "{admitted:?}");
+    let stored = parked
+        .api
+        .clients
+        .dynamodb
+        .get_item()
+        .table_name(table)
+        .key("key", aws_sdk_dynamodb::types::AttributeValue::S(format!("{user}#sms")))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let counted: std::collections::BTreeSet<String> = stored["sends"].as_m().unwrap().keys().cloned().collect();
+    assert_eq!(counted, admitted);
+    parked.api.stack.stop().await;
+}
+
 #[tokio::test]
 async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() {
     let parked = Parked::start().await;
