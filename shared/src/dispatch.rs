@@ -5,7 +5,7 @@
 //! 2. re-check the user at send time (deleted, opted out, device retired, address suppressed
 //!    → `skipped`);
 //! 3. count the notification against the user's limit for the channel over the last hour
-//!    (once, however many attempts or devices), unless the template is transactional (over
+//!    (once within the hour, however many attempts or devices), unless the template is transactional (over
 //!    the limit → `skipped: rate_limited`);
 //! 4. send through the channel's provider and record the outcome: `sent`; `failed` for a
 //!    permanent error (deleted, never retried); back to `queued` for a transient one, with the
@@ -27,6 +27,7 @@ use crate::config::Settings;
 use crate::domain::backoff::Backoff;
 use crate::domain::delivery::DeliveryMessage;
 use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
+use crate::domain::rate_limit::HourlyLimit;
 use crate::domain::stats::skipped_counter;
 use crate::error::DependencyError;
 use crate::provider::Provider;
@@ -57,7 +58,7 @@ pub struct Dispatcher<P> {
 
 impl<P: Provider> Dispatcher<P> {
     /// Settings: `QUEUE_URL` (the channel's queue), `NOTIFICATIONS_TABLE`, `USERS_TABLE`,
-    /// `RATE_LIMITS_TABLE`, `STATS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10), `RETRY_BASE_SECONDS` (15),
+    /// `RATE_LIMITS_TABLE`, `STATS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10, at most 100), `RETRY_BASE_SECONDS` (15),
     /// `RETRY_MAX_SECONDS` (900), `LEASE_SECONDS` (60: longer than the function's timeout, so a
     /// live attempt is never taken over) and `BATCH_CONCURRENCY` (10).
     /// `dynamodb` is the function's one client (one connection pool per function).
@@ -68,7 +69,7 @@ impl<P: Provider> Dispatcher<P> {
         settings: &mut Settings<'_>,
     ) -> Self {
         let dynamodb = dynamodb.clone();
-        let per_hour = settings.parsed_or("RATE_LIMIT_PER_HOUR", 10u32);
+        let per_hour = settings.parsed_or("RATE_LIMIT_PER_HOUR", HourlyLimit::DEFAULT);
         Self {
             provider,
             notifications: NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),

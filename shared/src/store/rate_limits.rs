@@ -1,8 +1,8 @@
 //! The rate-limits table: key `key` = `<user>#<channel>`, TTL `expires_at`. One item per user
 //! and channel holds the notifications counted in the last hour (`sends`: id → epoch seconds)
-//! and a `version`. Counting one is a read, then a write conditional on the version read: two
-//! deliveries to the same user at once cannot both take the last place, and a write applied
-//! whose answer was lost reads back as already counted when it is tried again.
+//! and a `version`. Counting one is a read, then a write conditional on the version (and the
+//! expiry) read: two deliveries to the same user at once cannot both take the last place, and a
+//! write applied whose answer was lost reads back as already counted when it is tried again.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -10,13 +10,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::{from_item, string, to_item};
 use crate::aws::classify;
 use crate::domain::channel::Channel;
-use crate::domain::rate_limit::{Admission, RecentSends};
+use crate::domain::rate_limit::{Admission, HourlyLimit, RecentSends};
 use crate::domain::user::UserId;
 use crate::error::{DependencyError, FailureClass};
-
-/// Reads and writes before giving up on a user whose other deliveries keep winning the race
-/// (each round, one of them does): the delivery is then retried later, like any transient error.
-const ATTEMPTS: usize = 12;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
@@ -30,11 +26,11 @@ struct Stored {
 pub struct RateLimiter {
     client: Client,
     table: String,
-    per_hour: u32,
+    per_hour: HourlyLimit,
 }
 
 impl RateLimiter {
-    pub fn new(client: Client, table: impl Into<String>, per_hour: u32) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, per_hour: HourlyLimit) -> Self {
         Self { client, table: table.into(), per_hour }
     }
 
@@ -49,16 +45,26 @@ impl RateLimiter {
         now_epoch: i64,
     ) -> Result<bool, DependencyError> {
         let key = format!("{user_id}#{channel}");
-        for attempt in 0..ATTEMPTS {
-            // The first read may be stale, at half the price: a stale item only makes the
-            // conditional write fail, and the next read is strongly consistent.
-            let stored = self.read(&key, attempt > 0).await?;
-            let (sends, version) = stored.map(|stored| (stored.sends, Some(stored.version))).unwrap_or_default();
+        // A write loses only to another delivery's write, and each of those counts one more
+        // notification: past the limit plus one, the next read is over the limit.
+        let attempts = self.per_hour.get() as usize + 2;
+        for attempt in 0..attempts {
+            // The first read may be stale, at half the price. A stale record holds a subset of
+            // what is counted now, so its "admitted" only makes the conditional write fail and
+            // its "already counted" is still true; its "over the limit", which skips the
+            // notification for good, is confirmed by a strongly consistent read.
+            let consistent = attempt > 0;
+            let stored = self.read(&key, consistent).await?;
+            let (sends, read) = match stored {
+                Some(stored) => (stored.sends, Some((stored.version, stored.expires_at))),
+                None => (RecentSends::default(), None),
+            };
             match sends.admit(notification_id, now_epoch, self.per_hour) {
                 Admission::AlreadyCounted => return Ok(true),
-                Admission::OverLimit => return Ok(false),
+                Admission::OverLimit if consistent => return Ok(false),
+                Admission::OverLimit => continue,
                 Admission::Admitted(sends) => {
-                    if self.write(key.clone(), sends, version).await? {
+                    if self.write(key.clone(), sends, read).await? {
                         return Ok(true);
                     }
                 }
@@ -69,7 +75,7 @@ impl RateLimiter {
             service: "dynamodb",
             operation: "PutItem",
             code: "RateLimitContention".into(),
-            message: format!("{ATTEMPTS} conditional writes of {key} lost to concurrent deliveries"),
+            message: format!("{attempts} conditional writes of {key} lost to concurrent deliveries"),
         })
     }
 
@@ -86,20 +92,26 @@ impl RateLimiter {
         output.item.map(|item| from_item("GetItem", item)).transpose()
     }
 
-    /// Stores `sends` as the version after `read_version`; false when another write came first.
-    async fn write(&self, key: String, sends: RecentSends, read_version: Option<u64>) -> Result<bool, DependencyError> {
+    /// Stores `sends` as the version after the one read (`read`: its version and expiry); false
+    /// when another write came first.
+    async fn write(&self, key: String, sends: RecentSends, read: Option<(u64, i64)>) -> Result<bool, DependencyError> {
         // The record means nothing once its last send leaves the window; TTL deletion may lag.
         let expires_at = sends.expires_at().unwrap_or_default();
-        let stored = Stored { key, sends, version: read_version.map_or(1, |version| version + 1), expires_at };
+        let version = read.map_or(1, |(version, _)| version + 1);
+        let stored = Stored { key, sends, version, expires_at };
         let request = self.client.put_item().table_name(&self.table).set_item(Some(to_item("PutItem", &stored)?));
-        let request = match read_version {
+        let request = match read {
             None => {
                 request.condition_expression("attribute_not_exists(#key)").expression_attribute_names("#key", "key")
             }
-            Some(version) => request
-                .condition_expression("#version = :version")
+            // The expiry too: versions start again at 1 after TTL deletes a record, and a stale
+            // read of the deleted one must not match its successor.
+            Some((version, expires_at)) => request
+                .condition_expression("#version = :version AND #expires_at = :expires_at")
                 .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":version", AttributeValue::N(version.to_string())),
+                .expression_attribute_names("#expires_at", "expires_at")
+                .expression_attribute_values(":version", AttributeValue::N(version.to_string()))
+                .expression_attribute_values(":expires_at", AttributeValue::N(expires_at.to_string())),
         };
         match request.send().await {
             Ok(_) => Ok(true),

@@ -188,7 +188,8 @@ fn cost_per_million(run: &Run) -> (f64, Vec<(String, f64)>) {
         format!("DynamoDB writes (record {} bytes: {record_wru} WRU each, counted for every write)", run.record_bytes),
         (record_writes * record_wru + other_writes) * DYNAMODB_WRU,
     ));
-    // Every item read is under 4 KB: a strongly consistent read is one unit, another half.
+    // Every item this run reads is under 4 KB (the rate-limit record too, at the default
+    // limits): a strongly consistent read is one unit, another half.
     let reads = per("dynamodb:GetItem")
         + per("dynamodb:GetItem (eventually consistent)") / 2.0
         + per("dynamodb:Query")

@@ -15,8 +15,9 @@
 //! in recorded order, `REPLAY_CONCURRENCY` at a time, changed only where the recording would
 //! make the emulator wait or skip work: `ReceiveMessage` waits 0 s instead of long-polling, and
 //! `DeleteMessageBatch` names messages the replay itself received (the recorded receipts are
-//! spent). Before it (untimed), the notification records are deleted, so the conditional
-//! writes (the intake's log put, the dispatcher's claim and outcome) meet the same state and
+//! spent). Before it (untimed), the notification and rate-limit records are deleted, so the
+//! conditional writes (the intake's log put, the dispatcher's claim, rate-limit record and
+//! outcome) meet the same state and
 //! write again; any that still fail (answered 400, counted below) cost the emulator nearly the
 //! same work: it reads the item and evaluates the condition either way and skips only the
 //! write, which if anything flatters the raw rate.
@@ -50,6 +51,7 @@ struct Pipeline {
     elapsed: Duration,
     slowest_request: Duration,
     ids: Vec<String>,
+    users: Vec<String>,
     recorded: Vec<Recorded>,
     idle_polls: usize,
 }
@@ -123,19 +125,20 @@ async fn pipeline(api: &Api, proxy: &FaultProxy, notifications: usize) -> Pipeli
     let sent = recorded_sms().await.iter().filter(|sms| sms["message"] == text).count();
     assert_eq!(sent, notifications, "SMS recorded by the emulator");
     assert!(outcomes_final(&log, &ids).await, "every delivery has its outcome");
-    Pipeline { elapsed, slowest_request, ids, recorded, idle_polls: idle.len() }
+    Pipeline { elapsed, slowest_request, ids, users, recorded, idle_polls: idle.len() }
 }
 
-/// Deletes the notification records, so the replayed log puts, claims and outcome writes meet
-/// the state the pipeline's met and do the same writes.
-async fn forget(table: &str, ids: &[String]) {
+/// Deletes the items keyed `key` = each of `keys` (the notification records, the users'
+/// rate-limit records), so the replayed conditional writes meet the state the pipeline's met
+/// and do the same writes.
+async fn forget(table: &str, key: &str, keys: &[String]) {
     use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
     let dynamodb = aws_sdk_dynamodb::Client::new(&support::sdk().await);
-    for chunk in ids.chunks(25) {
+    for chunk in keys.chunks(25) {
         let deletes = chunk
             .iter()
-            .map(|id| {
-                let key = DeleteRequest::builder().key("id", AttributeValue::S(id.clone())).build().unwrap();
+            .map(|value| {
+                let key = DeleteRequest::builder().key(key, AttributeValue::S(value.clone())).build().unwrap();
                 WriteRequest::builder().delete_request(key).build()
             })
             .collect();
@@ -232,9 +235,12 @@ async fn main() {
     let api = Api::start_from(&support::project_template_with_patient_intake(), &proxy.url, BTreeMap::new()).await;
     let run = pipeline(&api, &proxy, notifications).await;
     let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
+    let rate_limits = api.stack.deployed.table("RateLimitsTable").unwrap().to_string();
     // Stopped, so the replay has the emulator to itself (its pollers would take replayed sends).
     api.stack.stop().await;
-    forget(&table, &run.ids).await;
+    forget(&table, "id", &run.ids).await;
+    let limited: Vec<String> = run.users.iter().map(|user| format!("{user}#sms")).collect();
+    forget(&rate_limits, "key", &limited).await;
     // A receive the stopped pollers had in flight runs on at the emulator, unseen from here, and
     // would hide replayed messages: it ends within the long-poll.
     tokio::time::sleep(local_stack::poller::LONG_POLL * 2).await;

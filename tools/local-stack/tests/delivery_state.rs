@@ -177,7 +177,7 @@ async fn the_rate_limit_skips_the_third_sms_in_an_hour_but_not_transactional_one
 async fn the_rate_limit_holds_over_any_sixty_minutes_and_under_concurrent_deliveries() {
     let parked = Parked::start().await;
     let table = parked.api.stack.deployed.table("RateLimitsTable").unwrap().to_string();
-    let limiter = RateLimiter::new(parked.api.clients.dynamodb.clone(), table, 5);
+    let limiter = RateLimiter::new(parked.api.clients.dynamodb.clone(), table, "5".parse().unwrap());
     let user = UserId::parse(&unique("u")).unwrap();
     let before_the_hour = 10 * 3600 - 60;
     let ids: Vec<String> = (0..10).map(|n| format!("n{n}")).collect();
@@ -209,7 +209,7 @@ async fn the_rate_limit_counts_exactly_the_admitted_deliveries_under_faults() {
     let parked = Parked::start().await;
     let table = parked.api.stack.deployed.table("RateLimitsTable").unwrap().to_string();
     let through_faults = aws_sdk_dynamodb::Client::new(&support::sdk_for(&parked.proxy.url).await);
-    let limiter = RateLimiter::new(through_faults, table.clone(), 5);
+    let limiter = RateLimiter::new(through_faults, table.clone(), "5".parse().unwrap());
     let user = UserId::parse(&unique("u")).unwrap();
     let now = notify::time::now_epoch_seconds();
     parked.proxy.set_infrastructure_share(0.4);
@@ -217,11 +217,14 @@ async fn the_rate_limit_counts_exactly_the_admitted_deliveries_under_faults() {
         let (limiter, user) = (&limiter, &user);
         async move {
             let id = format!("n{n}");
-            loop {
-                if let Ok(taken) = limiter.try_take(user, Channel::Sms, &id, now).await {
-                    return (id, taken);
+            for _ in 0..50 {
+                match limiter.try_take(user, Channel::Sms, &id, now).await {
+                    Ok(taken) => return (id, taken),
+                    Err(error) if error.is_transient() => continue,
+                    Err(error) => panic!("{error}"),
                 }
             }
+            panic!("{id}: no answer in 50 tries")
         }
     }))
     .await;
