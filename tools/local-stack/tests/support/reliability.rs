@@ -3,12 +3,13 @@
 //! `benches/reliability.rs` (scripts/reliability.sh) runs them at full size and prints the
 //! figures BENCHMARKS.md records.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use futures::StreamExt;
 use local_stack::demo::{self, DemoApp};
 use local_stack::functions::Registry;
@@ -367,9 +368,14 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     let template_text = with_visibility_timeout(&super::project_template_text(), 40);
     let template = Template::parse(&template_text).unwrap();
     let stack_name = super::unique_stack_name();
+    // Each user gets about a seventh of the notifications on each channel: the highest limits
+    // let every one through, so the rate limiter runs under the faults without skipping any.
     let given = BTreeMap::from([
         ("RetryBaseSeconds".to_string(), "1".to_string()),
         ("RetryMaxSeconds".to_string(), "4".to_string()),
+        ("SmsRateLimitPerHour".to_string(), "100".to_string()),
+        ("EmailRateLimitPerHour".to_string(), "100".to_string()),
+        ("PushRateLimitPerHour".to_string(), "100".to_string()),
     ]);
     let parameters = local_stack::local_parameters(&direct, &template, &stack_name, &given).await.unwrap();
     let port = {
@@ -402,9 +408,10 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
         request.send()
     };
 
-    // Users and the template, before any fault.
+    // Users and the template (rate-limited, not transactional), before any fault.
     let template_name = unique("t");
-    let content = every_channel_template();
+    let mut content = every_channel_template();
+    content["transactional"] = json!(false);
     assert!(
         call(Method::PUT, format!("/v1/templates/{template_name}"), content, None).await.unwrap().status().is_success()
     );
@@ -567,7 +574,42 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     ));
     outcomes.notes.push(format!("on-call redrove {redriven} messages parked in the DLQs"));
     exactly_once.notes.push(format!("{} provider sends counted in the emulator", sends.values().sum::<usize>()));
-    vec![outcomes, exactly_once]
+    let rate_limits = deployed.table("RateLimitsTable").unwrap();
+    vec![outcomes, exactly_once, rate_limits_count_the_sent(&direct, rate_limits, &users, &final_records).await]
+}
+
+/// Each user's rate-limit record on each channel names exactly the notifications with a sent
+/// delivery on it, each once: no fault, retry or restart counted one twice, lost a count, or
+/// counted one that was not sent.
+async fn rate_limits_count_the_sent(
+    clients: &Clients,
+    table: &str,
+    users: &[String],
+    records: &BTreeMap<String, NotificationRecord>,
+) -> Figure {
+    let mut figure = Figure::new("… and the users' rate-limit records count each sent notification once, nothing else");
+    let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for record in records.values() {
+        for delivery in record.deliveries.values().filter(|delivery| delivery.status == DeliveryStatus::Sent) {
+            expected.entry(format!("{}#{}", record.user_id, delivery.channel)).or_default().insert(record.id.clone());
+        }
+    }
+    let users: BTreeSet<&str> = users.iter().map(String::as_str).collect();
+    let mut counted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for item in scan(clients, table).await {
+        let key = item["key"].as_s().unwrap().clone();
+        if users.contains(key.rsplit_once('#').unwrap().0) {
+            counted.insert(key, item["sends"].as_m().unwrap().keys().cloned().collect());
+        }
+    }
+    let keys: BTreeSet<&String> = expected.keys().chain(counted.keys()).collect();
+    for key in &keys {
+        figure.check(expected.get(*key) == counted.get(*key), || {
+            format!("{key}: sent {:?}, counted {:?}", expected.get(*key), counted.get(*key))
+        });
+    }
+    figure.notes.push(format!("{} users × channels", keys.len()));
+    figure
 }
 
 /// What on-call does when a DLQ pages and the channel queues are quiet (nothing queued, in
@@ -612,20 +654,14 @@ fn describe(record: &NotificationRecord) -> String {
 }
 
 /// The log records among `ids`, read straight from the emulator.
+async fn scan(clients: &Clients, table: &str) -> Vec<HashMap<String, AttributeValue>> {
+    let pages = clients.dynamodb.scan().table_name(table).into_paginator().items().send();
+    pages.collect::<Vec<_>>().await.into_iter().map(|item| item.unwrap()).collect()
+}
+
 async fn scan_records(clients: &Clients, table: &str, ids: &BTreeSet<&str>) -> BTreeMap<String, NotificationRecord> {
-    let items: Vec<_> = clients
-        .dynamodb
-        .scan()
-        .table_name(table)
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Vec<_>>()
+    scan(clients, table)
         .await
-        .into_iter()
-        .map(|item| item.unwrap())
-        .collect();
-    items
         .into_iter()
         .filter_map(|item| serde_dynamo::from_item::<_, NotificationRecord>(item).ok())
         .filter(|record| ids.contains(record.id.as_str()))
