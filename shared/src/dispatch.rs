@@ -5,8 +5,8 @@
 //! 2. re-check the user at send time (deleted, opted out, device retired, address suppressed
 //!    → `skipped`);
 //! 3. count the notification against the user's limit for the channel over the last hour
-//!    (once within the hour, however many attempts or devices), unless the template is transactional (over
-//!    the limit → `skipped: rate_limited`);
+//!    (once within the hour, however many attempts or devices), unless the template is
+//!    transactional (over the limit → `skipped: rate_limited`);
 //! 4. send through the channel's provider and record the outcome: `sent`; `failed` for a
 //!    permanent error (deleted, never retried); back to `queued` for a transient one, with the
 //!    message's visibility set to an exponential backoff so SQS brings it back later, or
@@ -58,9 +58,10 @@ pub struct Dispatcher<P> {
 
 impl<P: Provider> Dispatcher<P> {
     /// Settings: `QUEUE_URL` (the channel's queue), `NOTIFICATIONS_TABLE`, `USERS_TABLE`,
-    /// `RATE_LIMITS_TABLE`, `STATS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10, at most 100), `RETRY_BASE_SECONDS` (15),
-    /// `RETRY_MAX_SECONDS` (900), `LEASE_SECONDS` (60: longer than the function's timeout, so a
-    /// live attempt is never taken over) and `BATCH_CONCURRENCY` (10).
+    /// `RATE_LIMITS_TABLE`, `STATS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10, at most 100),
+    /// `RETRY_BASE_SECONDS` (15), `RETRY_MAX_SECONDS` (900), `LEASE_SECONDS` (60: longer than
+    /// the function's timeout, so a live attempt is never taken over) and `BATCH_CONCURRENCY`
+    /// (10).
     /// `dynamodb` is the function's one client (one connection pool per function).
     pub fn load(
         sdk: &SdkConfig,
