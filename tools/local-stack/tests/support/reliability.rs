@@ -216,8 +216,8 @@ pub async fn concurrent_duplicates(api: &Api, count: usize) -> Figure {
     figure.check(originals == 1, || format!("{originals} answers were not marked as replays"));
 
     let table = demo::tables(&api.stack.deployed).unwrap().notifications;
-    let scanned = api.clients.dynamodb.scan().table_name(&table).send().await.unwrap();
-    let records = scanned.items().iter().filter(|item| item["user_id"].as_s().unwrap() == &user).count();
+    let records =
+        scan(&api.clients, &table).await.iter().filter(|item| item["user_id"].as_s().unwrap() == &user).count();
     figure.check(records == 1, || format!("{records} log records"));
     let queue = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
     super::eventually(Duration::from_secs(60), "the SMS queue to drain", || async {
