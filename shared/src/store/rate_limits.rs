@@ -14,6 +14,11 @@ use crate::domain::rate_limit::{Admission, HourlyLimit, RecentSends};
 use crate::domain::user::UserId;
 use crate::error::{DependencyError, FailureClass};
 
+/// The key of `user_id`'s record on `channel`.
+pub fn record_key(user_id: &str, channel: Channel) -> String {
+    format!("{user_id}#{channel}")
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     key: String,
@@ -44,7 +49,7 @@ impl RateLimiter {
         notification_id: &str,
         now_epoch: i64,
     ) -> Result<bool, DependencyError> {
-        let key = format!("{user_id}#{channel}");
+        let key = record_key(user_id.as_str(), channel);
         // A write loses only to another delivery's write, and each of those counts one more
         // notification: past the limit plus one, the next read is over the limit.
         let attempts = self.per_hour.get() as usize + 2;

@@ -239,7 +239,11 @@ async fn main() {
     // Stopped, so the replay has the emulator to itself (its pollers would take replayed sends).
     api.stack.stop().await;
     forget(&table, "id", &run.ids).await;
-    let limited: Vec<String> = run.users.iter().map(|user| format!("{user}#sms")).collect();
+    let limited: Vec<String> = run
+        .users
+        .iter()
+        .map(|user| notify::store::rate_limits::record_key(user, notify::domain::channel::Channel::Sms))
+        .collect();
     forget(&rate_limits, "key", &limited).await;
     // A receive the stopped pollers had in flight runs on at the emulator, unseen from here, and
     // would hide replayed messages: it ends within the long-poll.

@@ -13,7 +13,7 @@ use notify::domain::channel::Channel;
 use notify::domain::notification::DeliveryStatus;
 use notify::domain::user::UserId;
 use notify::store::notifications::{AttemptOutcome, Claim, NotificationStore};
-use notify::store::rate_limits::RateLimiter;
+use notify::store::rate_limits::{RateLimiter, record_key};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
@@ -238,7 +238,7 @@ async fn the_rate_limit_counts_exactly_the_admitted_deliveries_under_faults() {
         .dynamodb
         .get_item()
         .table_name(table)
-        .key("key", aws_sdk_dynamodb::types::AttributeValue::S(format!("{user}#sms")))
+        .key("key", aws_sdk_dynamodb::types::AttributeValue::S(record_key(user.as_str(), Channel::Sms)))
         .send()
         .await
         .unwrap()

@@ -177,7 +177,7 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     if let Some(targeted) = upstream.targeted.lock().unwrap().as_mut()
         && targeted.remaining > 0
-        && body.windows(targeted.needle.len()).any(|window| window == targeted.needle.as_slice())
+        && body_has(&body, &targeted.needle)
     {
         targeted.remaining -= 1;
         upstream.targeted_faults.fetch_add(1, Ordering::SeqCst);
@@ -270,7 +270,7 @@ fn operation(headers: &axum::http::HeaderMap, path: &str, body: &[u8]) -> String
             service
         };
         // Billed at half a read unit: told apart so the cost can be.
-        if service == "dynamodb" && operation == "GetItem" && !body_has(body, "\"ConsistentRead\":true") {
+        if service == "dynamodb" && operation == "GetItem" && !body_has(body, br#""ConsistentRead":true"#) {
             return "dynamodb:GetItem (eventually consistent)".into();
         }
         return format!("{service}:{operation}");
@@ -286,8 +286,8 @@ fn operation(headers: &axum::http::HeaderMap, path: &str, body: &[u8]) -> String
     }
 }
 
-fn body_has(body: &[u8], needle: &str) -> bool {
-    body.windows(needle.len()).any(|window| window == needle.as_bytes())
+fn body_has(body: &[u8], needle: &[u8]) -> bool {
+    body.windows(needle.len()).any(|window| window == needle)
 }
 
 /// Whether a request is to SQS or DynamoDB (both speak JSON protocols named in `x-amz-target`).

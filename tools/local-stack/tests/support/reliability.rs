@@ -19,6 +19,7 @@ use notify::domain::app::Scope;
 use notify::domain::channel::Channel;
 use notify::domain::notification::{DeliveryStatus, NotificationRecord};
 use notify::store::apps::AppStore;
+use notify::store::rate_limits::record_key;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -575,33 +576,30 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     outcomes.notes.push(format!("on-call redrove {redriven} messages parked in the DLQs"));
     exactly_once.notes.push(format!("{} provider sends counted in the emulator", sends.values().sum::<usize>()));
     let rate_limits = deployed.table("RateLimitsTable").unwrap();
-    vec![outcomes, exactly_once, rate_limits_count_the_sent(&direct, rate_limits, &users, &final_records).await]
+    vec![outcomes, exactly_once, rate_limits_count_the_sent(&direct, rate_limits, &final_records).await]
 }
 
-/// Each user's rate-limit record on each channel names exactly the notifications with a sent
-/// delivery on it, each once: no fault, retry or restart counted one twice, lost a count, or
-/// counted one that was not sent.
+/// Each user's rate-limit record on each channel (the table is this run's own) names exactly
+/// the notifications with a sent delivery on it, each once: no fault, retry or restart counted
+/// one twice, lost a count, or counted one that was not sent.
 async fn rate_limits_count_the_sent(
     clients: &Clients,
     table: &str,
-    users: &[String],
     records: &BTreeMap<String, NotificationRecord>,
 ) -> Figure {
     let mut figure = Figure::new("… and the users' rate-limit records count each sent notification once, nothing else");
     let mut expected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for record in records.values() {
         for delivery in record.deliveries.values().filter(|delivery| delivery.status == DeliveryStatus::Sent) {
-            expected.entry(format!("{}#{}", record.user_id, delivery.channel)).or_default().insert(record.id.clone());
+            let key = record_key(&record.user_id, delivery.channel);
+            expected.entry(key).or_default().insert(record.id.clone());
         }
     }
-    let users: BTreeSet<&str> = users.iter().map(String::as_str).collect();
-    let mut counted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for item in scan(clients, table).await {
-        let key = item["key"].as_s().unwrap().clone();
-        if users.contains(key.rsplit_once('#').unwrap().0) {
-            counted.insert(key, item["sends"].as_m().unwrap().keys().cloned().collect());
-        }
-    }
+    let counted: BTreeMap<String, BTreeSet<String>> = scan(clients, table)
+        .await
+        .into_iter()
+        .map(|item| (item["key"].as_s().unwrap().clone(), item["sends"].as_m().unwrap().keys().cloned().collect()))
+        .collect();
     let keys: BTreeSet<&String> = expected.keys().chain(counted.keys()).collect();
     for key in &keys {
         figure.check(expected.get(*key) == counted.get(*key), || {
@@ -653,12 +651,13 @@ fn describe(record: &NotificationRecord) -> String {
     format!("{}; next sweep look: {sweep}", deliveries.join("; "))
 }
 
-/// The log records among `ids`, read straight from the emulator.
+/// Every item of `table`, read straight from the emulator.
 async fn scan(clients: &Clients, table: &str) -> Vec<HashMap<String, AttributeValue>> {
     let pages = clients.dynamodb.scan().table_name(table).into_paginator().items().send();
     pages.collect::<Vec<_>>().await.into_iter().map(|item| item.unwrap()).collect()
 }
 
+/// The log records among `ids`, read straight from the emulator.
 async fn scan_records(clients: &Clients, table: &str, ids: &BTreeSet<&str>) -> BTreeMap<String, NotificationRecord> {
     scan(clients, table)
         .await
