@@ -68,8 +68,13 @@ impl Outputs {
     }
 }
 
-/// The extra output a local stack writes: the emulator's URL.
+/// The extra output a local stack writes: the URL of its AWS endpoint (the emulator behind the
+/// stack's IAM authorizer).
 pub const LOCAL_ENDPOINT: &str = "LocalAwsEndpoint";
+
+/// The access key id of the local stack's operator: its authorizer allows this identity every
+/// action, as an administrator's credentials would in AWS (notifyctl is not a function).
+pub const LOCAL_ADMIN_ACCESS_KEY_ID: &str = "LOCALADMIN";
 
 /// The extra output a local stack writes: its Lambda API's URL, for invoking its functions.
 pub const LOCAL_LAMBDA_ENDPOINT: &str = "LocalLambdaEndpoint";

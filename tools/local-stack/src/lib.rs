@@ -6,9 +6,11 @@
 pub mod api;
 pub mod demo;
 pub mod functions;
+pub mod iam;
 pub mod lambda_api;
 pub mod poller;
 pub mod provision;
+pub mod relay;
 pub mod resolve;
 pub mod scheduler;
 pub mod spec;
@@ -57,6 +59,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sns: aws_sdk_sns::Client,
     pub sesv2: aws_sdk_sesv2::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
     pub region: String,
     pub endpoint: String,
 }
@@ -68,6 +71,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
             sns: aws_sdk_sns::Client::new(sdk),
             sesv2: aws_sdk_sesv2::Client::new(sdk),
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
             region: sdk.region().map(|region| region.to_string()).unwrap_or_else(|| "us-east-1".into()),
             endpoint: sdk.endpoint_url().unwrap_or("the default AWS endpoints").to_string(),
         }
@@ -109,11 +113,14 @@ pub struct LocalStack {
     /// Where the local Lambda API (Invoke) listens: the endpoint for aws-sdk-lambda.
     pub lambda_url: String,
     pub functions: BTreeMap<String, Arc<LocalFunction>>,
+    /// The IAM authorizer every function's AWS requests go through (none against AWS itself).
+    pub authorizer: Option<iam::Authorizer>,
     tasks: JoinSet<()>,
 }
 
 impl LocalStack {
-    /// Provisions the template and starts serving it. `sdk` is what every function gets.
+    /// Provisions the template and starts serving it. Every function gets `sdk`, signed with its
+    /// own identity and authorized against its role (see [`iam`]).
     pub async fn start(sdk: &SdkConfig, template: &Template, options: StackOptions) -> Result<Self, StackError> {
         let clients = Clients::new(sdk);
         clients.check_reachable().await?;
@@ -127,6 +134,15 @@ impl LocalStack {
             parameters.insert(PUBLIC_API_URL.into(), api_url.clone());
         }
         let deployed = provision::deploy(&clients, template, &options.stack_name, &parameters).await?;
+        let enforcement = iam::enforce(sdk, template, &deployed, &parameters).await?;
+        if enforcement.is_none() {
+            tracing::warn!("no AWS endpoint configured: the functions use these credentials, and AWS enforces IAM");
+        }
+        let function_sdk = |logical_id: &str| {
+            enforcement
+                .as_ref()
+                .map_or_else(|| sdk.clone(), |enforcement| enforcement.function_configs[logical_id].clone())
+        };
 
         let mut functions = BTreeMap::new();
         for spec in &deployed.spec.functions {
@@ -134,7 +150,7 @@ impl LocalStack {
             let fail = |message: String| StackError::Function { function: spec.logical_id.clone(), message };
             let handler = options
                 .registry
-                .build(&spec.binary, sdk, environment)
+                .build(&spec.binary, &function_sdk(&spec.logical_id), environment)
                 .ok_or_else(|| fail(format!("no cargo binary {:?} is registered with the local stack", spec.binary)))?
                 .map_err(|error| fail(error.to_string()))?;
             let Some(Physical::Function { name, arn }) = deployed.resources.get(&spec.logical_id).cloned() else {
@@ -159,8 +175,10 @@ impl LocalStack {
                     queue_arn: queue_arn.into(),
                     region: deployed.region.clone(),
                 };
+                // Lambda polls the queue with the function's execution role.
+                let sqs = aws_sdk_sqs::Client::new(&function_sdk(&spec.logical_id));
                 for _ in 0..poller::pollers(mapping) {
-                    tasks.spawn(poller::run(clients.sqs.clone(), function.clone(), mapping.clone(), source.clone()));
+                    tasks.spawn(poller::run(sqs.clone(), function.clone(), mapping.clone(), source.clone()));
                 }
             }
             for schedule in &spec.schedules {
@@ -184,19 +202,26 @@ impl LocalStack {
                 tracing::error!(error = %error, "the local Lambda API server stopped");
             }
         });
-        Ok(Self { deployed, api_url, lambda_url, functions, tasks })
+        let authorizer = enforcement.map(|enforcement| enforcement.authorizer);
+        Ok(Self { deployed, api_url, lambda_url, functions, authorizer, tasks })
     }
 
     /// The stack's outputs as the deployed stack has them, plus where its local endpoints are:
-    /// what notifyctl reads.
+    /// what notifyctl reads. Its AWS endpoint is the authorizer's (where notifyctl signs as the
+    /// stack's operator), else `aws_endpoint`.
     pub fn outputs(&self, aws_endpoint: Option<&str>) -> BTreeMap<String, String> {
         let mut outputs = self.deployed.outputs.clone();
         outputs.insert("ApiUrl".into(), self.api_url.clone());
         outputs.insert(notify::outputs::LOCAL_LAMBDA_ENDPOINT.into(), self.lambda_url.clone());
-        if let Some(endpoint) = aws_endpoint {
+        if let Some(endpoint) = self.authorizer.as_ref().map(|authorizer| authorizer.url.as_str()).or(aws_endpoint) {
             outputs.insert(notify::outputs::LOCAL_ENDPOINT.into(), endpoint.to_string());
         }
         outputs
+    }
+
+    /// Every AWS request of the stack's functions that their roles did not allow, so far.
+    pub fn denials(&self) -> Vec<iam::Denial> {
+        self.authorizer.as_ref().map(iam::Authorizer::denials).unwrap_or_default()
     }
 
     pub fn function(&self, logical_id: &str) -> Option<&Arc<LocalFunction>> {

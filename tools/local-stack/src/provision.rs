@@ -44,6 +44,17 @@ impl Deployed {
             _ => None,
         }
     }
+
+    /// The stack's secrets: name → ARN.
+    pub fn secrets(&self) -> BTreeMap<String, String> {
+        self.resources
+            .values()
+            .filter_map(|physical| match physical {
+                Physical::Secret { name, arn } => Some((name.clone(), arn.clone())),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// A physical name like CloudFormation's: the stack name and logical id, within `limit`.
@@ -154,6 +165,11 @@ pub async fn deploy(
             return Err(aws_error(format!("creating configuration set {}", configuration_set.logical_id), error));
         }
         resolver.resources.insert(configuration_set.logical_id.clone(), Physical::Local { id: name });
+    }
+
+    for secret in &spec.secrets {
+        let physical = create_secret(clients, &resolver, stack_name, &secret.logical_id, &secret.properties).await?;
+        resolver.resources.insert(secret.logical_id.clone(), physical);
     }
 
     // Only SNS → SQS subscriptions have a local effect (email ones need a person to confirm).
@@ -352,6 +368,67 @@ async fn create_table(
             .map_err(|error| aws_error(format!("enabling TTL on {}", table.logical_id), error))?;
     }
     Ok(Physical::Table { name, arn })
+}
+
+/// A secret with the value the template gives it, or one generated as its
+/// `GenerateSecretString` asks (by Secrets Manager's own GetRandomPassword, which is what
+/// CloudFormation uses).
+async fn create_secret(
+    clients: &Clients,
+    resolver: &Resolver<'_>,
+    stack_name: &str,
+    logical_id: &str,
+    properties: &Map<String, Value>,
+) -> Result<Physical, StackError> {
+    let properties = resolver.resolve(&Value::Object(properties.clone()))?;
+    let name = properties
+        .get("Name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| physical_name(stack_name, logical_id, 512));
+    let value = match (properties.get("SecretString").and_then(Value::as_str), properties.get("GenerateSecretString")) {
+        (Some(value), _) => value.to_string(),
+        (None, Some(generate)) => {
+            let flag = |key: &str| generate.get(key).map(|value| value == true || value == "true");
+            let text = |key: &str| generate.get(key).and_then(Value::as_str).map(str::to_string);
+            let generated = clients
+                .secrets
+                .get_random_password()
+                .set_password_length(generate.get("PasswordLength").and_then(crate::spec::number).map(|n| n as i64))
+                .set_exclude_characters(text("ExcludeCharacters"))
+                .set_exclude_numbers(flag("ExcludeNumbers"))
+                .set_exclude_punctuation(flag("ExcludePunctuation"))
+                .set_exclude_uppercase(flag("ExcludeUppercase"))
+                .set_exclude_lowercase(flag("ExcludeLowercase"))
+                .set_include_space(flag("IncludeSpace"))
+                .set_require_each_included_type(flag("RequireEachIncludedType"))
+                .send()
+                .await
+                .map_err(|error| aws_error(format!("generating the value of secret {logical_id}"), error))?;
+            generated.random_password.unwrap_or_default()
+        }
+        (None, None) => {
+            return Err(StackError::Template(format!(
+                "{logical_id}: a secret needs SecretString or GenerateSecretString"
+            )));
+        }
+    };
+    let created = clients.secrets.create_secret().name(&name).secret_string(value).send().await;
+    let arn = match created {
+        Ok(created) => created.arn.unwrap_or_default(),
+        // Re-running against a persistent endpoint keeps the secret and its value.
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => clients
+            .secrets
+            .describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .map_err(|error| aws_error(format!("describing secret {logical_id}"), error))?
+            .arn
+            .unwrap_or_default(),
+        Err(error) => return Err(aws_error(format!("creating secret {logical_id}"), error)),
+    };
+    Ok(Physical::Secret { name, arn })
 }
 
 /// Tables are usable once ACTIVE (at once in the emulator, seconds in AWS).

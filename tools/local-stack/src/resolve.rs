@@ -28,6 +28,10 @@ pub enum Physical {
         name: String,
         arn: String,
     },
+    Secret {
+        name: String,
+        arn: String,
+    },
     /// A resource served locally without an emulator resource (the HTTP API).
     Local {
         id: String,
@@ -219,6 +223,7 @@ impl<'a> Resolver<'a> {
                         Physical::Table { name, .. } => name.clone(),
                         Physical::Topic { arn, .. } => arn.clone(),
                         Physical::Function { name, .. } => name.clone(),
+                        Physical::Secret { arn, .. } => arn.clone(),
                         Physical::Local { id } => id.clone(),
                     }
                 }

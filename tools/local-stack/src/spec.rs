@@ -15,6 +15,7 @@ pub const TABLE: &str = "AWS::DynamoDB::Table";
 pub const TOPIC: &str = "AWS::SNS::Topic";
 pub const SUBSCRIPTION: &str = "AWS::SNS::Subscription";
 pub const CONFIGURATION_SET: &str = "AWS::SES::ConfigurationSet";
+pub const SECRET: &str = "AWS::SecretsManager::Secret";
 pub const FUNCTION: &str = "AWS::Serverless::Function";
 
 /// Resource types that exist only in AWS: alarms are never evaluated by the emulator, log
@@ -53,7 +54,8 @@ pub struct TableSpec {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-/// A resource created from its properties alone (topics, subscriptions, configuration sets).
+/// A resource created from its properties alone (topics, subscriptions, configuration sets,
+/// secrets).
 pub struct ResourceSpec {
     pub logical_id: String,
     pub properties: Map<String, Value>,
@@ -119,6 +121,7 @@ pub struct StackSpec {
     pub topics: Vec<ResourceSpec>,
     pub subscriptions: Vec<ResourceSpec>,
     pub configuration_sets: Vec<ResourceSpec>,
+    pub secrets: Vec<ResourceSpec>,
     pub functions: Vec<FunctionSpec>,
     /// Resource types in the template that this stack neither creates nor knows to skip.
     pub unknown_kinds: Vec<String>,
@@ -143,6 +146,7 @@ impl StackSpec {
                 TOPIC => spec.topics.push(ResourceSpec::of(logical_id, resource)),
                 SUBSCRIPTION => spec.subscriptions.push(ResourceSpec::of(logical_id, resource)),
                 CONFIGURATION_SET => spec.configuration_sets.push(ResourceSpec::of(logical_id, resource)),
+                SECRET => spec.secrets.push(ResourceSpec::of(logical_id, resource)),
                 FUNCTION => spec.functions.push(function(logical_id, resource)?),
                 kind if NOT_EMULATED.contains(&kind) => {}
                 kind => spec.unknown_kinds.push(format!("{logical_id} ({kind})")),

@@ -11,6 +11,8 @@ use crate::StackError;
 /// A template, parsed.
 #[derive(Clone, Debug)]
 pub struct Template {
+    /// The text it was parsed from (what SAM's translator reads).
+    pub source: String,
     pub parameters: Map<String, Value>,
     pub outputs: Map<String, Value>,
     pub conditions: Map<String, Value>,
@@ -49,6 +51,7 @@ impl Template {
             resources.insert(logical_id, Resource { kind, properties, metadata, condition });
         }
         Ok(Self {
+            source: text.to_string(),
             parameters: object("Parameters"),
             outputs: object("Outputs"),
             conditions: object("Conditions"),

@@ -172,13 +172,13 @@ async fn main() -> ExitCode {
 async fn sdk_config(outputs: &Outputs) -> SdkConfig {
     let loader = aws_config::defaults(BehaviorVersion::latest());
     match outputs.local_endpoint() {
-        // A local stack's emulator takes any credentials.
+        // A local stack's endpoint, where notifyctl signs as the stack's operator.
         Some(endpoint) if std::env::var_os("AWS_ENDPOINT_URL").is_none() => {
             loader
                 .endpoint_url(endpoint)
                 .region(Region::new("us-east-1"))
                 .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                    "testing",
+                    notify::outputs::LOCAL_ADMIN_ACCESS_KEY_ID,
                     "testing",
                     None,
                     None,

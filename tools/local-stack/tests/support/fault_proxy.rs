@@ -15,6 +15,7 @@ use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use local_stack::relay::{Answer, MAX_BODY_BYTES, upstream_request};
 use rand::Rng;
 
 pub struct FaultProxy {
@@ -173,7 +174,7 @@ fn provider_send(path: &str, body: &[u8]) -> Option<Send> {
 
 async fn forward(State(upstream): State<Upstream>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body = to_bytes(body, 64 * 1024 * 1024).await.unwrap();
+    let body = to_bytes(body, MAX_BODY_BYTES).await.unwrap();
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     if let Some(targeted) = upstream.targeted.lock().unwrap().as_mut()
         && targeted.remaining > 0
@@ -201,20 +202,12 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
         }
     }
     let forwarded = upstream_request(&upstream.http, &upstream.url, &parts.method, &path, &parts.headers, body.clone());
-    // The emulator now and then closes a kept-alive connection just as it is reused: that is
-    // passed on as a 502, which the SDK retries as it would a dropped connection.
-    let answer = match forwarded.send().await {
+    let answer = match Answer::fetch(forwarded).await {
         Ok(answer) => answer,
-        Err(error) => return bad_gateway(&error),
-    };
-    let answer_status = answer.status();
-    let answer_headers = answer.headers().clone();
-    let answer_body = match answer.bytes().await {
-        Ok(body) => body,
-        Err(error) => return bad_gateway(&error),
+        Err(bad_gateway) => return bad_gateway,
     };
     let mut name = operation(&parts.headers, parts.uri.path(), &body);
-    if name == "sqs:ReceiveMessage" && !answer_body.windows(10).any(|w| w == b"\"Messages\"") {
+    if name == "sqs:ReceiveMessage" && !answer.body.windows(10).any(|w| w == b"\"Messages\"") {
         name.push_str(" (empty)");
     }
     if let Some(recording) = upstream.recording.lock().unwrap().as_mut() {
@@ -230,31 +223,7 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
     if infrastructure_fault {
         return internal_error();
     }
-    let mut response = Response::builder().status(answer_status.as_u16());
-    for (name, value) in &answer_headers {
-        if name != "content-length" && name != "transfer-encoding" {
-            response = response.header(name.as_str(), value.as_bytes());
-        }
-    }
-    response.body(Body::from(answer_body)).unwrap()
-}
-
-/// A request to `upstream` with the given parts (the HTTP client sets `host` and the length).
-fn upstream_request(
-    http: &reqwest::Client,
-    upstream: &str,
-    method: &Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> reqwest::RequestBuilder {
-    let mut request = http.request(method.clone(), format!("{upstream}{path_and_query}")).body(body);
-    for (name, value) in headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name.as_str(), value.as_bytes());
-        }
-    }
-    request
+    answer.into_response()
 }
 
 /// The AWS operation of a request, as `service:Operation`.
@@ -306,12 +275,6 @@ fn internal_error() -> Response {
         .header("x-amzn-errortype", "InternalFailure")
         .body(Body::from(r#"{"__type":"InternalFailure","message":"injected fault"}"#))
         .unwrap()
-}
-
-/// The emulator's answer did not arrive (the request may or may not have taken effect).
-fn bad_gateway(error: &reqwest::Error) -> Response {
-    eprintln!("fault proxy: no answer from the emulator ({error}); answered 502");
-    Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::from("no answer from the emulator")).unwrap()
 }
 
 /// The providers' throttling errors, as each protocol spells them.

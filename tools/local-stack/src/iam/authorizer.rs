@@ -1,0 +1,237 @@
+//! The authorizer: a loopback HTTP proxy in front of the AWS endpoint that every function of a
+//! stack talks to. Each function signs with an access key id of its own; the authorizer finds
+//! the function's role by it, works out the permissions the request needs, and forwards only
+//! what the role allows. Anything else is answered as the service answers an IAM denial, so the
+//! function sees exactly what it would see in AWS, and is remembered for the tests.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::policy::{Decision, Permission, Statement, decide};
+use super::request::{self, Scope, Service};
+use crate::relay::{Answer, MAX_BODY_BYTES, upstream_request};
+
+/// Who signs with an access key id.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// A function, in its execution role (the session is named after the function, as Lambda does).
+    Function { logical_id: String, role_name: String, session_name: String, statements: Vec<Statement> },
+    /// An operator with every permission (notifyctl, the stack's own provisioning).
+    Admin,
+}
+
+/// A request the authorizer refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// The function's logical id, or the access key id nobody owns.
+    pub principal: String,
+    pub operation: String,
+    /// The permission refused (`None` when the request's permissions are unknown).
+    pub permission: Option<Permission>,
+    /// The message the service's error carried.
+    pub message: String,
+}
+
+struct Shared {
+    upstream: String,
+    http: reqwest::Client,
+    principals: BTreeMap<String, Principal>,
+    scope: Scope,
+    account_id: String,
+    denials: Mutex<Vec<Denial>>,
+}
+
+pub struct Authorizer {
+    pub url: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Authorizer {
+    /// Starts authorizing requests for `principals` (by access key id) in front of `upstream`.
+    pub async fn start(
+        upstream: &str,
+        principals: BTreeMap<String, Principal>,
+        scope: Scope,
+    ) -> Result<Self, std::io::Error> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let shared = Arc::new(Shared {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            principals,
+            account_id: scope.account_id.clone(),
+            scope,
+            denials: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new().fallback(authorize).with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(error = %error, "the IAM authorizer stopped");
+            }
+        });
+        Ok(Self { url, shared, task })
+    }
+
+    /// Every request refused so far.
+    pub fn denials(&self) -> Vec<Denial> {
+        self.shared.denials.lock().expect("denials lock").clone()
+    }
+}
+
+impl Drop for Authorizer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/<service>/aws4_request, …` → key id and
+/// service.
+fn credential(headers: &HeaderMap) -> Option<(&str, &str)> {
+    let authorization = headers.get("authorization")?.to_str().ok()?;
+    let scope = authorization.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    let mut parts = scope.split('/');
+    let key_id = parts.next()?;
+    let service = parts.nth(2)?;
+    Some((key_id, service))
+}
+
+async fn authorize(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = to_bytes(body, MAX_BODY_BYTES).await else {
+        return Response::builder().status(StatusCode::PAYLOAD_TOO_LARGE).body(Body::empty()).unwrap();
+    };
+    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let (key_id, signing_service) = credential(&parts.headers).unzip();
+    let target = parts.headers.get("x-amz-target").and_then(|value| value.to_str().ok());
+    let needed = request::needed(
+        &request::Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            target,
+            signing_service,
+            body: &body,
+        },
+        &shared.scope,
+    );
+    let principal = key_id.and_then(|key_id| shared.principals.get(key_id));
+    let refusal = match (principal, &needed) {
+        (Some(Principal::Admin), _) => None,
+        (Some(Principal::Function { logical_id, role_name, session_name, statements }), Ok(needed)) => {
+            let caller = format!("arn:aws:sts::{}:assumed-role/{role_name}/{session_name}", shared.account_id);
+            needed.permissions.iter().find_map(|permission| match decide(statements, permission) {
+                Decision::Allowed { .. } => None,
+                decision => Some(Denial {
+                    principal: logical_id.clone(),
+                    operation: needed.operation.clone(),
+                    message: denial_message(needed.service, &caller, permission, &decision),
+                    permission: Some(permission.clone()),
+                }),
+            })
+        }
+        (Some(Principal::Function { logical_id, .. }), Err(unknown)) => Some(Denial {
+            principal: logical_id.clone(),
+            operation: parts.uri.path().to_string(),
+            permission: None,
+            message: unknown.to_string(),
+        }),
+        (None, _) => Some(Denial {
+            principal: key_id.unwrap_or("(unsigned)").to_string(),
+            operation: parts.uri.path().to_string(),
+            permission: None,
+            message: "The security token included in the request is invalid.".into(),
+        }),
+    };
+    if let Some(denial) = refusal {
+        tracing::warn!(principal = %denial.principal, operation = %denial.operation, detail = %denial.message, "AccessDenied");
+        let service = needed.as_ref().map(|needed| needed.service).ok().or(match target {
+            Some(target) if target.starts_with("DynamoDB") => Some(Service::DynamoDb),
+            Some(target) if target.starts_with("AmazonSQS") => Some(Service::Sqs),
+            _ => None,
+        });
+        let response = access_denied(service, &denial.message);
+        shared.denials.lock().expect("denials lock").push(denial);
+        return response;
+    }
+    let forwarded =
+        upstream_request(&shared.http, &shared.upstream, &parts.method, &path_and_query, &parts.headers, body);
+    match Answer::fetch(forwarded).await {
+        Ok(answer) => answer.into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The message AWS puts in an IAM denial. SES still words it the old way.
+fn denial_message(service: Service, caller: &str, permission: &Permission, decision: &Decision) -> String {
+    let Permission { action, resource } = permission;
+    // SNS spells its service prefix in capitals in these messages.
+    let action = match action.strip_prefix("sns:") {
+        Some(operation) => format!("SNS:{operation}"),
+        None => action.clone(),
+    };
+    if service == Service::SesV2 {
+        return format!("User `{caller}' is not authorized to perform `{action}' on resource `{resource}'");
+    }
+    let because = match decision {
+        Decision::ExplicitlyDenied { .. } => "with an explicit deny in an identity-based policy".to_string(),
+        _ => format!("because no identity-based policy allows the {action} action"),
+    };
+    format!("User: {caller} is not authorized to perform: {action} on resource: {resource} {because}")
+}
+
+/// An IAM denial in the wire format of the service (what the SDK parses into its error code:
+/// `AccessDeniedException`; `AccessDenied` for SQS, whose JSON protocol keeps its query-era
+/// code in a header; `AuthorizationError` for SNS).
+fn access_denied(service: Option<Service>, message: &str) -> Response {
+    let json = |status: StatusCode, content_type: &str, body: serde_json::Value| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
+            .body(Body::from(body.to_string()))
+    };
+    let coral = "com.amazon.coral.service#AccessDeniedException";
+    let response = match service {
+        Some(Service::DynamoDb) => json(
+            StatusCode::BAD_REQUEST,
+            "application/x-amz-json-1.0",
+            serde_json::json!({"__type": coral, "Message": message}),
+        ),
+        Some(Service::Sqs) => Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amzn-query-error", "AccessDenied;Sender")
+            .body(Body::from(serde_json::json!({"__type": coral, "Message": message}).to_string())),
+        Some(Service::SecretsManager) => json(
+            StatusCode::BAD_REQUEST,
+            "application/x-amz-json-1.1",
+            serde_json::json!({"__type": "AccessDeniedException", "Message": message}),
+        ),
+        Some(Service::SesV2) => Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header("content-type", "application/json")
+            .header("x-amzn-errortype", "AccessDeniedException")
+            .body(Body::from(serde_json::json!({"message": message}).to_string())),
+        // SNS, and any query-protocol service.
+        Some(Service::Sns) | None => Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .header("content-type", "text/xml")
+            .body(Body::from(format!(
+                "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>Sender</Type>\
+                 <Code>AuthorizationError</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+                xml_escape(message),
+                uuid::Uuid::new_v4()
+            ))),
+    };
+    response.expect("a static status and headers")
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
