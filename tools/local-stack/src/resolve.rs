@@ -1,5 +1,5 @@
-//! Evaluating CloudFormation intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, `Fn::If`
-//! and the condition functions) against the parameters and the resources created so far.
+//! Evaluating CloudFormation intrinsics (`Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`,
+//! `Fn::Split`, `Fn::Select`, `Fn::If` and the condition functions) against the parameters and the resources created so far.
 
 use std::collections::BTreeMap;
 
@@ -189,6 +189,29 @@ impl<'a> Resolver<'a> {
                     .collect();
                 Ok(Value::String(texts.join(separator)))
             }
+            "Fn::Split" => {
+                let items = arguments.as_array().cloned().unwrap_or_default();
+                let [Value::String(separator), text] = items.as_slice() else {
+                    return Err(bad(format!("Fn::Split {arguments} needs [separator, text]")));
+                };
+                let text = self.resolve_string(text)?;
+                Ok(Value::Array(text.split(separator.as_str()).map(|part| Value::String(part.to_string())).collect()))
+            }
+            "Fn::Select" => {
+                let items = arguments.as_array().cloned().unwrap_or_default();
+                let [index, list] = items.as_slice() else {
+                    return Err(bad(format!("Fn::Select {arguments} needs [index, list]")));
+                };
+                let index = crate::spec::number(&self.resolve(index)?)
+                    .ok_or_else(|| bad(format!("Fn::Select {arguments}: the index is not a number")))?;
+                match self.resolve(list)? {
+                    Value::Array(list) => list
+                        .get(index as usize)
+                        .cloned()
+                        .ok_or_else(|| bad(format!("Fn::Select: index {index} is beyond the list {list:?}"))),
+                    other => Err(bad(format!("Fn::Select needs a list, got {other}"))),
+                }
+            }
             "Fn::If" => {
                 let items = arguments.as_array().cloned().unwrap_or_default();
                 let [condition, then, otherwise] = items.as_slice() else {
@@ -330,6 +353,9 @@ mod tests {
             json!("eu-west-1/q/debug/${Keep}")
         );
         assert_eq!(resolver.resolve(&json!({"Fn::Join": ["-", ["a", {"Ref": "Level"}]]})).unwrap(), json!("a-debug"));
+        let domain = json!({"Fn::Select": [1, {"Fn::Split": ["@", "n@mail.example.com"]}]});
+        assert_eq!(resolver.resolve(&domain).unwrap(), json!("mail.example.com"));
+        assert!(resolver.resolve(&json!({"Fn::Select": ["2", {"Fn::Split": ["@", "a@b"]}]})).is_err());
     }
 
     #[test]

@@ -105,12 +105,13 @@ async fn every_route_and_function_path_runs_within_its_role() {
     assert_eq!(completed(&api, &limited).await["deliveries"][0]["reason"], "rate_limited");
     // Transactional sends pass the rate limit; a batch is one request.
     let batch = json!({"notifications": [
-        {"user_id": user, "template": otp, "params": {"order": "1"}, "channels": ["sms"]},
-        {"user_id": user, "template": otp, "params": {"order": "2"}, "channels": ["email"]}]});
+        {"idempotency_key": unique("k"), "user_id": user, "template": otp, "params": {"order": "1"}, "channels": ["sms"]},
+        {"idempotency_key": unique("k"), "user_id": user, "template": otp, "params": {"order": "2"}, "channels": ["email"]}]});
     let sent = api.call(Method::POST, "/v1/notifications/batch", Some(batch)).await;
     assert_eq!(sent.status, 200, "{}", sent.body);
     for item in sent.body["results"].as_array().unwrap() {
-        let view = completed(&api, item["body"]["id"].as_str().unwrap()).await;
+        let id = item["body"]["id"].as_str().unwrap_or_else(|| panic!("a batch item is accepted: {item}"));
+        let view = completed(&api, id).await;
         assert!(every_delivery_sent(&view), "{view}");
     }
 
