@@ -63,11 +63,17 @@ pub fn provider_config(sdk: &SdkConfig) -> SdkConfig {
 /// could not build.
 const MALFORMED_REQUEST_CODES: [&str; 2] = ["ValidationException", "Construction"];
 
+/// What each service calls an IAM denial (SNS: `AuthorizationError`; SQS keeps its query-era
+/// `AccessDenied`), and a KMS key policy's denial of the queue's or topic's key.
+const ACCESS_DENIED_CODES: [&str; 5] =
+    ["AccessDeniedException", "AccessDenied", "AuthorizationError", "KMSAccessDeniedException", "KmsAccessDenied"];
+
 /// Classifies an SDK error. Errors whose code is in `permanent_codes` (the target or content is
-/// at fault) or names a malformed request are permanent: retrying cannot help. Everything else,
-/// including throttling, 5xx, timeouts, network failures and codes we do not know, is
-/// transient: a wrongly transient error costs a few retries and ends in a DLQ with an alarm, a
-/// wrongly permanent one silently drops a notification.
+/// at fault) or names a malformed request are permanent: retrying cannot help. An IAM denial is
+/// access denied (reported: see [`report_access_denied`]). Everything else, including
+/// throttling, 5xx, timeouts, network failures and codes we do not know, is transient: a
+/// wrongly transient error costs a few retries and ends in a DLQ with an alarm, a wrongly
+/// permanent one silently drops a notification.
 pub fn classify<E, R>(
     service: &'static str,
     operation: &'static str,
@@ -92,9 +98,76 @@ where
         SdkError::ConstructionFailure(_) => ("Construction".to_string(), DisplayErrorContext(&error).to_string()),
         _ => ("Unknown".to_string(), DisplayErrorContext(&error).to_string()),
     };
-    let permanent = permanent_codes.contains(&code.as_str()) || MALFORMED_REQUEST_CODES.contains(&code.as_str());
-    let class = if permanent { FailureClass::Permanent } else { FailureClass::Transient };
+    let class = if ACCESS_DENIED_CODES.contains(&code.as_str()) {
+        report_access_denied(service, operation, &message);
+        FailureClass::AccessDenied
+    } else if permanent_codes.contains(&code.as_str()) || MALFORMED_REQUEST_CODES.contains(&code.as_str()) {
+        FailureClass::Permanent
+    } else {
+        FailureClass::Transient
+    };
     DependencyError { class, service, operation, code, message }
+}
+
+/// What an IAM denial names: who (the role's session: Lambda names it after the function), which
+/// action, on what.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Denied<'a> {
+    pub function: &'a str,
+    pub action: &'a str,
+    pub resource: &'a str,
+}
+
+impl<'a> Denied<'a> {
+    /// Reads `User: arn:aws:sts::…:assumed-role/<role>/<session> is not authorized to perform:
+    /// <action> on resource: <resource> because …`, and SES's older
+    /// ``User `<arn>' is not authorized to perform `<action>' on resource `<resource>'``.
+    pub fn parse(message: &'a str) -> Option<Self> {
+        let unquote = |text: &'a str| text.trim().trim_matches(|c| c == '`' || c == '\'');
+        let rest = message.strip_prefix("User")?.trim_start_matches(':');
+        let (caller, rest) = rest.split_once(" is not authorized to perform")?;
+        let (action, rest) = rest.trim_start_matches(':').split_once(" on resource")?;
+        let resource = rest.trim_start_matches(':').trim_start();
+        let resource = resource.split_once(" because ").map_or(resource, |(resource, _)| resource);
+        let resource = resource.split_once(" with an explicit deny").map_or(resource, |(resource, _)| resource);
+        Some(Self {
+            function: unquote(caller).rsplit('/').next().unwrap_or_default(),
+            action: unquote(action),
+            resource: unquote(resource),
+        })
+    }
+}
+
+/// Every denial counts in the `AccessDenied` metric (alarmed); each distinct one is logged once
+/// per cold start, naming the function, action and resource: what on-call needs to add the grant.
+fn report_access_denied(service: &str, operation: &str, message: &str) {
+    static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    crate::metrics::access_denied();
+    let first = {
+        let mut logged = LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let first = !logged.iter().any(|seen| seen == message);
+        if first {
+            logged.push(message.to_string());
+        }
+        first
+    };
+    if !first {
+        return;
+    }
+    match Denied::parse(message) {
+        Some(denied) => tracing::error!(
+            function = denied.function,
+            action = denied.action,
+            resource = denied.resource,
+            "access denied: the function's role does not allow this call (RUNBOOK.md#access-denied)"
+        ),
+        None => tracing::error!(
+            service,
+            operation,
+            detail = message,
+            "access denied: the function's role does not allow this call (RUNBOOK.md#access-denied)"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +193,37 @@ mod tests {
             store.add(root).unwrap();
         }
         assert_eq!(store.len(), 5);
+    }
+
+    #[test]
+    fn iam_denials_are_access_denied_whatever_the_service_calls_them() {
+        let class = |code| classify("dynamodb", "GetItem", service_error(code), &["AccessDeniedException"]).class;
+        for code in ["AccessDeniedException", "AccessDenied", "AuthorizationError"] {
+            assert_eq!(class(code), FailureClass::AccessDenied, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_denial_names_the_function_action_and_resource_in_either_wording() {
+        let current = "User: arn:aws:sts::123456789012:assumed-role/s-DispatchSmsFunctionRole/s-DispatchSmsFunction is not \
+                       authorized to perform: dynamodb:GetItem on resource: arn:aws:dynamodb:us-east-1:123456789012:table/s-R \
+                       because no identity-based policy allows the dynamodb:GetItem action";
+        assert_eq!(
+            Denied::parse(current),
+            Some(Denied {
+                function: "s-DispatchSmsFunction",
+                action: "dynamodb:GetItem",
+                resource: "arn:aws:dynamodb:us-east-1:123456789012:table/s-R"
+            })
+        );
+        let ses = "User `arn:aws:sts::1:assumed-role/r/s-DispatchEmailFunction' is not authorized to perform \
+                   `ses:SendRawEmail' on resource `arn:aws:ses:us-east-1:1:identity/example.com'";
+        let denied = Denied::parse(ses).unwrap();
+        assert_eq!(
+            (denied.function, denied.action, denied.resource),
+            ("s-DispatchEmailFunction", "ses:SendRawEmail", "arn:aws:ses:us-east-1:1:identity/example.com")
+        );
+        assert_eq!(Denied::parse("Rate exceeded"), None);
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl<P: Provider> Dispatcher<P> {
         crate::metrics::provider_latency(channel, started.elapsed());
         match sent {
             Ok(provider_message_id) => Ok(self.finish_sent(record, lease, provider_message_id).await),
-            Err(error) if error.is_transient() => {
+            Err(error) if error.is_retried() => {
                 tracing::warn!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "send failed; will retry");
                 let unfinished = self.unfinished(failure(&error), record.receive_count).await;
                 self.notifications.record(id, delivery_id, channel, lease, &unfinished).await?;

@@ -1,15 +1,19 @@
 //! The error taxonomy. Every failure that crosses a boundary says how it must be handled:
 //! a *transient* failure is retried with backoff (and ends in a DLQ, which pages someone, if it
-//! never clears); a *permanent* one is recorded and never retried. Request problems that the
-//! caller must fix (validation, auth) are the HTTP boundary's own enum in `intake`.
+//! never clears); a *permanent* one is recorded and never retried; *access denied* (the
+//! function's role does not allow the call) is the deployment's configuration error: retried
+//! like a transient one, so nothing is lost and a fixed grant delivers it, but alarmed at once.
+//! Request problems that the caller must fix (validation, auth) are the HTTP boundary's own
+//! enum in `intake`.
 
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum FailureClass {
     Transient,
     Permanent,
+    AccessDenied,
 }
 
 impl fmt::Display for FailureClass {
@@ -17,6 +21,7 @@ impl fmt::Display for FailureClass {
         f.write_str(match self {
             FailureClass::Transient => "transient",
             FailureClass::Permanent => "permanent",
+            FailureClass::AccessDenied => "access_denied",
         })
     }
 }
@@ -35,7 +40,8 @@ pub struct DependencyError {
 }
 
 impl DependencyError {
-    pub fn is_transient(&self) -> bool {
-        self.class == FailureClass::Transient
+    /// Whether the call is tried again (only permanent failures are not).
+    pub fn is_retried(&self) -> bool {
+        self.class != FailureClass::Permanent
     }
 }

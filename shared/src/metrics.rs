@@ -4,6 +4,8 @@
 //! delivery outcome or failed attempt), `Delivered`, `Bounced`, `Complained` (email feedback), `Accepted` (per delivery or
 //! skipped channel at intake), `Opened`, `Clicked` (first open / first click of a delivery) and
 //! the `ProviderLatency` histogram (milliseconds). The stats table counts the same events.
+//! `AccessDenied` (no dimension) counts the AWS calls a function's role refused: a
+//! configuration error, alarmed at the first.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -59,6 +61,11 @@ pub fn delivery(channel: Channel, outcome: Outcome) {
     metrics::counter!(outcome.metric(), "Channel" => channel.as_str()).increment(1);
 }
 
+pub fn access_denied() {
+    collector();
+    metrics::counter!("AccessDenied").increment(1);
+}
+
 pub fn provider_latency(channel: Channel, latency: Duration) {
     collector();
     metrics::histogram!("ProviderLatency", "Channel" => channel.as_str()).record(latency.as_secs_f64() * 1000.0);
@@ -87,8 +94,12 @@ pub fn flush() {
 mod tests {
     use super::*;
 
+    /// The collector is the process's: one test flushing takes what another recorded.
+    static FLUSHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn outcomes_are_written_as_emf_with_the_channel_dimension() {
+        let _flushing = FLUSHING.lock().unwrap();
         delivery(Channel::Sms, Outcome::Sent);
         delivery(Channel::Sms, Outcome::Sent);
         provider_latency(Channel::Sms, Duration::from_millis(42));
@@ -101,5 +112,20 @@ mod tests {
         assert_eq!(sent["Channel"], "sms");
         assert_eq!(sent["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert!(lines.iter().any(|line| line.get("ProviderLatency").is_some()));
+    }
+
+    #[test]
+    fn access_denied_is_one_metric_with_no_dimension() {
+        let _flushing = FLUSHING.lock().unwrap();
+        access_denied();
+        let mut written = Vec::new();
+        flush_to(&mut written);
+        let text = String::from_utf8(written).unwrap();
+        let line: serde_json::Value = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .find(|line: &serde_json::Value| line.get("AccessDenied").is_some())
+            .expect("an AccessDenied line");
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([[]]));
     }
 }

@@ -65,7 +65,7 @@ impl ApiError {
                 Some(errors.clone()),
             ),
             ApiError::Conflict(reason) => (409, "conflict", "Conflict", reason.clone(), None),
-            ApiError::Dependency(error) if error.is_transient() => {
+            ApiError::Dependency(error) if error.is_retried() => {
                 tracing::error!(error = %error, "dependency failed");
                 (
                     503,
@@ -96,7 +96,7 @@ impl ApiError {
                     .headers
                     .insert("www-authenticate", HeaderValue::from_static(r#"Basic realm="notify", charset="UTF-8""#));
             }
-            ApiError::Dependency(error) if error.is_transient() => {
+            ApiError::Dependency(error) if error.is_retried() => {
                 response.headers.insert("retry-after", HeaderValue::from_static("1"));
             }
             _ => {}

@@ -35,11 +35,11 @@ fn resources<'a>(root: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {
         .collect()
 }
 
-/// (metric, dimension target) of every single-metric alarm.
+/// (metric, dimension target) of every single-metric alarm on a resource's metric.
 fn alarmed(root: &Yaml) -> BTreeSet<(String, String)> {
     resources(root, "AWS::CloudWatch::Alarm")
         .into_iter()
-        .filter(|(_, alarm)| alarm.get("MetricName").is_some())
+        .filter(|(_, alarm)| alarm.get("MetricName").is_some() && alarm.get("Dimensions").is_some())
         .map(|(_, alarm)| (alarm["MetricName"].as_str().unwrap().to_string(), tagged(&alarm["Dimensions"][0]["Value"])))
         .collect()
 }
@@ -102,6 +102,21 @@ fn every_channel_has_a_permanent_failure_rate_alarm_on_its_emf_metrics() {
     }
     let channels: BTreeSet<String> = notify::domain::channel::Channel::ALL.iter().map(|c| c.to_string()).collect();
     assert_eq!(watched, channels);
+}
+
+#[test]
+fn the_first_access_denied_of_any_function_pages() {
+    let root = template();
+    let alarms = resources(&root, "AWS::CloudWatch::Alarm");
+    let (_, alarm) = alarms
+        .iter()
+        .find(|(_, alarm)| alarm["Namespace"] == "notify" && alarm["MetricName"] == "AccessDenied")
+        .expect("an alarm on the AccessDenied metric the functions emit");
+    assert!(alarm.get("Dimensions").is_none(), "the metric has no dimension (notify::metrics::access_denied)");
+    assert_eq!(
+        (alarm["Statistic"].as_str(), alarm["Threshold"].as_u64(), alarm["ComparisonOperator"].as_str()),
+        (Some("Sum"), Some(1), Some("GreaterThanOrEqualToThreshold"))
+    );
 }
 
 #[test]

@@ -220,7 +220,7 @@ async fn the_rate_limit_counts_exactly_the_admitted_deliveries_under_faults() {
             for _ in 0..50 {
                 match limiter.try_take(user, Channel::Sms, &id, now).await {
                     Ok(taken) => return (id, taken),
-                    Err(error) if error.is_transient() => continue,
+                    Err(error) if error.is_retried() => continue,
                     Err(error) => panic!("{error}"),
                 }
             }

@@ -34,6 +34,8 @@ Resources:
       BuildProperties:
         Binary: recorder
     Properties:
+      Runtime: provided.al2023
+      Handler: bootstrap
       Timeout: 5
       Events:
         Work:

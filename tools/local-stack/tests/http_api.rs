@@ -25,6 +25,8 @@ Resources:
       BuildProperties:
         Binary: echo
     Properties:
+      Runtime: provided.al2023
+      Handler: bootstrap
       Events:
         GetItem:
           Type: HttpApi

@@ -245,6 +245,7 @@ async fn without_the_rate_limit_read_grant_a_rate_limited_send_is_denied_and_kep
         .await["deliveries"][0]
         .clone();
     assert_eq!(delivery["status"], "queued", "retried, not dropped: {delivery}");
+    assert_eq!(delivery["error"]["class"], "access_denied", "{delivery}");
     let Some(Physical::Table { arn, .. }) = api.stack.deployed.resources.get("RateLimitsTable") else { panic!() };
     let denials = api.stack.denials();
     assert!(
