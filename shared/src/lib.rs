@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod feedback;
 pub mod function;
+pub mod link_keys;
 pub mod metrics;
 pub mod outputs;
 pub mod provider;

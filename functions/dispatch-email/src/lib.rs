@@ -8,6 +8,7 @@ use lambda_runtime::LambdaEvent;
 use notify::config::{ConfigError, EnvSource, Settings};
 use notify::dispatch::Dispatcher;
 use notify::feedback::EmailFeedback;
+use notify::link_keys::LinkKeys;
 use notify::provider::email::SesEmail;
 
 pub struct EmailFunction {
@@ -16,16 +17,18 @@ pub struct EmailFunction {
     events_queue_arn: String,
 }
 
-/// Reads configuration and builds the clients (once per cold start).
-pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<EmailFunction, ConfigError> {
+/// Reads configuration and the link-signing keys and builds the clients (once per cold start).
+pub async fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<EmailFunction, ConfigError> {
     let mut settings = Settings::new(env);
+    let link_keys = LinkKeys::load(aws_sdk_secretsmanager::Client::new(sdk), &mut settings);
     let sesv2 = aws_sdk_sesv2::Client::new(&notify::aws::provider_config(sdk));
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-    let provider = SesEmail::load(sesv2, dynamodb.clone(), &mut settings);
+    let provider = SesEmail::load(sesv2, dynamodb.clone(), link_keys.clone(), &mut settings);
     let dispatcher = Dispatcher::load(sdk, &dynamodb, provider, &mut settings);
     let feedback = EmailFeedback::load(&dynamodb, &mut settings);
     let events_queue_arn = settings.required("EMAIL_EVENTS_QUEUE_ARN");
     settings.finish()?;
+    link_keys.read().await?;
     Ok(EmailFunction { dispatcher, feedback, events_queue_arn })
 }
 

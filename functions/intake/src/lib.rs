@@ -26,10 +26,9 @@ use notify::cache::TtlCache;
 use notify::config::{ConfigError, EnvSource, Settings, Tables};
 use notify::domain::app::{AppRecord, Scope};
 use notify::domain::template::{Template, TemplateName};
-use notify::domain::tracking::LinkTracker;
-use notify::domain::unsubscribe::LinkSigner;
 use notify::domain::user::{UserId, UserProfile};
 use notify::function::Function;
+use notify::link_keys::LinkKeys;
 use notify::queue::{ChannelQueues, Enqueuer};
 use notify::store::apps::AppStore;
 use notify::store::notifications::NotificationStore;
@@ -85,26 +84,27 @@ pub struct Intake {
     template_cache: TtlCache<TemplateName, Option<Template>>,
     /// Lower-cased address → whether it is suppressed.
     suppression_cache: TtlCache<String, bool>,
-    link_signer: LinkSigner,
-    tracker: LinkTracker,
+    /// Sign tracking links and verify them and unsubscribe links.
+    link_keys: LinkKeys,
     /// Base of tracking links; without it, the domain a send request came in on.
     public_api_url: Option<String>,
 }
 
 impl Intake {
-    /// Reads configuration and builds the clients (once per cold start). `CACHE_TTL_SECONDS`
-    /// (default 5) bounds how stale an app, user or template read through another instance may
-    /// be; `LINK_SIGNING_SECRET` verifies unsubscribe links and seals tracking links, which
-    /// point at `PUBLIC_API_URL` (optional: by default the domain the send request came in on).
-    pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+    /// Reads configuration and the link-signing keys and builds the clients (once per cold
+    /// start). `CACHE_TTL_SECONDS` (default 5) bounds how stale an app, user or template read
+    /// through another instance may be; the keys (`LINK_SIGNING_KEY_ARN`) verify unsubscribe
+    /// links and seal tracking links, which point at `PUBLIC_API_URL` (optional: by default the
+    /// domain the send request came in on).
+    pub async fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let mut settings = Settings::new(env);
+        let link_keys = LinkKeys::load(aws_sdk_secretsmanager::Client::new(sdk), &mut settings);
         let tables = Tables::load(&mut settings);
         let queues = ChannelQueues::load(&mut settings);
         let ttl = Duration::from_secs(settings.parsed_or("CACHE_TTL_SECONDS", 5u64));
-        let link_signer = LinkSigner::new(&settings.required("LINK_SIGNING_SECRET"));
-        let tracker = LinkTracker::new(link_signer.clone());
         let public_api_url = settings.optional("PUBLIC_API_URL");
         settings.finish()?;
+        link_keys.read().await?;
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
             apps: AppStore::new(dynamodb.clone(), tables.apps),
@@ -118,8 +118,7 @@ impl Intake {
             user_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             template_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             suppression_cache: TtlCache::new(ttl, CACHE_CAPACITY),
-            link_signer,
-            tracker,
+            link_keys,
             public_api_url,
         })
     }
@@ -145,7 +144,7 @@ impl Intake {
                 let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON (tested)");
                 Ok(problem::json_response(200, "application/json", &document))
             }
-            "GET /v1/unsubscribe/{token}" => self.unsubscribe_form(request),
+            "GET /v1/unsubscribe/{token}" => self.unsubscribe_form(request).await,
             "POST /v1/unsubscribe/{token}" => self.unsubscribe(request).await,
             "GET /t/c/{token}" => self.click(request).await,
             "GET /t/o/{token}" => self.open(request).await,

@@ -8,6 +8,6 @@ use notify::function::Function;
 async fn main() -> Result<(), Error> {
     notify::telemetry::init();
     let sdk = notify::aws::load_sdk_config().await;
-    let intake = &Intake::load(&sdk, &ProcessEnv)?;
+    let intake = &Intake::load(&sdk, &ProcessEnv).await?;
     run(service_fn(move |event| intake.handle(event))).await
 }

@@ -8,7 +8,7 @@ use notify::domain::contact::EmailAddress;
 use notify::domain::delivery::EmailContent;
 use notify::domain::template::{TemplateInput, TemplateName};
 use notify::domain::tracking::{LinkTracker, Tracked};
-use notify::domain::unsubscribe::LinkSigner;
+use notify::domain::unsubscribe::{LinkSigner, SigningKey};
 use notify::domain::user::{ContactsInput, DeviceToken, PreferencesPatch, UserId};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
@@ -195,7 +195,7 @@ proptest! {
 
     #[test]
     fn any_token_is_refused_unless_it_was_issued(token in ".{0,120}", suffix in ".{1,4}") {
-        let signer = LinkSigner::new("a secret of at least thirty-two bytes");
+        let signer = LinkSigner::new(SigningKey::new("k1", "a secret of at least thirty-two bytes"), []);
         prop_assert!(signer.verify(&token).is_none());
         // The refusal is not blanket: an issued token opens, and any change to it does not.
         let user = UserId::parse("ada").unwrap();
@@ -203,7 +203,7 @@ proptest! {
         prop_assert_eq!(signer.verify(&issued), Some((user, Channel::Email)));
         let tampered = format!("{issued}{suffix}");
         prop_assert!(signer.verify(&tampered).is_none());
-        let tracker = LinkTracker::new(LinkSigner::new("a secret of at least thirty-two bytes"));
+        let tracker = LinkTracker::new(LinkSigner::new(SigningKey::new("k1", "a secret of at least thirty-two bytes"), []));
         prop_assert!(tracker.click(&token).is_none() && tracker.open(&token).is_none());
     }
 
@@ -226,7 +226,7 @@ proptest! {
 
     #[test]
     fn any_email_is_rewritten_for_tracking_without_panicking(html in template_source(), text in template_source()) {
-        let tracker = LinkTracker::new(LinkSigner::new("a secret of at least thirty-two bytes"));
+        let tracker = LinkTracker::new(LinkSigner::new(SigningKey::new("k1", "a secret of at least thirty-two bytes"), []));
         let email = EmailContent {
             to: EmailAddress::parse("ada@example.com").unwrap(),
             subject: "s".into(),

@@ -198,7 +198,8 @@ impl Intake {
             }
         }
 
-        assemble(&self.tracker, app, link_base, idempotency_key, &request, &template, plan, json)
+        let tracker = LinkTracker::new(self.link_keys.signer().await?);
+        assemble(&tracker, app, link_base, idempotency_key, &request, &template, plan, json)
     }
 
     /// Writes the log record: the one conditional put that is also the idempotency check.

@@ -5,7 +5,7 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
-use notify::domain::tracking::Tracked;
+use notify::domain::tracking::{LinkTracker, Tracked};
 use notify::store::notifications::Engagement;
 
 use crate::Intake;
@@ -45,7 +45,12 @@ impl Intake {
 
     /// `GET /t/c/{token}`: records the click and redirects to the link's original URL.
     pub(crate) async fn click(&self, request: &ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let tracked = self.tracker.click(path_parameter(request, "token")?).ok_or_else(not_tracked)?;
+        let token = path_parameter(request, "token")?;
+        let tracked = self
+            .link_keys
+            .verified(|signer| LinkTracker::new(signer.clone()).click(token))
+            .await?
+            .ok_or_else(not_tracked)?;
         // Sealed targets are ASCII (percent-encoded when the link is sealed).
         let location = HeaderValue::try_from(tracked.url.as_deref().unwrap_or_default()).map_err(|_| not_tracked())?;
         self.engage(&tracked, Engagement::Click).await;
@@ -57,7 +62,12 @@ impl Intake {
 
     /// `GET /t/o/{token}`: records the first open and answers with a transparent pixel.
     pub(crate) async fn open(&self, request: &ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let tracked = self.tracker.open(path_parameter(request, "token")?).ok_or_else(not_tracked)?;
+        let token = path_parameter(request, "token")?;
+        let tracked = self
+            .link_keys
+            .verified(|signer| LinkTracker::new(signer.clone()).open(token))
+            .await?
+            .ok_or_else(not_tracked)?;
         self.engage(&tracked, Engagement::Open).await;
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("image/gif"));

@@ -25,18 +25,24 @@ fn html(status: i64, body: String) -> ApiGatewayV2httpResponse {
 
 impl Intake {
     /// The link's token, user and channel, if this deployment signed it.
-    fn verified_link<'a>(&self, request: &'a ApiGatewayV2httpRequest) -> Result<(&'a str, UserId, Channel), ApiError> {
+    async fn verified_link<'a>(
+        &self,
+        request: &'a ApiGatewayV2httpRequest,
+    ) -> Result<(&'a str, UserId, Channel), ApiError> {
         let token = path_parameter(request, "token")?;
-        let (user_id, channel) =
-            self.link_signer.verify(token).ok_or_else(|| ApiError::NotFound("no such unsubscribe link".into()))?;
+        let (user_id, channel) = self
+            .link_keys
+            .verified(|signer| signer.verify(token))
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such unsubscribe link".into()))?;
         Ok((token, user_id, channel))
     }
 
-    pub(crate) fn unsubscribe_form(
+    pub(crate) async fn unsubscribe_form(
         &self,
         request: &ApiGatewayV2httpRequest,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let (token, _, _) = self.verified_link(request)?;
+        let (token, _, _) = self.verified_link(request).await?;
         Ok(html(
             200,
             format!(
@@ -50,7 +56,7 @@ impl Intake {
         &self,
         request: &ApiGatewayV2httpRequest,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let (_, user_id, channel) = self.verified_link(request)?;
+        let (_, user_id, channel) = self.verified_link(request).await?;
         let patch = PreferencesPatch::opt_out(channel);
         // A user deleted since the email was sent is as unsubscribed as can be: same answer.
         self.users.set_preferences(&user_id, patch, &notify::time::now_rfc3339()).await?;

@@ -52,6 +52,31 @@ impl FromStr for Scope {
     }
 }
 
+/// Random bytes in an app key (hex after the `ak_` prefix).
+const APP_KEY_BYTES: usize = 10;
+
+/// An app key of the issued format, `ak_` and 20 lower-case hex digits: anything else cannot be
+/// an app, and is refused without looking it up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppKey(String);
+
+impl AppKey {
+    pub fn parse(text: &str) -> Option<Self> {
+        let digits = text.strip_prefix("ak_")?;
+        let issued = digits.len() == APP_KEY_BYTES * 2
+            && digits.bytes().all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
+        issued.then(|| Self(text.to_string()))
+    }
+
+    fn generate() -> Self {
+        Self(format!("ak_{}", random_hex(APP_KEY_BYTES)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An app secret in plain text: exists only between generation and being shown once.
 pub struct PlainSecret(String);
 
@@ -95,7 +120,7 @@ impl AppRecord {
     pub fn create(name: &str, scopes: BTreeSet<Scope>, now: &str) -> (Self, PlainSecret) {
         let secret = PlainSecret(format!("sk_{}", random_token()));
         let record = Self {
-            app_key: format!("ak_{}", random_hex(10)),
+            app_key: AppKey::generate().0,
             name: name.to_string(),
             scopes,
             secrets: vec![StoredSecret { sha256: sha256_hex(secret.expose()), created_at: now.to_string() }],
@@ -164,11 +189,26 @@ mod tests {
     #[test]
     fn a_created_app_verifies_its_secret_and_nothing_else() {
         let (record, secret) = app();
-        assert!(record.app_key.starts_with("ak_"));
+        assert_eq!(AppKey::parse(&record.app_key).map(|key| key.0), Some(record.app_key.clone()));
         assert!(record.verify(secret.expose()));
         assert!(!record.verify("sk_wrong"));
         assert!(!record.secrets[0].sha256.contains(secret.expose()));
         assert_eq!(format!("{secret:?}"), "PlainSecret(****)");
+    }
+
+    #[test]
+    fn only_keys_of_the_issued_format_are_app_keys() {
+        assert!(AppKey::parse("ak_0123456789abcdef0123").is_some());
+        for other in [
+            "",
+            "ak_",
+            "ak_0123456789ABCDEF0123",
+            "ak_0123456789abcdef012",
+            "bk_0123456789abcdef0123",
+            "ak_0123456789abcdef0123'",
+        ] {
+            assert_eq!(AppKey::parse(other), None, "{other:?}");
+        }
     }
 
     #[test]

@@ -125,11 +125,12 @@ fn unescape_html(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::domain::contact::EmailAddress;
+    use crate::domain::unsubscribe::SigningKey;
 
     const BASE: &str = "https://api.example.com/";
 
     fn tracker() -> LinkTracker {
-        LinkTracker::new(LinkSigner::new("a secret of at least thirty-two bytes"))
+        LinkTracker::new(LinkSigner::new(SigningKey::new("k1", "a secret of at least thirty-two bytes"), []))
     }
 
     fn delivery() -> Tracked {
@@ -203,7 +204,8 @@ mod tests {
     fn tampered_or_foreign_tokens_are_refused() {
         let tracked = tracker().track_email(email("<a href=\"https://a.example/\">a</a>", ""), &delivery(), BASE);
         let [token] = tokens(&tracked.html, "c").try_into().unwrap();
-        let (payload, tag) = token.split_once('.').unwrap();
+        let (key_id, rest) = token.split_once('.').unwrap();
+        let (payload, tag) = rest.split_once('.').unwrap();
         let mut forged: Tracked = serde_json::from_slice(
             &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
         )
@@ -213,9 +215,9 @@ mod tests {
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
             serde_json::to_vec(&forged).unwrap(),
         );
-        assert_eq!(tracker().click(&format!("{forged_payload}.{tag}")), None);
+        assert_eq!(tracker().click(&format!("{key_id}.{forged_payload}.{tag}")), None);
         assert_eq!(tracker().click("garbage"), None);
-        let other = LinkTracker::new(LinkSigner::new("another secret of thirty-two bytes!"));
+        let other = LinkTracker::new(LinkSigner::new(SigningKey::new("k2", "another secret of thirty-two bytes!"), []));
         assert_eq!(other.click(&token), None);
     }
 }

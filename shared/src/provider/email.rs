@@ -18,6 +18,7 @@ use crate::domain::notification::SkipReason;
 use crate::domain::unsubscribe::LinkSigner;
 use crate::domain::user::UserProfile;
 use crate::error::{DependencyError, FailureClass};
+use crate::link_keys::LinkKeys;
 use crate::store::suppressions::SuppressionStore;
 
 /// SES errors caused by the message or the sender identity.
@@ -25,33 +26,37 @@ const PERMANENT: &[&str] = &["MessageRejected", "MailFromDomainNotVerifiedExcept
 
 pub struct SesEmail {
     client: Client,
-    from_address: String,
+    mime: EmailMime,
     configuration_set: Option<String>,
-    public_api_url: String,
-    signer: LinkSigner,
+    link_keys: LinkKeys,
     suppressions: SuppressionStore,
 }
 
-impl SesEmail {
-    /// `EMAIL_FROM_ADDRESS`, `PUBLIC_API_URL` (base of the unsubscribe links),
-    /// `LINK_SIGNING_SECRET`, `SUPPRESSIONS_TABLE`, and optional `SES_CONFIGURATION_SET` (the
-    /// one whose events feed back delivered/bounced/complained).
-    pub fn load(client: Client, suppressions: aws_sdk_dynamodb::Client, settings: &mut Settings<'_>) -> Self {
+/// How a delivery becomes a MIME message: from the configured sender, with unsubscribe links to
+/// the API.
+pub struct EmailMime {
+    from_address: String,
+    public_api_url: String,
+}
+
+impl EmailMime {
+    /// `EMAIL_FROM_ADDRESS` and `PUBLIC_API_URL` (base of the unsubscribe links).
+    pub fn load(settings: &mut Settings<'_>) -> Self {
         Self {
-            client,
-            suppressions: SuppressionStore::new(suppressions, settings.required("SUPPRESSIONS_TABLE")),
             from_address: settings.required("EMAIL_FROM_ADDRESS"),
-            configuration_set: settings.optional("SES_CONFIGURATION_SET"),
             public_api_url: settings.required("PUBLIC_API_URL").trim_end_matches('/').to_string(),
-            signer: LinkSigner::new(&settings.required("LINK_SIGNING_SECRET")),
         }
     }
 
-    /// The MIME message for one delivery.
-    pub fn mime(&self, message: &DeliveryMessage<EmailContent>) -> Result<Vec<u8>, DependencyError> {
+    /// The MIME message for one delivery, its unsubscribe link signed by `signer`.
+    pub fn build(
+        &self,
+        message: &DeliveryMessage<EmailContent>,
+        signer: &LinkSigner,
+    ) -> Result<Vec<u8>, DependencyError> {
         let email = &message.content;
-        let unsubscribe =
-            format!("{}/v1/unsubscribe/{}", self.public_api_url, self.signer.token(&message.user_id, Channel::Email));
+        let token = signer.token(&message.user_id, Channel::Email);
+        let unsubscribe = format!("{}/v1/unsubscribe/{token}", self.public_api_url);
         MessageBuilder::new()
             .from(self.from_address.as_str())
             .to(email.to.as_str())
@@ -72,6 +77,26 @@ impl SesEmail {
     }
 }
 
+impl SesEmail {
+    /// The [`EmailMime`] settings, `SUPPRESSIONS_TABLE`, and optional `SES_CONFIGURATION_SET`
+    /// (the one whose events feed back delivered/bounced/complained); `link_keys` sign the
+    /// unsubscribe links.
+    pub fn load(
+        client: Client,
+        suppressions: aws_sdk_dynamodb::Client,
+        link_keys: LinkKeys,
+        settings: &mut Settings<'_>,
+    ) -> Self {
+        Self {
+            client,
+            suppressions: SuppressionStore::new(suppressions, settings.required("SUPPRESSIONS_TABLE")),
+            mime: EmailMime::load(settings),
+            configuration_set: settings.optional("SES_CONFIGURATION_SET"),
+            link_keys,
+        }
+    }
+}
+
 impl Provider for SesEmail {
     type Content = EmailContent;
     const CHANNEL: Channel = Channel::Email;
@@ -81,11 +106,12 @@ impl Provider for SesEmail {
         message: &DeliveryMessage<EmailContent>,
         _recipient: &UserProfile,
     ) -> Result<String, DependencyError> {
-        let raw = RawMessage::builder().data(Blob::new(self.mime(message)?)).build().expect("data is set");
+        let mime = self.mime.build(message, &self.link_keys.signer().await?)?;
+        let raw = RawMessage::builder().data(Blob::new(mime)).build().expect("data is set");
         let output = self
             .client
             .send_email()
-            .from_email_address(&self.from_address)
+            .from_email_address(&self.mime.from_address)
             .destination(Destination::builder().to_addresses(message.content.to.as_str()).build())
             .content(SesContent::builder().raw(raw).build())
             .set_configuration_set_name(self.configuration_set.clone())

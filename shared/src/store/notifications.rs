@@ -427,7 +427,10 @@ impl NotificationStore {
     }
 
     /// Records an open (the first one only: later pixel loads change nothing) or a click (every
-    /// one, counted on the delivery) with its timeline event.
+    /// one counted on the delivery; the first one also on the timeline). The public tracking
+    /// routes can be hit any number of times (a forwarded email, a link-scanning bot), so only
+    /// the first of each appends to the record: after it, the record keeps its size and each
+    /// click costs one small write, however many there are.
     pub async fn record_engagement(
         &self,
         id: &str,
@@ -435,8 +438,13 @@ impl NotificationStore {
         channel: Channel,
         engagement: Engagement,
     ) -> Result<Engaged, DependencyError> {
+        // DynamoDB refuses a name placeholder the expressions do not use.
+        let used: &[&str] = match engagement {
+            Engagement::Open => &["#deliveries", "#d", "#events"],
+            Engagement::Click => &["#deliveries", "#d"],
+        };
         let mut names = delivery_names(delivery_id);
-        names.retain(|placeholder, _| ["#deliveries", "#d", "#events"].contains(&placeholder.as_str()));
+        names.retain(|placeholder, _| used.contains(&placeholder.as_str()));
         let update = self
             .client
             .update_item()
@@ -453,31 +461,34 @@ impl NotificationStore {
                 .expression_attribute_values(":event", event("opened", channel)?),
             Engagement::Click => update
                 // ADD works on top-level attributes only; a nested counter is SET.
-                .update_expression(
-                    "SET #deliveries.#d.clicks = if_not_exists(#deliveries.#d.clicks, :zero) + :one, \
-                     #events = list_append(#events, :event)",
-                )
+                .update_expression("SET #deliveries.#d.clicks = if_not_exists(#deliveries.#d.clicks, :zero) + :one")
                 .condition_expression("attribute_exists(#deliveries.#d)")
                 .expression_attribute_values(":zero", AttributeValue::N("0".into()))
                 .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                .expression_attribute_values(":event", event("clicked", channel)?)
                 // The old count tells a first click from a later one.
                 .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld),
         };
-        match update.send().await {
-            // The old click count is returned only if there was one: its absence means a first click.
-            Ok(output) => Ok(Engaged::Recorded {
-                first: engagement == Engagement::Open
-                    || !output.attributes.unwrap_or_default().get("deliveries").is_some_and(|old| {
-                        old.as_m()
-                            .ok()
-                            .and_then(|m| m.get(delivery_id))
-                            .and_then(|d| d.as_m().ok())
-                            .is_some_and(|d| d.contains_key("clicks"))
-                    }),
-            }),
-            Err(error) => found_instead(error).map(|_| Engaged::NotRecorded),
+        let output = match update.send().await {
+            Ok(output) => output,
+            Err(error) => return found_instead(error).map(|_| Engaged::NotRecorded),
+        };
+        if engagement == Engagement::Open {
+            return Ok(Engaged::Recorded { first: true });
         }
+        // The old click count is returned only if there was one: its absence means a first click.
+        let first = !output.attributes.unwrap_or_default().get("deliveries").is_some_and(|old| {
+            old.as_m()
+                .ok()
+                .and_then(|m| m.get(delivery_id))
+                .and_then(|d| d.as_m().ok())
+                .is_some_and(|d| d.contains_key("clicks"))
+        });
+        // Exactly one click finds no count before it: that one puts the click on the timeline
+        // (a failure to is logged: the click is counted either way).
+        if first && let Err(error) = self.append_event(id, "clicked", channel).await {
+            tracing::warn!(notification_id = %id, error = %error, "the first click is not on the timeline");
+        }
+        Ok(Engaged::Recorded { first })
     }
 
     /// Appends an event to a notification's timeline (no-op for a notification that is gone).

@@ -24,9 +24,12 @@ impl<F: Function> Invoke for F {
     }
 }
 
-type Factory = Box<dyn Fn(&SdkConfig, &HashMap<String, String>) -> Result<Arc<dyn Invoke>, ConfigError> + Send + Sync>;
+/// A function's init: what its `main.rs` does at cold start, from its SDK configuration and
+/// environment.
+pub type Init = BoxFuture<'static, Result<Arc<dyn Invoke>, ConfigError>>;
+type Factory = Box<dyn Fn(SdkConfig, HashMap<String, String>) -> Init + Send + Sync>;
 
-/// Cargo binary name → how to build that function (what `main.rs` does at cold start).
+/// Cargo binary name → how to build that function.
 pub struct Registry {
     factories: HashMap<String, Factory>,
 }
@@ -39,14 +42,19 @@ impl Registry {
     /// The project's five functions.
     pub fn project() -> Self {
         let mut registry = Self::empty();
-        registry.register("intake", |sdk, env| Ok(Arc::new(intake::Intake::load(sdk, env)?)));
+        registry.register_async("intake", |sdk, env| {
+            Box::pin(async move { Ok(Arc::new(intake::Intake::load(&sdk, &env).await?) as Arc<dyn Invoke>) })
+        });
         registry.register("dispatch-push", |sdk, env| Ok(Arc::new(dispatch_push::load(sdk, env)?)));
         registry.register("dispatch-sms", |sdk, env| Ok(Arc::new(dispatch_sms::load(sdk, env)?)));
-        registry.register("dispatch-email", |sdk, env| Ok(Arc::new(dispatch_email::load(sdk, env)?)));
+        registry.register_async("dispatch-email", |sdk, env| {
+            Box::pin(async move { Ok(Arc::new(dispatch_email::load(&sdk, &env).await?) as Arc<dyn Invoke>) })
+        });
         registry.register("retry", |sdk, env| Ok(Arc::new(retry::Retry::load(sdk, env)?)));
         registry
     }
 
+    /// A function whose init makes no AWS call.
     pub fn register(
         &mut self,
         binary: &str,
@@ -55,16 +63,30 @@ impl Registry {
         + Sync
         + 'static,
     ) {
+        let factory = Arc::new(factory);
+        self.register_async(binary, move |sdk, env| {
+            let factory = factory.clone();
+            Box::pin(async move { factory(&sdk, &env) })
+        });
+    }
+
+    /// A function whose init reads something (its keys) from AWS.
+    pub fn register_async(
+        &mut self,
+        binary: &str,
+        factory: impl Fn(SdkConfig, HashMap<String, String>) -> Init + Send + Sync + 'static,
+    ) {
         self.factories.insert(binary.to_string(), Box::new(factory));
     }
 
-    pub fn build(
+    pub async fn build(
         &self,
         binary: &str,
         sdk: &SdkConfig,
         env: &HashMap<String, String>,
     ) -> Option<Result<Arc<dyn Invoke>, ConfigError>> {
-        self.factories.get(binary).map(|factory| factory(sdk, env))
+        let factory = self.factories.get(binary)?;
+        Some(factory(sdk.clone(), env.clone()).await)
     }
 }
 

@@ -151,6 +151,7 @@ impl LocalStack {
             let handler = options
                 .registry
                 .build(&spec.binary, &function_sdk(&spec.logical_id), environment)
+                .await
                 .ok_or_else(|| fail(format!("no cargo binary {:?} is registered with the local stack", spec.binary)))?
                 .map_err(|error| fail(error.to_string()))?;
             let Some(Physical::Function { name, arn }) = deployed.resources.get(&spec.logical_id).cloned() else {
@@ -292,11 +293,6 @@ pub async fn local_parameters(
                 message: aws_sdk_sns::error::DisplayErrorContext(error).to_string(),
             })?;
         parameters.insert(parameter.to_string(), created.platform_application_arn.unwrap_or_default());
-    }
-    if wanted("LinkSigningSecret") {
-        let mut bytes = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-        parameters.insert("LinkSigningSecret".into(), bytes.iter().map(|byte| format!("{byte:02x}")).collect());
     }
     if wanted("EmailFromAddress") {
         // SES sends only from verified identities; the emulator verifies at once. A sender

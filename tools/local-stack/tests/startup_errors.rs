@@ -58,15 +58,18 @@ async fn a_parameter_without_a_value_is_named() {
     assert!(error.to_string().contains("parameter ApnsPlatformApplicationArn has no default"), "{error}");
 }
 
-#[test]
-fn each_function_names_its_missing_variables() {
+#[tokio::test]
+async fn each_function_names_its_missing_variables() {
     let sdk = aws_config::SdkConfig::builder().build();
     let empty = HashMap::new();
-    let intake = intake::Intake::load(&sdk, &empty).err().unwrap().to_string();
-    assert!(intake.contains("APPS_TABLE") && intake.contains("SMS_QUEUE_URL"), "{intake}");
+    let intake = intake::Intake::load(&sdk, &empty).await.err().unwrap().to_string();
+    assert!(
+        intake.contains("APPS_TABLE") && intake.contains("SMS_QUEUE_URL") && intake.contains("LINK_SIGNING_KEY_ARN"),
+        "{intake}"
+    );
     let push = dispatch_push::load(&sdk, &empty).err().unwrap().to_string();
     assert!(push.contains("APNS_PLATFORM_APPLICATION_ARN"), "{push}");
-    let email = dispatch_email::load(&sdk, &empty).err().unwrap().to_string();
+    let email = dispatch_email::load(&sdk, &empty).await.err().unwrap().to_string();
     assert!(email.contains("EMAIL_FROM_ADDRESS"), "{email}");
     let retry = retry::Retry::load(&sdk, &empty).err().unwrap().to_string();
     assert!(retry.contains("SMS_DLQ_URL"), "{retry}");

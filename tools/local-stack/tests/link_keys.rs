@@ -1,0 +1,106 @@
+//! The key that signs unsubscribe and tracking links is a Secrets Manager secret the stack
+//! generates (never in a function's environment); links name the key that signed them, so a
+//! rotation keeps every link already sent working, and a warm function learns the new key.
+
+mod support;
+
+use std::collections::HashMap;
+
+use local_stack::resolve::Physical;
+use notify::config::Settings;
+use notify::domain::channel::Channel;
+use notify::domain::user::UserId;
+use notify::link_keys::LinkKeys;
+use reqwest::Method;
+use serde_json::json;
+use support::api::{Api, every_delivery_sent, unique};
+use support::emulator_state;
+
+/// The key's secret ARN and its current (value, version id).
+async fn current_key(api: &Api) -> (String, String, String) {
+    let Some(Physical::Secret { arn, .. }) = api.stack.deployed.resources.get("LinkSigningKey") else {
+        panic!("the template has a LinkSigningKey secret")
+    };
+    let current = api.clients.secrets.get_secret_value().secret_id(arn).send().await.unwrap();
+    (arn.clone(), current.secret_string.unwrap(), current.version_id.unwrap())
+}
+
+/// The key id a version's links carry.
+fn key_id(version_id: &str) -> String {
+    version_id.chars().filter(char::is_ascii_alphanumeric).take(8).collect()
+}
+
+#[tokio::test]
+async fn a_rotation_keeps_links_already_sent_working_and_a_warm_intake_learns_the_new_key() {
+    let api = Api::start().await;
+    let (arn, first_value, first_version) = current_key(&api).await;
+    for (function, environment) in &api.stack.deployed.function_environments {
+        assert!(
+            !environment.values().any(|value| value.contains(&first_value)),
+            "{function} has the key in its environment"
+        );
+    }
+
+    // An email with a tracked link and an unsubscribe link, signed with the first key.
+    let (user, template) = (unique("u"), unique("t"));
+    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"email": format!("{user}@example.com")}))).await;
+    let content = json!({"default_locale": "en", "tracking": true, "locales": {"en": {"email": {
+        "subject": "Hi", "html": "<a href=\"https://shop.example.com/\">Shop</a>", "text": "Hi"}}}});
+    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+    let body = json!({"user_id": user, "template": template});
+    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
+    api.wait_for_notification(&id, "the email to be sent", every_delivery_sent).await;
+    let (clicks, _) = api.tracking_links(&id, "c").await;
+    let raw = emulator_state().await["ses"]["RawMessage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|message| message["raw_data"].as_str())
+        .find(|raw| raw.contains(&format!("X-Notification-Id: {id}")))
+        .unwrap()
+        .to_string();
+    let unsubscribe = raw.lines().find_map(|line| line.strip_prefix("List-Unsubscribe: <")).unwrap();
+    let unsubscribe = unsubscribe.trim_end_matches('>').trim_start_matches(&api.stack.api_url).to_string();
+    let first_id = key_id(&first_version);
+    assert!(unsubscribe.starts_with(&format!("/v1/unsubscribe/{first_id}.")), "{unsubscribe} names its key");
+    assert!(clicks[0].contains(&format!("/t/c/{first_id}.")), "{} names its key", clicks[0]);
+
+    // On-call rotates the key.
+    let rotated = api
+        .clients
+        .secrets
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(unique("a-new-key-"))
+        .send()
+        .await
+        .unwrap();
+    let second_id = key_id(rotated.version_id.as_deref().unwrap());
+    assert_ne!(first_id, second_id);
+
+    // Links already sent keep working.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    assert_eq!(http.get(&clicks[0]).send().await.unwrap().status(), 302);
+    assert_eq!(api.call_as(None, Method::GET, &unsubscribe, None, &[]).await.status, 200);
+
+    // A function started after the rotation signs with the new key and still verifies the old.
+    let env = HashMap::from([("LINK_SIGNING_KEY_ARN".to_string(), arn.clone())]);
+    let mut settings = Settings::new(&env);
+    let fresh = LinkKeys::load(api.clients.secrets.clone(), &mut settings);
+    settings.finish().unwrap();
+    fresh.read().await.unwrap();
+    let signer = fresh.signer().await.unwrap();
+    let user_id = UserId::parse(&user).unwrap();
+    let new_token = signer.token(&user_id, Channel::Email);
+    assert!(new_token.starts_with(&format!("{second_id}.")), "{new_token}");
+    let old_token = unsubscribe.trim_start_matches("/v1/unsubscribe/");
+    assert_eq!(signer.verify(old_token), Some((user_id, Channel::Email)));
+
+    // The warm intake, which read the first key only, verifies the new link: it reads the key
+    // again. A link naming a key the secret never had is refused.
+    assert_eq!(api.call_as(None, Method::GET, &format!("/v1/unsubscribe/{new_token}"), None, &[]).await.status, 200);
+    let forged = new_token.replacen(&second_id, "zzzzzzzz", 1);
+    assert_eq!(api.call_as(None, Method::GET, &format!("/v1/unsubscribe/{forged}"), None, &[]).await.status, 404);
+    assert!(api.stack.denials().is_empty(), "{:#?}", api.stack.denials());
+    api.stack.stop().await;
+}
