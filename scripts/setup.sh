@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs that is not Rust itself: project-local Python venvs
-# (the pinned emulator; lint/build tooling; and, asked for by scripts/api-fuzz.sh only,
-# schemathesis). Idempotent and fast when nothing changed: each venv
+# (the pinned emulator and SAM's translator; lint/build tooling; checkov; and, asked for by
+# scripts/api-fuzz.sh only, schemathesis). Idempotent and fast when nothing changed: each venv
 # is rebuilt only when its requirements file changes.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,10 +27,12 @@ install_venv() {
 case "${1:-all}" in
   emulator) install_venv emulator "$root/tools/requirements-emulator.txt" ;;
   tooling) install_venv tooling "$root/tools/requirements-tooling.txt" ;;
+  checkov) install_venv checkov "$root/tools/requirements-checkov.txt" ;;
   api-fuzz) install_venv api-fuzz "$root/tools/requirements-api-fuzz.txt" ;;
   all)
     install_venv emulator "$root/tools/requirements-emulator.txt"
     install_venv tooling "$root/tools/requirements-tooling.txt"
+    install_venv checkov "$root/tools/requirements-checkov.txt"
     ;;
-  *) echo "usage: scripts/setup.sh [emulator|tooling|api-fuzz|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [emulator|tooling|checkov|api-fuzz|all]" >&2; exit 2 ;;
 esac

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
 use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
+use local_stack::iam::policy::{Decision, Permission};
 use local_stack::iam::{Denial, function_access_key_id};
 use local_stack::resolve::Physical;
 use reqwest::Method;
@@ -223,11 +224,10 @@ async fn every_route_and_function_path_runs_within_its_role() {
 
 /// The project's template without the dispatchers' read of the rate-limit table.
 fn template_without_the_rate_limit_read() -> String {
-    let grant = "        - DynamoDBReadPolicy: { TableName: !Ref RateLimitsTable }\n";
+    let grant = "Action: [dynamodb:GetItem, dynamodb:PutItem]\n              Resource: !GetAtt RateLimitsTable.Arn";
     let text = project_template_text();
-    let without = text.replace(grant, "");
     assert_eq!(text.matches(grant).count(), 3, "each dispatcher has the grant in template.yaml");
-    without
+    text.replace(grant, "Action: dynamodb:PutItem\n              Resource: !GetAtt RateLimitsTable.Arn")
 }
 
 #[tokio::test]
@@ -366,5 +366,41 @@ async fn an_access_key_no_function_or_operator_owns_is_refused() {
         operator.list_queues().send().await.ok()
     })
     .await;
+    api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_roles_grant_what_the_functions_do_and_no_more() {
+    let api = Api::start().await;
+    let authorizer = api.stack.authorizer.as_ref().unwrap();
+    let allowed = |function: &str, action: &str, resource: &str| {
+        matches!(authorizer.decide(function, &Permission::new(action, resource)), Some(Decision::Allowed { .. }))
+    };
+    let arn = |logical_id: &str| match api.stack.deployed.resources.get(logical_id) {
+        Some(Physical::Table { arn, .. }) => arn.clone(),
+        other => panic!("{logical_id} is {other:?}"),
+    };
+    let functions: Vec<String> = api.stack.deployed.spec.functions.iter().map(|f| f.logical_id.clone()).collect();
+    let tables: Vec<String> = api.stack.deployed.spec.tables.iter().map(|t| t.logical_id.clone()).collect();
+    for function in &functions {
+        for table in &tables {
+            assert!(!allowed(function, "dynamodb:Scan", &arn(table)), "{function} may scan {table}: nothing scans");
+        }
+    }
+    // The dispatchers only read users; the intake only reads suppressions; retry only its index.
+    let users = arn("UsersTable");
+    assert!(!allowed("DispatchSmsFunction", "dynamodb:PutItem", &users));
+    assert!(!allowed("DispatchPushFunction", "dynamodb:DeleteItem", &users));
+    assert!(!allowed("IntakeFunction", "dynamodb:PutItem", &arn("SuppressionsTable")));
+    let notifications = arn("NotificationsTable");
+    assert!(allowed("RetryFunction", "dynamodb:Query", &format!("{notifications}/index/pending")));
+    assert!(!allowed("RetryFunction", "dynamodb:Query", &notifications));
+    // Push reaches the endpoints of the stack's own platform applications only.
+    let apns =
+        api.stack.deployed.function_environments["DispatchPushFunction"]["APNS_PLATFORM_APPLICATION_ARN"].clone();
+    let own_endpoint = format!("{}/1234", apns.replacen(":app/", ":endpoint/", 1));
+    assert!(allowed("DispatchPushFunction", "sns:Publish", &own_endpoint), "{own_endpoint}");
+    let foreign = own_endpoint.replacen(&format!("{}-apns", api.stack.deployed.stack_name), "another-app", 1);
+    assert!(!allowed("DispatchPushFunction", "sns:Publish", &foreign), "{foreign}");
     api.stack.stop().await;
 }

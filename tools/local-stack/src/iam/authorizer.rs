@@ -79,6 +79,16 @@ impl Authorizer {
         Ok(Self { url, shared, task })
     }
 
+    /// What function `logical_id`'s role says about `permission` (`None`: no such function).
+    pub fn decide(&self, logical_id: &str, permission: &Permission) -> Option<Decision> {
+        self.shared.principals.values().find_map(|principal| match principal {
+            Principal::Function { logical_id: id, statements, .. } if id == logical_id => {
+                Some(decide(statements, permission))
+            }
+            _ => None,
+        })
+    }
+
     /// Every request refused so far.
     pub fn denials(&self) -> Vec<Denial> {
         self.shared.denials.lock().expect("denials lock").clone()
