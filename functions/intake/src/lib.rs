@@ -36,6 +36,7 @@ use notify::store::stats::{StatsRecorder, StatsStore};
 use notify::store::suppressions::SuppressionStore;
 use notify::store::templates::TemplateStore;
 use notify::store::users::UserStore;
+use tracing::Instrument;
 
 pub use problem::ApiError;
 
@@ -132,8 +133,11 @@ impl Intake {
         }
     }
 
+    /// The calling app; from here on every log line of the request names it.
     async fn authenticate(&self, request: &ApiGatewayV2httpRequest, scope: Scope) -> Result<AppRecord, ApiError> {
-        auth::authenticate(&self.apps, &self.app_cache, &request.headers, scope).await
+        let app = auth::authenticate(&self.apps, &self.app_cache, &request.headers, scope).await?;
+        tracing::Span::current().record("app_key", app.app_key.as_str());
+        Ok(app)
     }
 
     pub async fn route(&self, request: ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse, ApiError> {
@@ -227,9 +231,22 @@ impl Function for Intake {
     type Output = ApiGatewayV2httpResponse;
 
     async fn handle(&self, event: LambdaEvent<ApiGatewayV2httpRequest>) -> Result<ApiGatewayV2httpResponse, Error> {
-        let response = self.route(event.payload).await.unwrap_or_else(ApiError::into_response);
-        self.stats.flush().await;
-        notify::metrics::flush();
-        Ok(response)
+        let request = event.payload;
+        // Every log line of a request names its route and API Gateway's request id (the access
+        // log's requestId), and, once authenticated, the calling app.
+        let span = tracing::info_span!(
+            "request",
+            route = request.route_key.as_deref().unwrap_or_default(),
+            api_request_id = request.request_context.request_id.as_deref().unwrap_or_default(),
+            app_key = tracing::field::Empty,
+        );
+        async {
+            let response = self.route(request).await.unwrap_or_else(ApiError::into_response);
+            self.stats.flush().await;
+            notify::metrics::flush();
+            Ok(response)
+        }
+        .instrument(span)
+        .await
     }
 }
