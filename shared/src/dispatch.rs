@@ -33,7 +33,7 @@ use crate::error::DependencyError;
 use crate::provider::Provider;
 use crate::store::notifications::{AttemptOutcome, Claim, Lease, NotificationStore};
 use crate::store::rate_limits::RateLimiter;
-use crate::store::stats::{StatsRecorder, StatsStore};
+use crate::store::stats::{Counted, StatsRecorder, StatsStore};
 use crate::store::users::UserStore;
 
 /// The retries of a `sent` write: 0.2, 0.4, … 3.2 s apart (6.2 s in all, well inside the lease).
@@ -252,7 +252,8 @@ impl<P: Provider> Dispatcher<P> {
             AttemptOutcome::Parked(_) => (crate::metrics::Outcome::Parked, None),
         };
         if let Some(counter) = counter {
-            self.stats.count(message.template.as_str(), P::CHANNEL, &counter);
+            let counted = Counted { app_key: &message.app_key, template: message.template.as_str() };
+            self.stats.count(counted, P::CHANNEL, &counter);
         }
         crate::metrics::delivery(P::CHANNEL, metric);
         tracing::info!(

@@ -14,7 +14,7 @@ use crate::domain::notification::{DeliveryFailure, DeliveryStatus};
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics;
 use crate::store::notifications::{FeedbackRecorded, FeedbackTransition, NotificationStore};
-use crate::store::stats::{StatsRecorder, StatsStore};
+use crate::store::stats::{Counted, StatsRecorder, StatsStore};
 use crate::store::suppressions::{Suppression, SuppressionReason, SuppressionStore};
 
 pub struct EmailFeedback {
@@ -131,7 +131,8 @@ impl EmailFeedback {
         match self.notifications.record_feedback(id, delivery_id, Channel::Email, &transition).await? {
             FeedbackRecorded::Recorded => {
                 metrics::delivery(Channel::Email, metric);
-                self.stats.count(event.template(), Channel::Email, transition.to.as_str());
+                let counted = Counted { app_key: event.app_key(), template: event.template() };
+                self.stats.count(counted, Channel::Email, transition.to.as_str());
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, status = transition.to.as_str(), "feedback recorded");
                 Ok(Outcome::Done)
             }

@@ -174,6 +174,7 @@ fn email_dispatch(profile: &UserProfile, template: &Template) -> (EmailMime, Str
         notification_id: NOTIFICATION_ID.into(),
         delivery_id: "email".into(),
         user_id: profile.user_id.clone(),
+        app_key: "ak_0123456789abcdef0123".into(),
         template: template.name.clone(),
         transactional: false,
         content: EmailContent { to: profile.email.clone().unwrap(), subject, html, text },

@@ -202,8 +202,8 @@ impl Intake {
                 self.get_notification(&app, request).await
             }
             "GET /v1/stats" => {
-                self.authenticate(request, Scope::Status).await?;
-                self.get_stats(request).await
+                let app = self.authenticate(request, Scope::Status).await?;
+                self.get_stats(&app, request).await
             }
             other => Err(ApiError::NotFound(format!("no route {other:?}"))),
         }

@@ -234,6 +234,7 @@ proptest! {
             text,
         };
         let delivery = Tracked {
+            app_key: "ak_0123456789abcdef0123".into(),
             notification_id: "n".into(),
             delivery_id: "email".into(),
             channel: Channel::Email,

@@ -499,6 +499,7 @@ pub fn assemble(
         let content = match content {
             OutboundContent::Email(email) if template.tracking => {
                 let delivery = Tracked {
+                    app_key: app.app_key.clone(),
                     notification_id: id.clone(),
                     delivery_id: delivery_id.clone(),
                     channel: Channel::Email,
@@ -515,6 +516,7 @@ pub fn assemble(
             notification_id: id.clone(),
             delivery_id: delivery_id.clone(),
             user_id: request.user_id.clone(),
+            app_key: app.app_key.clone(),
             template: request.template.clone(),
             transactional: template.transactional,
             content,

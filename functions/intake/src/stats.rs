@@ -2,8 +2,10 @@
 //! time range, from the counters the functions maintain as events happen.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use notify::domain::app::AppRecord;
 use notify::domain::notification::{NotificationRecord, SkipReason};
 use notify::domain::stats::{ACCEPTED, StatsQuery, skipped_counter};
+use notify::store::stats::Counted;
 
 use crate::Intake;
 use crate::problem::{ApiError, json_response};
@@ -11,6 +13,7 @@ use crate::problem::{ApiError, json_response};
 impl Intake {
     pub(crate) async fn get_stats(
         &self,
+        app: &AppRecord,
         request: &ApiGatewayV2httpRequest,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let parameter = |name: &str| request.query_string_parameters.first(name);
@@ -22,7 +25,8 @@ impl Intake {
             notify::time::now_epoch_seconds(),
         )
         .map_err(ApiError::Validation)?;
-        Ok(json_response(200, "application/json", &self.stats.report(&query).await?))
+        // An app sees the counts of its own notifications only.
+        Ok(json_response(200, "application/json", &self.stats.report(&[app.app_key.as_str()], &query).await?))
     }
 
     /// Counts a newly accepted notification: each delivery and each channel skipped for the
@@ -30,12 +34,13 @@ impl Intake {
     pub(crate) fn count_accepted(&self, record: &NotificationRecord) {
         let skipped: Vec<_> = record.skipped.iter().filter(|skipped| skipped.reason != SkipReason::NoContent).collect();
         let channels = record.deliveries.values().map(|delivery| delivery.channel);
+        let counted = Counted { app_key: &record.app_key, template: &record.template };
         for channel in channels.chain(skipped.iter().map(|skipped| skipped.channel)) {
-            self.stats.count(&record.template, channel, ACCEPTED);
+            self.stats.count(counted, channel, ACCEPTED);
             notify::metrics::delivery(channel, notify::metrics::Outcome::Accepted);
         }
         for skipped in skipped {
-            self.stats.count(&record.template, skipped.channel, &skipped_counter(skipped.reason));
+            self.stats.count(counted, skipped.channel, &skipped_counter(skipped.reason));
             notify::metrics::delivery(skipped.channel, notify::metrics::Outcome::Skipped);
         }
     }

@@ -7,6 +7,7 @@ use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use notify::domain::tracking::{LinkTracker, Tracked};
 use notify::store::notifications::Engagement;
+use notify::store::stats::Counted;
 
 use crate::Intake;
 use crate::problem::ApiError;
@@ -36,7 +37,10 @@ impl Intake {
             .record_engagement(&tracked.notification_id, &tracked.delivery_id, tracked.channel, engagement)
             .await;
         match engaged {
-            Ok(engaged) => self.stats.count_engagement(&tracked.template, tracked.channel, engagement, engaged),
+            Ok(engaged) => {
+                let counted = Counted { app_key: &tracked.app_key, template: &tracked.template };
+                self.stats.count_engagement(counted, tracked.channel, engagement, engaged)
+            }
             Err(error) => {
                 tracing::warn!(notification_id = %tracked.notification_id, error = %error, ?engagement, "engagement not recorded")
             }

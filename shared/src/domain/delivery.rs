@@ -16,6 +16,10 @@ pub struct DeliveryMessage<C> {
     /// Key of this delivery within its notification record (`sms`, `email`, `push-1`, …).
     pub delivery_id: String,
     pub user_id: UserId,
+    /// The app that sent it (whose stats count it). Empty on messages enqueued before the
+    /// field existed.
+    #[serde(default)]
+    pub app_key: String,
     pub template: TemplateName,
     /// Transactional messages bypass per-user rate limits.
     pub transactional: bool,
@@ -107,6 +111,7 @@ mod tests {
             notification_id: "n-1".into(),
             delivery_id: "sms".into(),
             user_id: UserId::parse("u-1").unwrap(),
+            app_key: "ak_0123456789abcdef0123".into(),
             template: TemplateName::parse("welcome").unwrap(),
             transactional: false,
             content: OutboundContent::Sms(SmsContent {

@@ -97,9 +97,18 @@ impl SesEvent {
         Some((tag("notification_id")?, tag("delivery_id")?))
     }
 
+    fn tag(&self, name: &str) -> Option<&str> {
+        self.mail.tags.get(name).and_then(|values| values.first()).map(String::as_str)
+    }
+
     /// The template the email was rendered from (the `template` tag).
     pub fn template(&self) -> &str {
-        self.mail.tags.get("template").and_then(|values| values.first()).map(String::as_str).unwrap_or("unknown")
+        self.tag("template").unwrap_or("unknown")
+    }
+
+    /// The app that sent it (the `app` tag; none on emails sent before the tag was added).
+    pub fn app_key(&self) -> &str {
+        self.tag("app").unwrap_or_default()
     }
 
     pub fn feedback(&self) -> Feedback {

@@ -17,6 +17,9 @@ const OPEN: &str = "track-open";
 /// What a tracking token refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tracked {
+    /// The app that sent it (whose stats count it); empty in tokens sealed before it was added.
+    #[serde(rename = "a", default)]
+    pub app_key: String,
     #[serde(rename = "n")]
     pub notification_id: String,
     #[serde(rename = "d")]
@@ -135,6 +138,7 @@ mod tests {
 
     fn delivery() -> Tracked {
         Tracked {
+            app_key: "ak_0123456789abcdef0123".into(),
             notification_id: "n-1".into(),
             delivery_id: "email".into(),
             channel: Channel::Email,

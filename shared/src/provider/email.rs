@@ -119,6 +119,7 @@ impl Provider for SesEmail {
             .email_tags(tag("notification_id", &message.notification_id))
             .email_tags(tag("delivery_id", &message.delivery_id))
             .email_tags(tag("template", message.template.as_str()))
+            .email_tags(tag("app", &message.app_key))
             .send()
             .await
             .map_err(|error| classify("sesv2", "SendEmail", error, PERMANENT))?;

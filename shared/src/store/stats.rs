@@ -1,8 +1,9 @@
-//! The stats table: counters per template, channel and UTC hour, maintained as events happen
-//! (no scans). Key `scope` = `<template>#<channel>` (and `*#<channel>` for every template),
-//! sort key `hour` = `2026-11-22T05`; each counter is a number attribute (`sent`, `delivered`,
-//! `skipped_rate_limited`, …). Functions tally in memory and write once per request or batch:
-//! one `ADD` UpdateItem per scope and hour touched.
+//! The stats table: counters per app, template, channel and UTC hour, maintained as events
+//! happen (no scans). Key `scope` = `<app key>#<template>#<channel>` (and `<app key>#*#<channel>`
+//! for all the app's templates), sort key `hour` = `2026-11-22T05`; each counter is a number
+//! attribute (`sent`, `delivered`, `skipped_rate_limited`, …). An app reads its own counters
+//! only. Functions tally in memory and write once per request or batch: one `ADD` UpdateItem per
+//! scope and hour touched.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,16 +22,23 @@ pub const ALL_TEMPLATES: &str = "*";
 /// Counters waiting to be written.
 #[derive(Debug, Default)]
 pub struct Tally {
-    counts: BTreeMap<(String, Channel, String), BTreeMap<String, u64>>,
+    counts: BTreeMap<(String, String, Channel, String), BTreeMap<String, u64>>,
+}
+
+/// Whose counter: the app that sent the notification, and its template.
+#[derive(Clone, Copy, Debug)]
+pub struct Counted<'a> {
+    pub app_key: &'a str,
+    pub template: &'a str,
 }
 
 impl Tally {
-    /// Counts `n` of `counter` for `template` on `channel`, in the current hour.
-    pub fn add(&mut self, template: &str, channel: Channel, counter: &str, n: u64) {
+    /// Counts `n` of `counter` for the app's template on `channel`, in the current hour.
+    pub fn add(&mut self, counted: Counted<'_>, channel: Channel, counter: &str, n: u64) {
         let hour = crate::time::hour_bucket(crate::time::now_epoch_seconds());
         *self
             .counts
-            .entry((template.to_string(), channel, hour))
+            .entry((counted.app_key.to_string(), counted.template.to_string(), channel, hour))
             .or_default()
             .entry(counter.to_string())
             .or_default() += n;
@@ -52,14 +60,15 @@ impl StatsStore {
         Self { client, table: table.into() }
     }
 
-    /// Writes a tally: for each template, channel and hour, its scope and the all-templates
-    /// scope, concurrently.
+    /// Writes a tally: for each app, template, channel and hour, its scope and the app's
+    /// all-templates scope, concurrently.
     pub async fn write(&self, tally: Tally) -> Result<(), DependencyError> {
-        // The all-templates scope gets one write per channel and hour, however many templates.
+        // The all-templates scope gets one write per app, channel and hour, however many templates.
         let mut scoped: BTreeMap<(String, Channel, String), BTreeMap<String, u64>> = BTreeMap::new();
-        for ((template, channel, hour), counters) in tally.counts {
-            for scope in [template.as_str(), ALL_TEMPLATES] {
-                let sums = scoped.entry((scope.to_string(), channel, hour.clone())).or_default();
+        for ((app_key, template, channel, hour), counters) in tally.counts {
+            for template in [template.as_str(), ALL_TEMPLATES] {
+                let scope = format!("{app_key}#{template}");
+                let sums = scoped.entry((scope, channel, hour.clone())).or_default();
                 for (counter, n) in &counters {
                     *sums.entry(counter.clone()).or_insert(0) += n;
                 }
@@ -92,16 +101,17 @@ impl StatsStore {
         Ok(())
     }
 
-    /// Sums the counters of `template` (or every template) on `channel` over the hours
-    /// `from_hour..=to_hour`.
+    /// Sums the counters of an app's `template` (or all its templates) on `channel` over the
+    /// hours `from_hour..=to_hour`.
     pub async fn sum(
         &self,
+        app_key: &str,
         template: Option<&str>,
         channel: Channel,
         from_hour: &str,
         to_hour: &str,
     ) -> Result<BTreeMap<String, u64>, DependencyError> {
-        let scope = format!("{}#{channel}", template.unwrap_or(ALL_TEMPLATES));
+        let scope = format!("{app_key}#{}#{channel}", template.unwrap_or(ALL_TEMPLATES));
         let mut totals = BTreeMap::new();
         let mut pages = self
             .client
@@ -127,20 +137,26 @@ impl StatsStore {
         Ok(totals)
     }
 
-    /// The report of a query: the counters summed over its channels and hours.
-    pub async fn report(&self, query: &crate::domain::stats::StatsQuery) -> Result<serde_json::Value, DependencyError> {
+    /// The report of a query: the counters of `apps` summed over its channels and hours.
+    pub async fn report(
+        &self,
+        apps: &[&str],
+        query: &crate::domain::stats::StatsQuery,
+    ) -> Result<serde_json::Value, DependencyError> {
         let (from, to) = (crate::time::hour_bucket(query.from), crate::time::hour_bucket(query.to));
         let template = query.template.as_ref().map(|t| t.as_str());
-        let channels = query.channels();
-        let sums =
-            futures::future::try_join_all(channels.iter().map(|channel| self.sum(template, *channel, &from, &to)))
-                .await?;
+        let scopes: Vec<(&str, Channel)> =
+            apps.iter().flat_map(|app| query.channels().into_iter().map(move |channel| (*app, channel))).collect();
+        let sums = futures::future::try_join_all(
+            scopes.iter().map(|(app, channel)| self.sum(app, template, *channel, &from, &to)),
+        )
+        .await?;
         let mut totals = BTreeMap::new();
         let mut email_sent = 0;
-        for (channel, sum) in channels.into_iter().zip(sums) {
+        for ((_, channel), sum) in scopes.into_iter().zip(sums) {
             for (counter, n) in sum {
                 if channel == Channel::Email && counter == "sent" {
-                    email_sent = n;
+                    email_sent += n;
                 }
                 *totals.entry(counter).or_insert(0) += n;
             }
@@ -162,24 +178,24 @@ impl StatsRecorder {
         Self { store, pending: Default::default() }
     }
 
-    pub fn count(&self, template: &str, channel: Channel, counter: &str) {
-        self.pending.lock().expect("stats lock").add(template, channel, counter, 1);
+    pub fn count(&self, counted: Counted<'_>, channel: Channel, counter: &str) {
+        self.pending.lock().expect("stats lock").add(counted, channel, counter, 1);
     }
 
     /// Counts an open or click as the rates do (a delivery's first open, its first click, and
     /// every click), with its EMF metric.
-    pub fn count_engagement(&self, template: &str, channel: Channel, engagement: Engagement, engaged: Engaged) {
+    pub fn count_engagement(&self, counted: Counted<'_>, channel: Channel, engagement: Engagement, engaged: Engaged) {
         let Engaged::Recorded { first } = engaged else { return };
         use crate::domain::stats::{CLICKED, CLICKS, OPENED};
         match engagement {
             Engagement::Open => {
-                self.count(template, channel, OPENED);
+                self.count(counted, channel, OPENED);
                 crate::metrics::delivery(channel, crate::metrics::Outcome::Opened);
             }
             Engagement::Click => {
-                self.count(template, channel, CLICKS);
+                self.count(counted, channel, CLICKS);
                 if first {
-                    self.count(template, channel, CLICKED);
+                    self.count(counted, channel, CLICKED);
                     crate::metrics::delivery(channel, crate::metrics::Outcome::Clicked);
                 }
             }
@@ -196,7 +212,11 @@ impl StatsRecorder {
         }
     }
 
-    pub async fn report(&self, query: &crate::domain::stats::StatsQuery) -> Result<serde_json::Value, DependencyError> {
-        self.store.report(query).await
+    pub async fn report(
+        &self,
+        apps: &[&str],
+        query: &crate::domain::stats::StatsQuery,
+    ) -> Result<serde_json::Value, DependencyError> {
+        self.store.report(apps, query).await
     }
 }

@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use notify::domain::app::Scope;
 use reqwest::Method;
 use serde_json::json;
 use support::api::{Api, every_delivery_sent, hard_bounce, unique};
@@ -69,5 +70,61 @@ async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
     assert!(everything["counts"]["accepted"].as_u64().unwrap() >= 2);
     let refused = api.call(Method::GET, "/v1/stats?channel=fax&from=yesterday", None).await;
     assert_eq!(refused.status.as_u16(), 422);
+    api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_app_sees_the_counts_of_its_own_notifications_only() {
+    let api = Api::start().await;
+    let scopes = std::collections::BTreeSet::from([Scope::Send, Scope::Status]);
+    let other = local_stack::demo::create_app(&api.clients, &api.stack.deployed, "other", scopes).await.unwrap();
+    let other_credentials = Some((other.app_key.as_str(), other.app_secret.as_str()));
+    // Users and templates are the deployment's, shared by its apps.
+    let template = unique("t");
+    let content = json!({"default_locale": "en", "locales": {"en": {"sms": {"body": "hello"}}}});
+    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+    let user = unique("u");
+    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
+
+    // The demo app sends twice, the other app once, with the same template to the same user.
+    let body = json!({"user_id": user, "template": template});
+    let mut ids = Vec::new();
+    for credentials in [None, None, other_credentials] {
+        let sent = match credentials {
+            None => api.call(Method::POST, "/v1/notifications", Some(body.clone())).await,
+            Some(credentials) => {
+                api.call_as(Some(credentials), Method::POST, "/v1/notifications", Some(body.clone()), &[]).await
+            }
+        };
+        assert_eq!(sent.status, 202, "{}", sent.body);
+        ids.push(sent.body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids[..2] {
+        api.wait_for_notification(id, "the SMS to be sent", every_delivery_sent).await;
+    }
+    let path = format!("/v1/notifications/{}", ids[2]);
+    eventually(Duration::from_secs(60), "the other app's SMS to be sent", || async {
+        let view = api.call_as(other_credentials, Method::GET, &path, None, &[]).await.body;
+        every_delivery_sent(&view).then_some(())
+    })
+    .await;
+
+    let query = format!("/v1/stats?template={template}&channel=sms");
+    let (own_key, own_secret) = (api.app.app_key.clone(), api.app.app_secret.clone());
+    let counts = |(key, secret): (String, String)| {
+        let (api, query) = (&api, &query);
+        async move { api.call_as(Some((&key, &secret)), Method::GET, query, None, &[]).await.body["counts"].clone() }
+    };
+    let mine = eventually(Duration::from_secs(30), "the demo app's sends in its stats", || async {
+        let counts = counts((own_key.clone(), own_secret.clone())).await;
+        (counts["sent"] == 2).then_some(counts)
+    })
+    .await;
+    assert_eq!(mine["accepted"], 2, "{mine}");
+    let theirs = counts((other.app_key.clone(), other.app_secret.clone())).await;
+    assert_eq!((theirs["accepted"].clone(), theirs["sent"].clone()), (json!(1), json!(1)), "{theirs}");
+    // And another app's notification is not the demo app's to read.
+    let foreign = api.call(Method::GET, &format!("/v1/notifications/{}", ids[2]), None).await;
+    assert_eq!(foreign.status, 404);
     api.stack.stop().await;
 }

@@ -50,6 +50,9 @@ enum Command {
     Users(UsersCommand),
     /// Delivery counts and rates, as `GET /v1/stats` answers them.
     Stats {
+        /// One app (default: every app of the stack).
+        #[arg(long)]
+        app: Option<String>,
         /// One template (default: every template).
         #[arg(long)]
         template: Option<String>,
@@ -205,15 +208,27 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Dlq(command) => dlq(&sdk, &outputs, command, cli.json).await,
-        Command::Stats { template, channel, from, to } => {
+        Command::Stats { app, template, channel, from, to } => {
             let now = notify::time::now_epoch_seconds();
             let query = StatsQuery::parse(template.as_deref(), channel.as_deref(), from.as_deref(), to.as_deref(), now)
                 .map_err(|errors| {
                     let problems: Vec<String> = errors.iter().map(|e| format!("--{} {}", e.field, e.message)).collect();
                     CliError::InvalidQuery(problems.join("; "))
                 })?;
-            let stats = StatsStore::new(aws_sdk_dynamodb::Client::new(&sdk), outputs.get("StatsTableName")?);
-            print_stats(&stats.report(&query).await?, cli.json);
+            let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+            // Counters are kept per app; the operator sees every app's, or one's.
+            let apps = match app {
+                Some(app) => vec![app],
+                None => AppStore::new(dynamodb.clone(), outputs.get("AppsTableName")?)
+                    .list()
+                    .await?
+                    .into_iter()
+                    .map(|app| app.app_key)
+                    .collect(),
+            };
+            let apps: Vec<&str> = apps.iter().map(String::as_str).collect();
+            let stats = StatsStore::new(dynamodb, outputs.get("StatsTableName")?);
+            print_stats(&stats.report(&apps, &query).await?, cli.json);
             Ok(())
         }
         Command::Users(UsersCommand::Import { file, concurrency }) => {

@@ -148,8 +148,9 @@ impl Api {
         (id, text)
     }
 
-    /// Publishes an SES event-publishing record about notification `id`'s email to the stack's
-    /// email events topic, as SES does (the emulator emits none itself).
+    /// Publishes an SES event-publishing record about notification `id`'s email (sent by the demo
+    /// app) to the stack's email events topic, as SES does (the emulator emits none itself),
+    /// with the tags the email function sends with.
     pub async fn publish_ses_event(&self, id: &str, address: &str, event_type: &str, detail: Value) {
         let Some(local_stack::resolve::Physical::Topic { arn, .. }) =
             self.stack.deployed.resources.get("EmailEventsTopic")
@@ -167,7 +168,7 @@ impl Api {
                 "messageId": unique("ses"),
                 "destination": [address],
                 "headersTruncated": false,
-                "tags": {"ses:configuration-set": ["notify"], "notification_id": [id], "delivery_id": ["email"], "template": [template]}
+                "tags": {"ses:configuration-set": ["notify"], "notification_id": [id], "delivery_id": ["email"], "template": [template], "app": [self.app.app_key]}
             }
         });
         event[event_type.to_ascii_lowercase()] = detail;
