@@ -2,16 +2,13 @@
 //! queue has its alarm, every function its errors and throttles alarms, every alarm notifies
 //! the alert topic and names a runbook section that exists.
 
+#[path = "support/template_yaml.rs"]
+mod template_yaml;
+
 use std::collections::BTreeSet;
 
 use serde_norway::Value as Yaml;
-
-fn template() -> Yaml {
-    serde_norway::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap(),
-    )
-    .unwrap()
-}
+use template_yaml::project as template;
 
 fn runbook() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../RUNBOOK.md")).unwrap()
@@ -25,14 +22,9 @@ fn tagged(value: &Yaml) -> String {
     }
 }
 
+/// The properties of the template's resources of one type, by logical id.
 fn resources<'a>(root: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {
-    root["Resources"]
-        .as_mapping()
-        .unwrap()
-        .iter()
-        .filter(|(_, resource)| resource["Type"].as_str() == Some(kind))
-        .map(|(id, resource)| (id.as_str().unwrap().to_string(), &resource["Properties"]))
-        .collect()
+    template_yaml::resources(root, kind).into_iter().map(|(id, resource)| (id, &resource["Properties"])).collect()
 }
 
 /// (metric, dimension target) of every single-metric alarm on a resource's metric.

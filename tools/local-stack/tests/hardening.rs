@@ -3,24 +3,11 @@
 //! goes, concurrency reserved so one function cannot starve another, public routes throttled
 //! apart from sends, access logs, and no secret passing through parameters or environments.
 
+#[path = "support/template_yaml.rs"]
+mod template_yaml;
+
 use serde_norway::{Mapping, Value as Yaml};
-
-fn template() -> Yaml {
-    serde_norway::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap(),
-    )
-    .unwrap()
-}
-
-fn resources<'a>(root: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {
-    root["Resources"]
-        .as_mapping()
-        .unwrap()
-        .iter()
-        .filter(|(_, resource)| resource["Type"].as_str() == Some(kind))
-        .map(|(id, resource)| (id.as_str().unwrap().to_string(), resource))
-        .collect()
-}
+use template_yaml::{project as template, resources};
 
 /// The value of `!If [condition, value, !Ref AWS::NoValue]`, or the value itself.
 fn when_set(value: &Yaml) -> &Yaml {

@@ -57,10 +57,6 @@ fn statuses(view: &Value) -> Vec<String> {
     view["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap().to_string()).collect()
 }
 
-fn path_of(api: &Api, link: &str) -> String {
-    link.trim_start_matches(&api.stack.api_url).to_string()
-}
-
 async fn invoke_retry(api: &Api, request: Value) -> Value {
     api.stack.function("RetryFunction").unwrap().invoke(request).await.unwrap()
 }
@@ -123,18 +119,7 @@ async fn every_route_and_function_path_runs_within_its_role() {
     assert_eq!(http.get(&clicks[0]).send().await.unwrap().status(), 302);
     assert_eq!(http.get(&pixels[0]).send().await.unwrap().status(), 200);
     assert!(content.contains("Order"), "{content}");
-    let state = emulator_state().await;
-    let raw = state["ses"]["RawMessage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|message| message["raw_data"].as_str())
-        .find(|raw| raw.contains(&format!("X-Notification-Id: {first}")))
-        .unwrap()
-        .to_string();
-    let unsubscribe =
-        raw.lines().find_map(|line| line.strip_prefix("List-Unsubscribe: <")).unwrap().trim_end_matches('>');
-    let unsubscribe = path_of(&api, unsubscribe);
+    let unsubscribe = api.unsubscribe_path(&first).await;
     assert_eq!(api.call_as(None, Method::GET, &unsubscribe, None, &[]).await.status, 200);
 
     // SES feedback on the email: delivered, then a bounce of another send (which suppresses).

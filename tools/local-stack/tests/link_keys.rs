@@ -12,9 +12,7 @@ use notify::domain::channel::Channel;
 use notify::domain::user::UserId;
 use notify::link_keys::LinkKeys;
 use reqwest::Method;
-use serde_json::json;
-use support::api::{Api, every_delivery_sent, unique};
-use support::emulator_state;
+use support::api::{Api, unique};
 
 /// The key's secret ARN and its current (value, version id).
 async fn current_key(api: &Api) -> (String, String, String) {
@@ -42,25 +40,10 @@ async fn a_rotation_keeps_links_already_sent_working_and_a_warm_intake_learns_th
     }
 
     // An email with a tracked link and an unsubscribe link, signed with the first key.
-    let (user, template) = (unique("u"), unique("t"));
-    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"email": format!("{user}@example.com")}))).await;
-    let content = json!({"default_locale": "en", "tracking": true, "locales": {"en": {"email": {
-        "subject": "Hi", "html": "<a href=\"https://shop.example.com/\">Shop</a>", "text": "Hi"}}}});
-    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
-    let body = json!({"user_id": user, "template": template});
-    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
-    api.wait_for_notification(&id, "the email to be sent", every_delivery_sent).await;
+    let id = api.tracked_email_sent("<a href=\"https://shop.example.com/\">Shop</a>").await;
+    let user = api.notification(&id).await["user_id"].as_str().unwrap().to_string();
     let (clicks, _) = api.tracking_links(&id, "c").await;
-    let raw = emulator_state().await["ses"]["RawMessage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|message| message["raw_data"].as_str())
-        .find(|raw| raw.contains(&format!("X-Notification-Id: {id}")))
-        .unwrap()
-        .to_string();
-    let unsubscribe = raw.lines().find_map(|line| line.strip_prefix("List-Unsubscribe: <")).unwrap();
-    let unsubscribe = unsubscribe.trim_end_matches('>').trim_start_matches(&api.stack.api_url).to_string();
+    let unsubscribe = api.unsubscribe_path(&id).await;
     let first_id = key_id(&first_version);
     assert!(unsubscribe.starts_with(&format!("/v1/unsubscribe/{first_id}.")), "{unsubscribe} names its key");
     assert!(clicks[0].contains(&format!("/t/c/{first_id}.")), "{} names its key", clicks[0]);

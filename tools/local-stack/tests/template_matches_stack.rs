@@ -2,6 +2,8 @@
 //! their own (plain YAML, no local-stack code) and check what the emulator and the stack hold.
 
 mod support;
+#[path = "support/template_yaml.rs"]
+mod template_yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,20 +11,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use local_stack::template::Template;
 use serde_norway::Value as Yaml;
 use support::{project_template_text, start_project_stack};
-
-fn yaml(text: &str) -> Yaml {
-    serde_norway::from_str(text).unwrap()
-}
-
-fn resources_of<'a>(root: &'a Yaml, kind: &str) -> Vec<(String, &'a Yaml)> {
-    root["Resources"]
-        .as_mapping()
-        .unwrap()
-        .iter()
-        .filter(|(_, resource)| resource["Type"].as_str() == Some(kind))
-        .map(|(id, resource)| (id.as_str().unwrap().to_string(), resource))
-        .collect()
-}
+use template_yaml::{parse as yaml, resources as resources_of};
 
 /// The logical id inside `!GetAtt X.Arn` (a tagged scalar in plain YAML).
 fn get_att_target(value: &Yaml) -> String {

@@ -97,15 +97,7 @@ async fn stored_size(api: &Api, id: &str) -> usize {
 #[tokio::test]
 async fn hundreds_of_clicks_and_opens_leave_the_record_as_large_as_the_first_ones_did() {
     let api = Api::start().await;
-    let (user, template) = (unique("u"), unique("t"));
-    let address = format!("{}@example.com", unique("ada"));
-    api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"email": address}))).await;
-    let content = json!({"default_locale": "en", "tracking": true, "locales": {"en": {"email": {
-        "subject": "Sale", "html": "<a href=\"https://shop.example.com/sale\">Sale</a>", "text": "Sale"}}}});
-    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
-    let body = json!({"user_id": user, "template": template});
-    let id = api.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
-    api.wait_for_notification(&id, "the email to be sent", every_delivery_sent).await;
+    let id = api.tracked_email_sent("<a href=\"https://shop.example.com/sale\">Sale</a>").await;
     let (clicks, _) = api.tracking_links(&id, "c").await;
     let (pixels, _) = api.tracking_links(&id, "o").await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();

@@ -175,19 +175,48 @@ impl Api {
         self.clients.sns.publish().topic_arn(arn).message(event.to_string()).send().await.unwrap();
     }
 
-    /// The tracking links (`/t/c/` or `/t/o/`, by `kind`) in notification `id`'s email as SES
-    /// received it (the emulator's record of the raw message), html first, then text; and that
-    /// content.
-    pub async fn tracking_links(&self, id: &str, kind: &str) -> (Vec<String>, String) {
+    /// A new user with an email address, a template with tracking on whose email is `html`, and
+    /// a notification to the user, sent; returns its id.
+    pub async fn tracked_email_sent(&self, html: &str) -> String {
+        let (user, template) = (unique("u"), unique("t"));
+        let address = format!("{}@example.com", unique("ada"));
+        self.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"email": address}))).await;
+        let content = json!({"default_locale": "en", "tracking": true, "locales": {"en": {"email": {
+            "subject": "Hi", "html": html, "text": "Hi"}}}});
+        self.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+        let body = json!({"user_id": user, "template": template});
+        let id =
+            self.call(Method::POST, "/v1/notifications", Some(body)).await.body["id"].as_str().unwrap().to_string();
+        self.wait_for_notification(&id, "the email to be sent", every_delivery_sent).await;
+        id
+    }
+
+    /// Notification `id`'s email as SES received it (the emulator's record of the raw message).
+    pub async fn raw_email(&self, id: &str) -> String {
         let state = super::emulator_state().await;
         let header = format!("X-Notification-Id: {id}");
-        let raw = state["ses"]["RawMessage"]
+        state["ses"]["RawMessage"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|message| message["raw_data"].as_str())
             .find(|raw| raw.lines().any(|line| line.trim_end() == header))
-            .expect("the email reached SES");
+            .expect("the email reached SES")
+            .to_string()
+    }
+
+    /// The path of notification `id`'s one-click unsubscribe link (its `List-Unsubscribe`).
+    pub async fn unsubscribe_path(&self, id: &str) -> String {
+        let raw = self.raw_email(id).await;
+        let link =
+            raw.lines().find_map(|line| line.strip_prefix("List-Unsubscribe: <")).expect("a List-Unsubscribe header");
+        link.trim_end_matches('>').trim_start_matches(&self.stack.api_url).to_string()
+    }
+
+    /// The tracking links (`/t/c/` or `/t/o/`, by `kind`) in notification `id`'s email as SES
+    /// received it, html first, then text; and that content.
+    pub async fn tracking_links(&self, id: &str, kind: &str) -> (Vec<String>, String) {
+        let raw = self.raw_email(id).await;
         let email = mail_parser::MessageParser::default().parse(raw.as_bytes()).expect("SES got a MIME message");
         let content = format!("{} {}", email.body_html(0).unwrap(), email.body_text(0).unwrap());
         let marker = format!("{}/t/{kind}/", self.stack.api_url);
