@@ -90,6 +90,20 @@ impl Registry {
     }
 }
 
+/// A function's handler holding the stack's IAM authorizer: an invocation still running when
+/// its stack stops (which stops the pollers, not the invocations they started) keeps reaching
+/// AWS through the authorizer until it ends, as a Lambda instance finishes its invocation.
+pub struct Authorized {
+    pub handler: Arc<dyn Invoke>,
+    pub authorizer: Arc<crate::iam::Authorizer>,
+}
+
+impl Invoke for Authorized {
+    fn invoke(&self, payload: Value, context: Context) -> BoxFuture<'_, Result<Value, lambda_runtime::Error>> {
+        self.handler.invoke(payload, context)
+    }
+}
+
 /// Why an invocation produced no result.
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {

@@ -114,7 +114,7 @@ pub struct LocalStack {
     pub lambda_url: String,
     pub functions: BTreeMap<String, Arc<LocalFunction>>,
     /// The IAM authorizer every function's AWS requests go through (none against AWS itself).
-    pub authorizer: Option<iam::Authorizer>,
+    pub authorizer: Option<Arc<iam::Authorizer>>,
     tasks: JoinSet<()>,
 }
 
@@ -138,6 +138,7 @@ impl LocalStack {
         if enforcement.is_none() {
             tracing::warn!("no AWS endpoint configured: the functions use these credentials, and AWS enforces IAM");
         }
+        let authorizer = enforcement.as_ref().map(|enforcement| enforcement.authorizer.clone());
         let function_sdk = |logical_id: &str| {
             enforcement
                 .as_ref()
@@ -154,6 +155,10 @@ impl LocalStack {
                 .await
                 .ok_or_else(|| fail(format!("no cargo binary {:?} is registered with the local stack", spec.binary)))?
                 .map_err(|error| fail(error.to_string()))?;
+            let handler: Arc<dyn functions::Invoke> = match &authorizer {
+                Some(authorizer) => Arc::new(functions::Authorized { handler, authorizer: authorizer.clone() }),
+                None => handler,
+            };
             let Some(Physical::Function { name, arn }) = deployed.resources.get(&spec.logical_id).cloned() else {
                 unreachable!("deploy names every function");
             };
@@ -203,7 +208,6 @@ impl LocalStack {
                 tracing::error!(error = %error, "the local Lambda API server stopped");
             }
         });
-        let authorizer = enforcement.map(|enforcement| enforcement.authorizer);
         Ok(Self { deployed, api_url, lambda_url, functions, authorizer, tasks })
     }
 
@@ -222,7 +226,7 @@ impl LocalStack {
 
     /// Every AWS request of the stack's functions that their roles did not allow, so far.
     pub fn denials(&self) -> Vec<iam::Denial> {
-        self.authorizer.as_ref().map(iam::Authorizer::denials).unwrap_or_default()
+        self.authorizer.as_ref().map(|authorizer| authorizer.denials()).unwrap_or_default()
     }
 
     pub fn function(&self, logical_id: &str) -> Option<&Arc<LocalFunction>> {

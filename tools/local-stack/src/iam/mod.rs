@@ -28,7 +28,7 @@ pub fn function_access_key_id(logical_id: &str) -> String {
 
 /// The stack's authorizer and the SDK configuration each function uses behind it.
 pub struct Enforcement {
-    pub authorizer: Authorizer,
+    pub authorizer: std::sync::Arc<Authorizer>,
     /// By function logical id.
     pub function_configs: BTreeMap<String, SdkConfig>,
 }
@@ -87,5 +87,5 @@ pub async fn enforce(
             (spec.logical_id.clone(), config)
         })
         .collect();
-    Ok(Some(Enforcement { authorizer, function_configs }))
+    Ok(Some(Enforcement { authorizer: std::sync::Arc::new(authorizer), function_configs }))
 }
