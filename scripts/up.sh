@@ -9,4 +9,6 @@ cd "$root"
 
 scripts/setup.sh emulator
 cargo build --bin local-stack
-exec target/debug/local-stack --template template.yaml --moto-server tools/emulator/moto-server "$@"
+# Run where cargo built it (CARGO_TARGET_DIR, when set, moves it); cargo run replaces itself
+# with the binary, so signals reach the stack.
+exec cargo run --quiet --bin local-stack -- --template template.yaml --moto-server tools/emulator/moto-server "$@"

@@ -18,9 +18,9 @@ pub struct SqsRecord<T> {
     pub body: T,
 }
 
-/// What became of one record.
+/// What becomes of one record's message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Disposition {
     /// Finished (successfully or for good): the message is deleted.
     Done,
     /// Should be tried again: the message is reported as a batch item failure.
@@ -32,10 +32,10 @@ pub async fn process<T, F, Fut>(event: SqsEvent, concurrency: usize, handle: F) 
 where
     T: DeserializeOwned,
     F: Fn(SqsRecord<T>) -> Fut,
-    Fut: Future<Output = Outcome>,
+    Fut: Future<Output = Disposition>,
 {
     let handle = &handle;
-    let outcomes: Vec<(String, Outcome)> = futures::stream::iter(event.records)
+    let outcomes: Vec<(String, Disposition)> = futures::stream::iter(event.records)
         .map(|message| {
             let message_id = message.message_id.clone().unwrap_or_default();
             let span = tracing::info_span!("sqs_record", message_id = %message_id);
@@ -46,7 +46,7 @@ where
                         // Reported, not dropped: after maxReceiveCount it reaches the DLQ, where
                         // on-call can read it.
                         tracing::error!(reason = %reason, "unreadable message");
-                        Outcome::Retry
+                        Disposition::Retry
                     }
                 };
                 (message_id, outcome)
@@ -59,7 +59,7 @@ where
 
     let mut response = SqsBatchResponse::default();
     for (message_id, outcome) in outcomes {
-        if outcome == Outcome::Retry && !message_id.is_empty() {
+        if outcome == Disposition::Retry && !message_id.is_empty() {
             response.add_failure(message_id);
         }
     }
@@ -116,7 +116,7 @@ mod tests {
         let response =
             process(event(&[r#"{"fail":false}"#, r#"{"fail":true}"#]), 4, |record: SqsRecord<Job>| async move {
                 assert_eq!(record.receive_count, 3);
-                if record.body.fail { Outcome::Retry } else { Outcome::Done }
+                if record.body.fail { Disposition::Retry } else { Disposition::Done }
             })
             .await;
         assert_eq!(failed_ids(&response), vec!["m1"]);
@@ -126,7 +126,7 @@ mod tests {
     async fn a_malformed_body_fails_only_itself() {
         let response =
             process(event(&["not json", r#"{"fail":false}"#, r#"{"other":1}"#]), 2, |_: SqsRecord<Job>| async {
-                Outcome::Done
+                Disposition::Done
             })
             .await;
         assert_eq!(failed_ids(&response), vec!["m0", "m2"]);

@@ -22,7 +22,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
-use crate::batch::{self, Outcome, SqsRecord};
+use crate::batch::{self, Disposition, SqsRecord};
 use crate::config::Settings;
 use crate::domain::backoff::Backoff;
 use crate::domain::delivery::DeliveryMessage;
@@ -30,30 +30,40 @@ use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
 use crate::domain::rate_limit::HourlyLimit;
 use crate::domain::stats::skipped_counter;
 use crate::error::DependencyError;
+use crate::metrics::DeliveryMetric;
+use crate::ports::{Allowance, AttemptOutcome, Claim, Counters, DeliveryLog, Lease, Recipients, Redelivery};
 use crate::provider::Provider;
-use crate::store::notifications::{AttemptOutcome, Claim, Lease, NotificationStore};
+use crate::queue::QueueRedelivery;
+use crate::store::notifications::NotificationStore;
 use crate::store::rate_limits::RateLimiter;
 use crate::store::stats::{Counted, StatsRecorder, StatsStore};
 use crate::store::users::UserStore;
 
-/// The retries of a `sent` write: 0.2, 0.4, … 3.2 s apart (6.2 s in all, well inside the lease).
-const SENT_RECORD_FIRST_RETRY: Duration = Duration::from_millis(200);
-const SENT_RECORD_LAST_RETRY: Duration = Duration::from_millis(3200);
+/// How a dispatcher behaves (its settings).
+#[derive(Clone, Copy, Debug)]
+pub struct DispatchSettings {
+    pub backoff: Backoff,
+    /// How long a claim holds a delivery: longer than the function's timeout, so a live
+    /// attempt is never taken over.
+    pub lease: Duration,
+    /// Records of a batch in flight at once.
+    pub concurrency: usize,
+    /// The first and the last wait between tries of a `sent` write, doubling: 0.2, 0.4, … 3.2 s
+    /// apart (6.2 s in all, well inside the lease).
+    pub sent_record_retries: (Duration, Duration),
+}
 
-pub struct Dispatcher<P> {
+/// The dispatch loop for provider `P`, over its ports: the delivery log `L`, redelivery `R`,
+/// the users `U`, the rate limit `A` and the stats counters `C` (DynamoDB and SQS in AWS, the
+/// defaults; in memory in the fast tests).
+pub struct Dispatcher<P, L = NotificationStore, R = QueueRedelivery, U = UserStore, A = RateLimiter, C = StatsStore> {
     provider: P,
-    notifications: NotificationStore,
-    users: UserStore,
-    limiter: RateLimiter,
-    stats: StatsRecorder,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    backoff: Backoff,
-    lease: Duration,
-    concurrency: usize,
-    /// The queue's maxReceiveCount, asked of SQS when a delivery first fails (so the template
-    /// stays its one source), not at init.
-    max_receive_count: tokio::sync::OnceCell<Option<u32>>,
+    log: L,
+    redelivery: R,
+    users: U,
+    allowance: A,
+    stats: StatsRecorder<C>,
+    settings: DispatchSettings,
 }
 
 impl<P: Provider> Dispatcher<P> {
@@ -71,40 +81,64 @@ impl<P: Provider> Dispatcher<P> {
     ) -> Self {
         let dynamodb = dynamodb.clone();
         let per_hour = settings.parsed_or("RATE_LIMIT_PER_HOUR", HourlyLimit::DEFAULT);
-        Self {
-            provider,
-            notifications: NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
-            users: UserStore::new(dynamodb.clone(), settings.required("USERS_TABLE")),
-            limiter: RateLimiter::new(dynamodb.clone(), settings.required("RATE_LIMITS_TABLE"), per_hour),
-            stats: StatsRecorder::new(StatsStore::new(dynamodb, settings.required("STATS_TABLE"))),
-            sqs: aws_sdk_sqs::Client::new(sdk),
-            queue_url: settings.required("QUEUE_URL"),
+        let dispatch = DispatchSettings {
             backoff: Backoff {
                 base: Duration::from_secs(settings.parsed_or("RETRY_BASE_SECONDS", 15)),
                 cap: Duration::from_secs(settings.parsed_or("RETRY_MAX_SECONDS", 900)),
             },
             lease: Duration::from_secs(settings.parsed_or("LEASE_SECONDS", 60)),
             concurrency: settings.parsed_or("BATCH_CONCURRENCY", 10usize),
-            max_receive_count: tokio::sync::OnceCell::new(),
-        }
+            sent_record_retries: (Duration::from_millis(200), Duration::from_millis(3200)),
+        };
+        Self::new(
+            provider,
+            NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
+            QueueRedelivery::new(aws_sdk_sqs::Client::new(sdk), settings.required("QUEUE_URL")),
+            UserStore::new(dynamodb.clone(), settings.required("USERS_TABLE")),
+            RateLimiter::new(dynamodb.clone(), settings.required("RATE_LIMITS_TABLE"), per_hour),
+            StatsStore::new(dynamodb, settings.required("STATS_TABLE")),
+            dispatch,
+        )
+    }
+}
+
+impl<P, L, R, U, A, C> Dispatcher<P, L, R, U, A, C>
+where
+    P: Provider,
+    L: DeliveryLog,
+    R: Redelivery,
+    U: Recipients,
+    A: Allowance,
+    C: Counters,
+{
+    pub fn new(
+        provider: P,
+        log: L,
+        redelivery: R,
+        users: U,
+        allowance: A,
+        counters: C,
+        settings: DispatchSettings,
+    ) -> Self {
+        Self { provider, log, redelivery, users, allowance, stats: StatsRecorder::new(counters), settings }
     }
 
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        let response = batch::process(event, self.concurrency, |record| self.deliver(record)).await;
+        let response = batch::process(event, self.settings.concurrency, |record| self.deliver(record)).await;
         self.stats.flush().await;
         crate::metrics::flush();
         response
     }
 
-    async fn deliver(&self, record: SqsRecord<DeliveryMessage<P::Content>>) -> Outcome {
+    async fn deliver(&self, record: SqsRecord<DeliveryMessage<P::Content>>) -> Disposition {
         let message = &record.body;
         let (id, delivery_id) = (&message.notification_id, &message.delivery_id);
         let now_ms = crate::time::now_epoch_millis();
-        let lease = match self.notifications.claim(id, delivery_id, P::CHANNEL, now_ms, self.lease).await {
+        let lease = match self.log.claim(id, delivery_id, P::CHANNEL, now_ms, self.settings.lease).await {
             Ok(Claim::Taken(lease)) => lease,
             Ok(Claim::Finished(status)) => {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, ?status, "already finished; acknowledged");
-                return Outcome::Done;
+                return Disposition::Done;
             }
             Ok(Claim::Held { until_ms }) => {
                 let wait = Duration::from_millis((until_ms - now_ms).max(0) as u64) + Duration::from_secs(1);
@@ -114,7 +148,7 @@ impl<P: Provider> Dispatcher<P> {
             // made by this stack (or outlived its record): poison, kept for on-call in the DLQ.
             Ok(Claim::Missing) => {
                 tracing::error!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; left for the DLQ");
-                return Outcome::Retry;
+                return Disposition::Retry;
             }
             // Whether the claim was applied is unknown (its answer may be what was lost): the
             // lease, ours or another attempt's, is left to run out rather than released.
@@ -130,7 +164,7 @@ impl<P: Provider> Dispatcher<P> {
                 tracing::warn!(notification_id = %id, error = %error, "delivery state unavailable; will retry");
                 // Release the lease this attempt holds, so the retry need not wait it out.
                 let release = self.unfinished(failure(&error), record.receive_count).await;
-                if let Err(error) = self.notifications.record(id, delivery_id, P::CHANNEL, lease, &release).await {
+                if let Err(error) = self.log.record(id, delivery_id, P::CHANNEL, lease, &release).await {
                     tracing::warn!(notification_id = %id, error = %error, "could not release the lease");
                 }
                 self.retry_after(&record, self.backoff_delay(record.receive_count)).await
@@ -143,13 +177,13 @@ impl<P: Provider> Dispatcher<P> {
         &self,
         record: &SqsRecord<DeliveryMessage<P::Content>>,
         lease: Lease,
-    ) -> Result<Outcome, DependencyError> {
+    ) -> Result<Disposition, DependencyError> {
         let message = &record.body;
         let (id, delivery_id, channel) = (&message.notification_id, &message.delivery_id, P::CHANNEL);
 
         // Independent reads, made together: the user as it is now and the suppression list.
         let (user, suppressed) =
-            futures::future::try_join(self.users.get(&message.user_id), self.provider.suppressed(message)).await?;
+            futures::future::try_join(self.users.profile(&message.user_id), self.provider.suppressed(message)).await?;
         let recipient = match user {
             None => return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::UserDeleted)).await,
             Some(profile) if !profile.preferences.allows(channel) => {
@@ -164,7 +198,7 @@ impl<P: Provider> Dispatcher<P> {
             return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::Suppressed)).await;
         }
         if !message.transactional
-            && !self.limiter.try_take(&message.user_id, channel, id, crate::time::now_epoch_seconds()).await?
+            && !self.allowance.try_take(&message.user_id, channel, id, crate::time::now_epoch_seconds()).await?
         {
             return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::RateLimited)).await;
         }
@@ -177,13 +211,13 @@ impl<P: Provider> Dispatcher<P> {
             Err(error) if error.is_retried() => {
                 tracing::warn!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "send failed; will retry");
                 let unfinished = self.unfinished(failure(&error), record.receive_count).await;
-                self.notifications.record(id, delivery_id, channel, lease, &unfinished).await?;
+                self.log.record(id, delivery_id, channel, lease, &unfinished).await?;
                 let metric = match unfinished {
                     AttemptOutcome::Parked(_) => {
                         tracing::error!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "the queue's last receive failed; the message goes to the DLQ for on-call");
-                        crate::metrics::Outcome::Parked
+                        DeliveryMetric::Parked
                     }
-                    _ => crate::metrics::Outcome::Retried,
+                    _ => DeliveryMetric::Retried,
                 };
                 crate::metrics::delivery(channel, metric);
                 let delay = self.backoff_delay(record.receive_count);
@@ -207,16 +241,16 @@ impl<P: Provider> Dispatcher<P> {
         record: &SqsRecord<DeliveryMessage<P::Content>>,
         lease: Lease,
         provider_message_id: String,
-    ) -> Outcome {
+    ) -> Disposition {
         let message = &record.body;
-        let mut delay = SENT_RECORD_FIRST_RETRY;
+        let (mut delay, last) = self.settings.sent_record_retries;
         loop {
             let sent = AttemptOutcome::Sent { provider_message_id: provider_message_id.clone() };
             let error = match self.finish(message, lease, sent).await {
                 Ok(outcome) => return outcome,
                 Err(error) => error,
             };
-            if delay > SENT_RECORD_LAST_RETRY {
+            if delay > last {
                 tracing::error!(notification_id = %message.notification_id, delivery_id = %message.delivery_id, %provider_message_id, error = %error, "sent, but the outcome could not be recorded; the lease is kept");
                 let until_lease_ends =
                     Duration::from_millis((lease.until_ms() - crate::time::now_epoch_millis()).max(0) as u64);
@@ -233,23 +267,19 @@ impl<P: Provider> Dispatcher<P> {
         message: &DeliveryMessage<P::Content>,
         lease: Lease,
         outcome: AttemptOutcome,
-    ) -> Result<Outcome, DependencyError> {
+    ) -> Result<Disposition, DependencyError> {
         let (id, delivery_id) = (&message.notification_id, &message.delivery_id);
-        if !self.notifications.record(id, delivery_id, P::CHANNEL, lease, &outcome).await? {
+        if !self.log.record(id, delivery_id, P::CHANNEL, lease, &outcome).await? {
             // Another attempt recorded (and counted) the outcome.
-            return Ok(Outcome::Done);
+            return Ok(Disposition::Done);
         }
         let (metric, counter) = match &outcome {
-            AttemptOutcome::Sent { .. } => {
-                (crate::metrics::Outcome::Sent, Some(DeliveryStatus::Sent.as_str().to_string()))
-            }
-            AttemptOutcome::Failed(_) => {
-                (crate::metrics::Outcome::Failed, Some(DeliveryStatus::Failed.as_str().to_string()))
-            }
-            AttemptOutcome::Skipped(reason) => (crate::metrics::Outcome::Skipped, Some(skipped_counter(*reason))),
+            AttemptOutcome::Sent { .. } => (DeliveryMetric::Sent, Some(DeliveryStatus::Sent.as_str().to_string())),
+            AttemptOutcome::Failed(_) => (DeliveryMetric::Failed, Some(DeliveryStatus::Failed.as_str().to_string())),
+            AttemptOutcome::Skipped(reason) => (DeliveryMetric::Skipped, Some(skipped_counter(*reason))),
             // Not outcomes for the stats: the delivery comes back.
-            AttemptOutcome::Retrying(_) => (crate::metrics::Outcome::Retried, None),
-            AttemptOutcome::Parked(_) => (crate::metrics::Outcome::Parked, None),
+            AttemptOutcome::Retrying(_) => (DeliveryMetric::Retried, None),
+            AttemptOutcome::Parked(_) => (DeliveryMetric::Parked, None),
         };
         if let Some(counter) = counter {
             let counted = Counted { app_key: &message.app_key, template: message.template.as_str() };
@@ -263,50 +293,34 @@ impl<P: Provider> Dispatcher<P> {
             outcome = ?outcome,
             "delivery finished"
         );
-        Ok(Outcome::Done)
+        Ok(Disposition::Done)
     }
 
     /// How a transient failure on this receive leaves the delivery: `parked` on the queue's
     /// last receive, else `queued` to retry. If the queue's policy cannot be read, `queued`: the
-    /// delivery then reads as retrying while parked, which the DLQ alarm still reports. A policy
-    /// without a readable count is remembered as none; a failed read is tried again next time.
+    /// delivery then reads as retrying while parked, which the DLQ alarm still reports.
     async fn unfinished(&self, failure: DeliveryFailure, receive_count: u32) -> AttemptOutcome {
-        let max = self
-            .max_receive_count
-            .get_or_try_init(|| crate::queue::max_receive_count(&self.sqs, &self.queue_url))
-            .await;
-        match max {
-            Ok(Some(max)) if receive_count >= *max => AttemptOutcome::Parked(failure),
+        match self.redelivery.max_receive_count().await {
+            Ok(Some(max)) if receive_count >= max => AttemptOutcome::Parked(failure),
             Ok(_) => AttemptOutcome::Retrying(failure),
             Err(error) => {
                 tracing::warn!(error = %error, "could not read the queue's redrive policy; recorded as retrying");
-                if error.class == crate::error::FailureClass::Permanent {
-                    let _ = self.max_receive_count.set(None);
-                }
                 AttemptOutcome::Retrying(failure)
             }
         }
     }
 
     fn backoff_delay(&self, receive_count: u32) -> Duration {
-        self.backoff.delay(receive_count, &mut rand::rng())
+        self.settings.backoff.delay(receive_count, &mut rand::rng())
     }
 
-    /// Reports the record failed after making SQS hold it back for `delay`.
-    async fn retry_after<C>(&self, record: &SqsRecord<C>, delay: Duration) -> Outcome {
-        let result = self
-            .sqs
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&record.receipt_handle)
-            .visibility_timeout(delay.as_secs().max(1) as i32)
-            .send()
-            .await;
-        if let Err(error) = result {
+    /// Reports the record failed after making the queue hold it back for `delay`.
+    async fn retry_after<T>(&self, record: &SqsRecord<T>, delay: Duration) -> Disposition {
+        if let Err(error) = self.redelivery.retry_after(&record.receipt_handle, delay).await {
             // The queue's own visibility timeout still brings it back.
-            tracing::warn!(message_id = %record.message_id, error = %aws_sdk_sqs::error::DisplayErrorContext(error), "could not set the retry delay");
+            tracing::warn!(message_id = %record.message_id, error = %error, "could not set the retry delay");
         }
-        Outcome::Retry
+        Disposition::Retry
     }
 }
 
@@ -314,7 +328,15 @@ fn failure(error: &DependencyError) -> DeliveryFailure {
     DeliveryFailure { class: error.class, code: error.code.clone(), message: error.message.clone() }
 }
 
-impl<P: Provider> crate::function::Function for Dispatcher<P> {
+impl<P, L, R, U, A, C> crate::function::Function for Dispatcher<P, L, R, U, A, C>
+where
+    P: Provider,
+    L: DeliveryLog,
+    R: Redelivery,
+    U: Recipients,
+    A: Allowance,
+    C: Counters,
+{
     type Event = SqsEvent;
     type Output = SqsBatchResponse;
 
@@ -325,3 +347,6 @@ impl<P: Provider> crate::function::Function for Dispatcher<P> {
         Ok(self.handle_batch(event.payload).await)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,8 +14,11 @@ pub mod error;
 pub mod feedback;
 pub mod function;
 pub mod link_keys;
+#[cfg(test)]
+pub mod memory;
 pub mod metrics;
 pub mod outputs;
+pub mod ports;
 pub mod provider;
 pub mod queue;
 pub mod redrive;

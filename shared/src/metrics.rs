@@ -24,7 +24,7 @@ fn collector() -> Option<&'static Collector> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum DeliveryMetric {
     Sent,
     Failed,
     Skipped,
@@ -38,27 +38,27 @@ pub enum Outcome {
     Clicked,
 }
 
-impl Outcome {
-    fn metric(self) -> &'static str {
+impl DeliveryMetric {
+    fn name(self) -> &'static str {
         match self {
-            Outcome::Sent => "Sent",
-            Outcome::Failed => "Failed",
-            Outcome::Skipped => "Skipped",
-            Outcome::Retried => "Retried",
-            Outcome::Parked => "Parked",
-            Outcome::Delivered => "Delivered",
-            Outcome::Bounced => "Bounced",
-            Outcome::Complained => "Complained",
-            Outcome::Accepted => "Accepted",
-            Outcome::Opened => "Opened",
-            Outcome::Clicked => "Clicked",
+            DeliveryMetric::Sent => "Sent",
+            DeliveryMetric::Failed => "Failed",
+            DeliveryMetric::Skipped => "Skipped",
+            DeliveryMetric::Retried => "Retried",
+            DeliveryMetric::Parked => "Parked",
+            DeliveryMetric::Delivered => "Delivered",
+            DeliveryMetric::Bounced => "Bounced",
+            DeliveryMetric::Complained => "Complained",
+            DeliveryMetric::Accepted => "Accepted",
+            DeliveryMetric::Opened => "Opened",
+            DeliveryMetric::Clicked => "Clicked",
         }
     }
 }
 
-pub fn delivery(channel: Channel, outcome: Outcome) {
+pub fn delivery(channel: Channel, metric: DeliveryMetric) {
     collector();
-    metrics::counter!(outcome.metric(), "Channel" => channel.as_str()).increment(1);
+    metrics::counter!(metric.name(), "Channel" => channel.as_str()).increment(1);
 }
 
 pub fn access_denied() {
@@ -100,8 +100,8 @@ mod tests {
     #[test]
     fn outcomes_are_written_as_emf_with_the_channel_dimension() {
         let _flushing = FLUSHING.lock().unwrap();
-        delivery(Channel::Sms, Outcome::Sent);
-        delivery(Channel::Sms, Outcome::Sent);
+        delivery(Channel::Sms, DeliveryMetric::Sent);
+        delivery(Channel::Sms, DeliveryMetric::Sent);
         provider_latency(Channel::Sms, Duration::from_millis(42));
         let mut written = Vec::new();
         flush_to(&mut written);

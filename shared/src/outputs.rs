@@ -68,6 +68,15 @@ impl Outputs {
     }
 }
 
+/// The output naming a channel's dead-letter queue.
+pub fn dead_letter_queue_url(channel: crate::domain::channel::Channel) -> &'static str {
+    match channel {
+        crate::domain::channel::Channel::Push => "PushDeadLetterQueueUrl",
+        crate::domain::channel::Channel::Sms => "SmsDeadLetterQueueUrl",
+        crate::domain::channel::Channel::Email => "EmailDeadLetterQueueUrl",
+    }
+}
+
 /// The extra output a local stack writes: the URL of its AWS endpoint (the emulator behind the
 /// stack's IAM authorizer).
 pub const LOCAL_ENDPOINT: &str = "LocalAwsEndpoint";

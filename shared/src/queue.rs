@@ -1,14 +1,19 @@
-//! Enqueueing deliveries on the per-channel queues with SendMessageBatch (10 per request),
-//! checking every entry's result: a batch call can succeed while some entries fail.
+//! The SQS adapters: enqueueing deliveries on the per-channel queues with SendMessageBatch (10
+//! per request, checking every entry's result: a batch call can succeed while some entries
+//! fail), a received message's redelivery (its visibility, the queue's receive limit) and a
+//! channel's dead-letter queue (for the redrive). Every SQS call the delivery logic makes is here.
+
+use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use futures::StreamExt;
 
 use crate::aws::classify;
 use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::error::{DependencyError, FailureClass};
+use crate::ports::{DeadLetter, DeadLetters, Enqueue, Redelivery};
 
 /// SQS accepts at most 10 entries per SendMessageBatch…
 const SQS_BATCH_LIMIT: usize = 10;
@@ -153,9 +158,60 @@ impl Enqueuer {
     }
 }
 
+impl Enqueue for Enqueuer {
+    async fn enqueue(&self, messages: &[Outgoing]) -> Vec<NotEnqueued> {
+        Enqueuer::enqueue(self, messages).await
+    }
+}
+
+/// How a message received from a channel queue comes back: its visibility, set by the
+/// dispatcher's backoff, and the queue's `maxReceiveCount` (after that many receives SQS moves
+/// it to the DLQ), asked of SQS when a delivery first fails (so the template stays its one
+/// source), not at init.
+pub struct QueueRedelivery {
+    client: Client,
+    queue_url: String,
+    max_receive_count: tokio::sync::OnceCell<Option<u32>>,
+}
+
+impl QueueRedelivery {
+    pub fn new(client: Client, queue_url: String) -> Self {
+        Self { client, queue_url, max_receive_count: tokio::sync::OnceCell::new() }
+    }
+}
+
+impl Redelivery for QueueRedelivery {
+    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), DependencyError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(delay.as_secs().max(1) as i32)
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "ChangeMessageVisibility", error, &[]))?;
+        Ok(())
+    }
+
+    /// Read once per instance. A policy without a readable count is remembered as none; a
+    /// failed read is tried again next time.
+    async fn max_receive_count(&self) -> Result<Option<u32>, DependencyError> {
+        let read = self.max_receive_count.get_or_try_init(|| max_receive_count(&self.client, &self.queue_url)).await;
+        match read {
+            Ok(max) => Ok(*max),
+            Err(error) => {
+                if error.class == FailureClass::Permanent {
+                    let _ = self.max_receive_count.set(None);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
 /// The queue's `maxReceiveCount` (after that many receives SQS moves a message to the DLQ);
 /// `None` for a queue without a redrive policy.
-pub async fn max_receive_count(client: &Client, queue_url: &str) -> Result<Option<u32>, DependencyError> {
+async fn max_receive_count(client: &Client, queue_url: &str) -> Result<Option<u32>, DependencyError> {
     let name = aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy;
     let output = client
         .get_queue_attributes()
@@ -269,6 +325,75 @@ fn chunks<'a>(messages: &'a [&'a Outgoing]) -> Vec<&'a [&'a Outgoing]> {
         chunks.push(&messages[start..]);
     }
     chunks
+}
+
+/// A channel's dead-letter queue, with the channel's queue its messages go back to.
+pub struct DeadLetterQueue {
+    client: Client,
+    dead_letter_url: String,
+    queue_url: String,
+}
+
+impl DeadLetterQueue {
+    pub fn new(client: Client, dead_letter_url: String, queue_url: String) -> Self {
+        Self { client, dead_letter_url, queue_url }
+    }
+}
+
+impl DeadLetters for DeadLetterQueue {
+    async fn depth(&self) -> Result<u64, DependencyError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.dead_letter_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "GetQueueAttributes", error, &[]))?;
+        Ok(output
+            .attributes
+            .and_then(|attributes| attributes.get(&QueueAttributeName::ApproximateNumberOfMessages).cloned())
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0))
+    }
+
+    async fn receive(&self, max: usize, hold: Duration) -> Result<Vec<DeadLetter>, DependencyError> {
+        let received = self
+            .client
+            .receive_message()
+            .queue_url(&self.dead_letter_url)
+            .max_number_of_messages(max.clamp(1, SQS_BATCH_LIMIT) as i32)
+            .visibility_timeout(hold.as_secs() as i32)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "ReceiveMessage", error, &[]))?;
+        Ok(received
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|message| DeadLetter {
+                message_id: message.message_id.unwrap_or_default(),
+                receipt_handle: message.receipt_handle.unwrap_or_default(),
+                body: message.body.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn send_back(&self, body: &str) -> Result<(), DependencyError> {
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "SendMessage", error, &[]))?;
+        Ok(())
+    }
+
+    async fn delete(&self, receipt_handles: &[String]) -> Result<(), DependencyError> {
+        delete_messages(&self.client, &self.dead_letter_url, receipt_handles).await
+    }
 }
 
 /// The dead-letter queue URL of each channel.

@@ -9,25 +9,17 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::QueueAttributeName;
 use serde::{Deserialize, Serialize};
 
-use crate::aws::classify;
 use crate::domain::channel::Channel;
+use crate::domain::delivery::DeliveryRef;
+use crate::domain::lifecycle::TimelineKind;
 use crate::error::DependencyError;
-use crate::queue::delete_messages;
+use crate::ports::{DeadLetters, DeliveryLog};
 use crate::store::notifications::NotificationStore;
 
 /// How long a received DLQ message stays hidden from a concurrent redrive.
 const IN_HAND: Duration = Duration::from_secs(60);
-
-/// What a DLQ message says about its delivery (the rest of the body is the channel's content).
-#[derive(Deserialize)]
-struct DeliveryRef {
-    notification_id: String,
-    delivery_id: String,
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedriveReport {
@@ -43,29 +35,29 @@ pub struct RedriveReport {
     pub left_in_dlq: usize,
 }
 
-pub struct Redrive {
-    sqs: Client,
-    notifications: NotificationStore,
+/// The redrive over its ports: the delivery log `L`.
+pub struct Redrive<L = NotificationStore> {
+    log: L,
 }
 
-impl Redrive {
-    pub fn new(sqs: Client, notifications: NotificationStore) -> Self {
-        Self { sqs, notifications }
+impl<L: DeliveryLog> Redrive<L> {
+    pub fn new(log: L) -> Self {
+        Self { log }
     }
 
-    /// Redrives up to `max` messages of `dead_letter_url` to `queue_url`; a dry run only counts.
-    pub async fn run(
+    /// Redrives up to `max` messages of a channel's dead letters to its queue; a dry run only
+    /// counts.
+    pub async fn run<D: DeadLetters>(
         &self,
         channel: Channel,
-        dead_letter_url: &str,
-        queue_url: &str,
+        dead_letters: &D,
         max: usize,
         dry_run: bool,
     ) -> Result<RedriveReport, DependencyError> {
         let mut report = RedriveReport {
             channel: Some(channel),
             dry_run,
-            dead_letters: self.depth(dead_letter_url).await?,
+            dead_letters: dead_letters.depth().await?,
             ..Default::default()
         };
         if dry_run {
@@ -73,72 +65,93 @@ impl Redrive {
         }
         let mut seen = HashSet::new();
         while seen.len() < max {
-            let received = self
-                .sqs
-                .receive_message()
-                .queue_url(dead_letter_url)
-                .max_number_of_messages((max - seen.len()).min(10) as i32)
-                .visibility_timeout(IN_HAND.as_secs() as i32)
-                .wait_time_seconds(0)
-                .send()
-                .await
-                .map_err(|error| classify("sqs", "ReceiveMessage", error, &[]))?;
-            let messages = received.messages.unwrap_or_default();
-            if messages.is_empty() || messages.iter().all(|message| seen.contains(&message.message_id)) {
+            let letters = dead_letters.receive(max - seen.len(), IN_HAND).await?;
+            if letters.is_empty() || letters.iter().all(|letter| seen.contains(&letter.message_id)) {
                 break;
             }
             let mut finished = Vec::new();
-            for message in messages {
-                if !seen.insert(message.message_id.clone()) {
+            for letter in letters {
+                if !seen.insert(letter.message_id.clone()) {
                     continue;
                 }
-                let body = message.body.clone().unwrap_or_default();
-                let receipt = message.receipt_handle.clone().unwrap_or_default();
-                let Ok(delivery) = serde_json::from_str::<DeliveryRef>(&body) else {
+                let Ok(delivery) = serde_json::from_str::<DeliveryRef>(&letter.body) else {
                     report.left_in_dlq += 1;
                     continue;
                 };
-                let record = self.notifications.get(&delivery.notification_id).await?;
+                let record = self.log.get(&delivery.notification_id).await?;
                 let status =
                     record.as_ref().and_then(|record| record.deliveries.get(&delivery.delivery_id)).map(|d| d.status);
                 match status {
                     None => report.left_in_dlq += 1,
                     Some(status) if status.is_final() => {
                         report.already_finished += 1;
-                        finished.push(receipt);
+                        finished.push(letter.receipt_handle);
                     }
                     Some(_) => {
-                        self.sqs
-                            .send_message()
-                            .queue_url(queue_url)
-                            .message_body(body)
-                            .send()
-                            .await
-                            .map_err(|error| classify("sqs", "SendMessage", error, &[]))?;
-                        self.notifications.append_event(&delivery.notification_id, "redriven", channel).await?;
+                        dead_letters.send_back(&letter.body).await?;
+                        self.log.append_event(&delivery.notification_id, TimelineKind::Redriven, channel).await?;
                         report.redriven += 1;
-                        finished.push(receipt);
+                        finished.push(letter.receipt_handle);
                     }
                 }
             }
-            delete_messages(&self.sqs, dead_letter_url, &finished).await?;
+            dead_letters.delete(&finished).await?;
         }
         Ok(report)
     }
+}
 
-    async fn depth(&self, queue_url: &str) -> Result<u64, DependencyError> {
-        let output = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await
-            .map_err(|error| classify("sqs", "GetQueueAttributes", error, &[]))?;
-        Ok(output
-            .attributes
-            .and_then(|attributes| attributes.get(&QueueAttributeName::ApproximateNumberOfMessages).cloned())
-            .and_then(|count| count.parse().ok())
-            .unwrap_or(0))
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::notification::{DeliveryRecord, DeliveryStatus, NotificationRecord};
+    use crate::memory::{MemoryDeadLetters, MemoryLog};
+    use crate::ports::DeadLetter;
+
+    fn logged(log: &MemoryLog, id: &str, status: DeliveryStatus) -> DeadLetter {
+        let mut delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "t");
+        delivery.status = status;
+        log.insert(NotificationRecord {
+            id: id.into(),
+            app_key: "a".into(),
+            idempotency_key: None,
+            request_hash: "h".into(),
+            user_id: "u".into(),
+            template: "t".into(),
+            created_at: "t".into(),
+            expires_at: i64::MAX,
+            deliveries: BTreeMap::from([("sms".to_string(), delivery)]),
+            skipped: vec![],
+            events: vec![],
+            sweep_shard: None,
+            sweep_at: None,
+        });
+        letter(id, &format!(r#"{{"notification_id": "{id}", "delivery_id": "sms"}}"#))
+    }
+
+    fn letter(id: &str, body: &str) -> DeadLetter {
+        DeadLetter { message_id: format!("m-{id}"), receipt_handle: format!("r-{id}"), body: body.into() }
+    }
+
+    #[tokio::test]
+    async fn a_redrive_sends_back_parked_deliveries_drops_finished_ones_and_leaves_strangers() {
+        let log = MemoryLog::default();
+        let dead_letters = MemoryDeadLetters::default();
+        let parked = logged(&log, "n-parked", DeliveryStatus::Parked);
+        let letters = [parked.clone(), logged(&log, "n-sent", DeliveryStatus::Sent), letter("x", "not a delivery")];
+        dead_letters.letters.lock().unwrap().extend(letters);
+        let redrive = Redrive::new(log);
+
+        let counted = redrive.run(Channel::Sms, &dead_letters, 500, true).await.unwrap();
+        assert_eq!((counted.dead_letters, counted.redriven), (3, 0), "a dry run only counts");
+        let report = redrive.run(Channel::Sms, &dead_letters, 500, false).await.unwrap();
+        assert_eq!((report.redriven, report.already_finished, report.left_in_dlq), (1, 1, 1));
+        assert_eq!(*dead_letters.sent_back.lock().unwrap(), [parked.body]);
+        let left: Vec<String> = dead_letters.letters.lock().unwrap().iter().map(|letter| letter.body.clone()).collect();
+        assert_eq!(left, ["not a delivery"]);
+        let events = redrive.log.get("n-parked").await.unwrap().unwrap().events;
+        assert_eq!(events.iter().map(|event| event.kind).collect::<Vec<_>>(), [TimelineKind::Redriven]);
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::notification::{FIRST_SWEEP_AFTER_SECONDS, SWEEP_SHARDS};
 use crate::error::DependencyError;
+use crate::ports::{DeliveryLog, Enqueue};
 use crate::queue::{Enqueuer, Outgoing};
 use crate::store::notifications::NotificationStore;
 
@@ -25,14 +26,15 @@ pub struct SweepReport {
     pub not_enqueued: usize,
 }
 
-pub struct Sweep {
-    notifications: NotificationStore,
-    enqueuer: Enqueuer,
+/// The sweep over its ports: the delivery log `L` and the channel queues `E`.
+pub struct Sweep<L = NotificationStore, E = Enqueuer> {
+    log: L,
+    queues: E,
 }
 
-impl Sweep {
-    pub fn new(notifications: NotificationStore, enqueuer: Enqueuer) -> Self {
-        Self { notifications, enqueuer }
+impl<L: DeliveryLog, E: Enqueue> Sweep<L, E> {
+    pub fn new(log: L, queues: E) -> Self {
+        Self { log, queues }
     }
 
     /// Looks at up to `budget` due records.
@@ -43,30 +45,30 @@ impl Sweep {
             if left == 0 {
                 break;
             }
-            for id in self.notifications.due(&format!("pending#{shard}"), now_epoch, left).await? {
+            for id in self.log.due(shard, now_epoch, left).await? {
                 report.examined += 1;
-                let Some(record) = self.notifications.get(&id).await? else { continue };
+                let Some(record) = self.log.get(&id).await? else { continue };
                 let Some(seen) = record.sweep_at else { continue };
                 if record.finished() {
-                    report.settled += usize::from(self.notifications.reschedule_sweep(&id, seen, None).await?);
+                    report.settled += usize::from(self.log.reschedule_sweep(&id, seen, None).await?);
                     continue;
                 }
                 // Look again later, twice as far out each time: a delivery retrying through SQS
                 // or parked in a DLQ keeps its record pending without costing a read a minute.
                 let created = crate::time::parse_rfc3339_epoch(&record.created_at).unwrap_or(seen);
                 let next = now_epoch + (now_epoch - created).max(60);
-                if !self.notifications.reschedule_sweep(&id, seen, Some(next)).await? {
+                if !self.log.reschedule_sweep(&id, seen, Some(next)).await? {
                     continue;
                 }
                 let outgoing = Outgoing::from_outbox(&id, record.stranded(crate::time::now_epoch_millis()));
-                let failures = self.enqueuer.enqueue(&outgoing).await;
+                let failures = self.queues.enqueue(&outgoing).await;
                 for failure in &failures {
                     tracing::error!(notification_id = %id, delivery_id = %failure.message.delivery_id, error = %failure.error, "sweep could not enqueue");
                 }
                 if !failures.is_empty() {
                     // Not twice as far out: nothing of these is in flight, so try again soon.
                     let soon = now_epoch + FIRST_SWEEP_AFTER_SECONDS;
-                    self.notifications.reschedule_sweep(&id, next, Some(soon)).await?;
+                    self.log.reschedule_sweep(&id, next, Some(soon)).await?;
                 }
                 report.requeued += outgoing.len() - failures.len();
                 report.not_enqueued += failures.len();
@@ -76,5 +78,81 @@ impl Sweep {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::channel::Channel;
+    use crate::domain::notification::{DeliveryRecord, DeliveryStatus, NotificationRecord, SweepShard};
+    use crate::memory::{MemoryLog, MemoryQueues};
+
+    const NOW: i64 = 1_000_000;
+
+    /// A record due for the sweep, its delivery `status` (never attempted when `queued`), with
+    /// the message SQS refused at intake.
+    fn stranded(id: &str, status: DeliveryStatus) -> NotificationRecord {
+        let mut delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "t");
+        delivery.status = status;
+        delivery.message = Some(format!("{{\"notification_id\": \"{id}\"}}"));
+        NotificationRecord {
+            id: id.into(),
+            app_key: "a".into(),
+            idempotency_key: None,
+            request_hash: "h".into(),
+            user_id: "u".into(),
+            template: "t".into(),
+            created_at: crate::time::rfc3339(time::OffsetDateTime::from_unix_timestamp(NOW - 600).unwrap()),
+            expires_at: i64::MAX,
+            deliveries: BTreeMap::from([("sms".to_string(), delivery)]),
+            skipped: vec![],
+            events: vec![],
+            sweep_shard: Some(SweepShard(0).to_string()),
+            sweep_at: Some(NOW - 1),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sweep_enqueues_stranded_deliveries_and_settles_finished_records() {
+        let log = MemoryLog::default();
+        log.insert(stranded("n-stranded", DeliveryStatus::Queued));
+        log.insert(stranded("n-finished", DeliveryStatus::Sent));
+        let sweep = Sweep::new(log, MemoryQueues::default());
+        let report = sweep.run(NOW, 200).await.unwrap();
+        assert_eq!((report.examined, report.settled, report.requeued), (2, 1, 1));
+        let enqueued: Vec<String> =
+            sweep.queues.enqueued.lock().unwrap().iter().map(|message| message.notification_id.clone()).collect();
+        assert_eq!(enqueued, ["n-stranded"]);
+        // Looked at again later, twice as far out as the record's age; the finished one never.
+        let again = sweep.log.get("n-stranded").await.unwrap().unwrap().sweep_at.unwrap();
+        assert_eq!(again, NOW + 600);
+        assert_eq!(sweep.log.get("n-finished").await.unwrap().unwrap().sweep_at, None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_enqueue_is_looked_at_again_within_a_minute() {
+        let log = MemoryLog::default();
+        log.insert(stranded("n-1", DeliveryStatus::Queued));
+        let queues = MemoryQueues::default();
+        *queues.refuse.lock().unwrap() = 1;
+        let sweep = Sweep::new(log, queues);
+        let report = sweep.run(NOW, 200).await.unwrap();
+        assert_eq!((report.requeued, report.not_enqueued), (0, 1));
+        assert_eq!(sweep.log.get("n-1").await.unwrap().unwrap().sweep_at, Some(NOW + FIRST_SWEEP_AFTER_SECONDS));
+    }
+
+    #[tokio::test]
+    async fn two_sweeps_at_once_enqueue_each_stranded_delivery_once() {
+        let log = MemoryLog::default();
+        for index in 0..5 {
+            log.insert(stranded(&format!("n-{index}"), DeliveryStatus::Queued));
+        }
+        let sweep = Sweep::new(log, MemoryQueues::default());
+        let (first, second) = tokio::join!(sweep.run(NOW, 200), sweep.run(NOW, 200));
+        assert_eq!(first.unwrap().requeued + second.unwrap().requeued, 5);
+        assert_eq!(sweep.queues.enqueued.lock().unwrap().len(), 5);
     }
 }

@@ -10,6 +10,7 @@ use notify::domain::FieldError;
 use notify::domain::app::AppRecord;
 use notify::domain::channel::Channel;
 use notify::domain::delivery::{DeliveryMessage, OutboundContent};
+use notify::domain::lifecycle::TimelineKind;
 use notify::domain::notification::{
     self, DeliveryRecord, NotificationRecord, RETENTION_SECONDS, SkipReason, TimelineEvent,
 };
@@ -558,7 +559,7 @@ pub fn assemble(
         sweep_at: None,
         deliveries,
         skipped: plan.skipped,
-        events: vec![TimelineEvent { at: now, kind: "accepted".into(), channel: None }],
+        events: vec![TimelineEvent { at: now, kind: TimelineKind::Accepted, channel: None }],
     };
     Ok(Prepared { record, outgoing })
 }

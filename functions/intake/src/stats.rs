@@ -37,11 +37,11 @@ impl Intake {
         let counted = Counted { app_key: &record.app_key, template: &record.template };
         for channel in channels.chain(skipped.iter().map(|skipped| skipped.channel)) {
             self.stats.count(counted, channel, ACCEPTED);
-            notify::metrics::delivery(channel, notify::metrics::Outcome::Accepted);
+            notify::metrics::delivery(channel, notify::metrics::DeliveryMetric::Accepted);
         }
         for skipped in skipped {
             self.stats.count(counted, skipped.channel, &skipped_counter(skipped.reason));
-            notify::metrics::delivery(skipped.channel, notify::metrics::Outcome::Skipped);
+            notify::metrics::delivery(skipped.channel, notify::metrics::DeliveryMetric::Skipped);
         }
     }
 }

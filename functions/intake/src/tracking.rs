@@ -6,7 +6,7 @@ use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use notify::domain::tracking::{LinkTracker, Tracked};
-use notify::store::notifications::Engagement;
+use notify::ports::{DeliveryLog, Engagement};
 use notify::store::stats::Counted;
 
 use crate::Intake;

@@ -8,8 +8,7 @@ use aws_config::SdkConfig;
 use lambda_runtime::{Error, LambdaEvent};
 use notify::config::{ConfigError, EnvSource, Settings};
 use notify::domain::channel::Channel;
-use notify::queue::Enqueuer;
-use notify::queue::{ChannelDeadLetterQueues, ChannelQueues};
+use notify::queue::{ChannelDeadLetterQueues, ChannelQueues, DeadLetterQueue, Enqueuer};
 use notify::redrive::{Redrive, RedriveReport};
 use notify::store::notifications::NotificationStore;
 use notify::sweep::{Sweep, SweepReport};
@@ -44,6 +43,7 @@ pub enum Report {
 }
 
 pub struct Retry {
+    sqs: aws_sdk_sqs::Client,
     queues: ChannelQueues,
     dead_letter_queues: ChannelDeadLetterQueues,
     redrive: Redrive,
@@ -62,7 +62,8 @@ impl Retry {
         let sqs = aws_sdk_sqs::Client::new(sdk);
         Ok(Self {
             sweep: Sweep::new(notifications.clone(), Enqueuer::new(sqs.clone(), queues.clone())),
-            redrive: Redrive::new(sqs, notifications),
+            redrive: Redrive::new(notifications),
+            sqs,
             queues,
             dead_letter_queues,
         })
@@ -76,9 +77,12 @@ impl notify::function::Function for Retry {
     async fn handle(&self, event: LambdaEvent<Request>) -> Result<Report, Error> {
         match event.payload {
             Request::Redrive { channel, max, dry_run } => {
-                let (dead_letters, queue) = (self.dead_letter_queues.url(channel), self.queues.url(channel));
-                let report =
-                    self.redrive.run(channel, dead_letters, queue, max.unwrap_or(DEFAULT_MAX), dry_run).await?;
+                let dead_letters = DeadLetterQueue::new(
+                    self.sqs.clone(),
+                    self.dead_letter_queues.url(channel).to_string(),
+                    self.queues.url(channel).to_string(),
+                );
+                let report = self.redrive.run(channel, &dead_letters, max.unwrap_or(DEFAULT_MAX), dry_run).await?;
                 tracing::info!(report = ?report, "redrive finished");
                 Ok(Report::Redrive(report))
             }

@@ -27,6 +27,14 @@ pub struct DeliveryMessage<C> {
     pub content: C,
 }
 
+/// What any delivery message says of its delivery, whatever its channel's content: how a DLQ's
+/// messages are read without knowing their channel's shape.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct DeliveryRef {
+    pub notification_id: String,
+    pub delivery_id: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmsContent {
     pub to: PhoneNumber,

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::channel::Channel;
+use super::lifecycle::{Current, Event, TimelineKind};
 use crate::error::FailureClass;
 
 /// How long the log (and so every idempotency key) is kept: 7 days, well over the 24 h a
@@ -175,15 +176,17 @@ pub enum ClaimDecision {
 }
 
 impl DeliveryRecord {
+    /// The delivery as the lifecycle table's guards see it.
+    pub fn current(&self) -> Current {
+        Current { status: self.status, lease_until: self.lease_until }
+    }
+
+    /// What the lifecycle table says of a claim now.
     pub fn claim_decision(&self, now_ms: i64) -> ClaimDecision {
-        match self.status {
-            // A parked delivery's message only comes back through on-call's redrive.
-            DeliveryStatus::Queued | DeliveryStatus::Parked => ClaimDecision::Take,
-            DeliveryStatus::Sending => match self.lease_until {
-                Some(until) if until > now_ms => ClaimDecision::HeldUntil(until),
-                _ => ClaimDecision::Take,
-            },
-            finished => ClaimDecision::Finished(finished),
+        match (self.status, self.lease_until) {
+            _ if Event::Claim.transition().allows(self.current(), now_ms, None) => ClaimDecision::Take,
+            (DeliveryStatus::Sending, Some(until)) => ClaimDecision::HeldUntil(until),
+            (status, _) => ClaimDecision::Finished(status),
         }
     }
 }
@@ -198,7 +201,7 @@ pub struct SkippedChannel {
 pub struct TimelineEvent {
     pub at: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: TimelineKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<Channel>,
 }
@@ -230,6 +233,16 @@ pub struct NotificationRecord {
 
 /// Shards of the `pending` index, so its writes spread over partitions.
 pub const SWEEP_SHARDS: u32 = 4;
+
+/// A shard of the `pending` index, as its key spells it: `pending#<n>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweepShard(pub u32);
+
+impl std::fmt::Display for SweepShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pending#{}", self.0)
+    }
+}
 /// How long after a failed enqueue the sweep first looks at the notification (it runs every
 /// minute): soon, since nothing of it is in flight, but not within a moment of the failure.
 pub const FIRST_SWEEP_AFTER_SECONDS: i64 = 60;

@@ -1,4 +1,7 @@
-//! The notifications table: key `id`; TTL attribute `expires_at`.
+//! The notifications table: key `id`; TTL attribute `expires_at`. The [`DeliveryLog`] in
+//! DynamoDB: each delivery's status change is one conditional update whose condition is the
+//! lifecycle table's row for it (`domain::lifecycle`), so a duplicate or late change fails its
+//! condition instead of overwriting what happened.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -9,114 +12,13 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use super::{Item, from_item, string, to_item};
 use crate::aws::classify;
 use crate::domain::channel::Channel;
+use crate::domain::lifecycle::{Event, Guard, TimelineKind, Transition};
 use crate::domain::notification::{
-    ClaimDecision, DeliveryFailure, DeliveryStatus, NotificationRecord, SkipReason, TimelineEvent,
+    ClaimDecision, DeliveryFailure, DeliveryStatus, NotificationRecord, SweepShard, TimelineEvent,
 };
 use crate::error::DependencyError;
+use crate::ports::{AttemptOutcome, Claim, DeliveryLog, Engaged, Engagement, FeedbackRecorded, Lease};
 use crate::queue::Outgoing;
-
-/// What claiming a delivery for an attempt came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// This attempt holds the delivery, with this lease.
-    Taken(Lease),
-    /// Another attempt holds it until then (epoch milliseconds).
-    Held { until_ms: i64 },
-    /// It has an outcome already.
-    Finished(DeliveryStatus),
-    /// No such notification or delivery (expired from the log, or never logged).
-    Missing,
-}
-
-/// The lease an attempt took on a delivery: until when (epoch milliseconds) no other attempt
-/// takes it over. Its value also tells this attempt's claim apart from a later one's (a claim
-/// succeeds only while no unexpired lease exists), so the attempt's outcome is written only
-/// while it still holds the delivery: one that outlived its lease cannot overwrite the state of
-/// the attempt that took over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lease {
-    until_ms: i64,
-}
-
-impl Lease {
-    /// When it ends, in epoch milliseconds.
-    pub fn until_ms(&self) -> i64 {
-        self.until_ms
-    }
-}
-
-/// A status change the provider's feedback asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FeedbackTransition {
-    pub to: DeliveryStatus,
-    pub from: &'static [DeliveryStatus],
-    pub event: &'static str,
-    pub error: Option<DeliveryFailure>,
-}
-
-/// What recording feedback came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FeedbackRecorded {
-    Recorded,
-    /// The send's `sent` write has not landed yet (the event overtook it): try again later.
-    NotYetSent,
-    /// The delivery is in a state the feedback does not move (a duplicate event, or a later one).
-    Unchanged(DeliveryStatus),
-    /// No such notification or delivery (expired from the log).
-    Missing,
-}
-
-/// A recipient's engagement with a tracked message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engagement {
-    Open,
-    Click,
-}
-
-/// What recording an engagement came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engaged {
-    /// Recorded; `first`: the delivery's first open or first click (what the rates count).
-    Recorded { first: bool },
-    /// Nothing changed: a repeated open, or no such notification or delivery (expired).
-    NotRecorded,
-}
-
-/// How an attempt ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    Sent {
-        provider_message_id: String,
-    },
-    Failed(DeliveryFailure),
-    Skipped(SkipReason),
-    /// A transient failure: the delivery goes back to `queued` for the next receive.
-    Retrying(DeliveryFailure),
-    /// A transient failure on the queue's last receive: SQS moves the message to the DLQ.
-    Parked(DeliveryFailure),
-}
-
-impl AttemptOutcome {
-    fn status(&self) -> DeliveryStatus {
-        match self {
-            AttemptOutcome::Sent { .. } => DeliveryStatus::Sent,
-            AttemptOutcome::Failed(_) => DeliveryStatus::Failed,
-            AttemptOutcome::Skipped(_) => DeliveryStatus::Skipped,
-            AttemptOutcome::Retrying(_) => DeliveryStatus::Queued,
-            AttemptOutcome::Parked(_) => DeliveryStatus::Parked,
-        }
-    }
-
-    fn event(&self) -> &'static str {
-        match self {
-            AttemptOutcome::Sent { .. } => "sent",
-            AttemptOutcome::Failed(_) => "failed",
-            AttemptOutcome::Skipped(_) => "skipped",
-            AttemptOutcome::Retrying(_) => "retrying",
-            AttemptOutcome::Parked(_) => "parked",
-        }
-    }
-}
 
 fn status_value(status: DeliveryStatus) -> AttributeValue {
     string(status.as_str())
@@ -137,35 +39,83 @@ fn delivery_names(delivery_id: &str) -> HashMap<String, String> {
     .collect()
 }
 
-fn event(kind: &str, channel: Channel) -> Result<AttributeValue, DependencyError> {
-    let event = TimelineEvent { at: crate::time::now_rfc3339(), kind: kind.to_string(), channel: Some(channel) };
+fn event(kind: TimelineKind, channel: Channel) -> Result<AttributeValue, DependencyError> {
+    let event = TimelineEvent { at: crate::time::now_rfc3339(), kind, channel: Some(channel) };
     let item: Item = to_item("UpdateItem", &event)?;
     Ok(AttributeValue::L(vec![AttributeValue::M(item)]))
 }
 
-/// The update every status change of a delivery makes: its status and time set, an event
-/// appended to the timeline, and what the change adds (an error, a provider id, …).
+/// One status change of a delivery, as the lifecycle table's row for it says: the status and
+/// time set and the row's timeline event appended, if the delivery's status is one the row
+/// moves from and the row's guard holds; plus what the change adds (an error, a provider id, a
+/// lease, …).
 struct StatusChange {
     names: HashMap<String, String>,
     values: HashMap<String, AttributeValue>,
     sets: Vec<String>,
+    removes: Vec<String>,
+    condition: String,
 }
 
 impl StatusChange {
-    fn new(delivery_id: &str, to: DeliveryStatus, kind: &str, channel: Channel) -> Result<Self, DependencyError> {
-        let sets = vec![
-            "#deliveries.#d.#status = :status".to_string(),
-            "#deliveries.#d.#updated = :now_iso".to_string(),
-            "#events = list_append(#events, :event)".to_string(),
-        ];
-        let values = HashMap::from([
-            (":status".to_string(), status_value(to)),
-            (":now_iso".to_string(), string(&crate::time::now_rfc3339())),
-            (":event".to_string(), event(kind, channel)?),
-        ]);
-        let mut names = delivery_names(delivery_id);
-        names.remove("#lease");
-        Ok(Self { names, values, sets })
+    /// `lease`: the attempt's own, for a row guarded by [`Guard::OwnLease`]; `now_ms`: when a
+    /// lease counts as expired, for [`Guard::OrExpiredLease`].
+    fn new(
+        delivery_id: &str,
+        transition: &Transition,
+        channel: Channel,
+        lease: Option<Lease>,
+        now_ms: i64,
+    ) -> Result<Self, DependencyError> {
+        let mut change = Self {
+            names: delivery_names(delivery_id),
+            values: HashMap::from([
+                (":status".to_string(), status_value(transition.to)),
+                (":now_iso".to_string(), string(&crate::time::now_rfc3339())),
+                (":event".to_string(), event(transition.timeline, channel)?),
+            ]),
+            sets: vec![
+                "#deliveries.#d.#status = :status".to_string(),
+                "#deliveries.#d.#updated = :now_iso".to_string(),
+                "#events = list_append(#events, :event)".to_string(),
+            ],
+            removes: Vec::new(),
+            condition: String::new(),
+        };
+        change.condition = change.guard(transition, lease, now_ms);
+        if !change.condition.contains("#lease") {
+            // DynamoDB refuses a name placeholder no expression uses.
+            change.names.remove("#lease");
+        }
+        Ok(change)
+    }
+
+    /// The row's condition: `#status IN (its from statuses)`, and its guard.
+    fn guard(&mut self, transition: &Transition, lease: Option<Lease>, now_ms: i64) -> String {
+        let mut from = Vec::new();
+        for (index, status) in transition.from.iter().enumerate() {
+            from.push(format!(":from{index}"));
+            self.values.insert(format!(":from{index}"), status_value(*status));
+        }
+        let status_is_from = format!("#deliveries.#d.#status IN ({})", from.join(", "));
+        match transition.guard {
+            Guard::None => status_is_from,
+            Guard::OwnLease => {
+                let lease = lease.expect("a change guarded by the attempt's lease is recorded with it");
+                self.values.insert(":lease".into(), AttributeValue::N(lease.until_ms().to_string()));
+                // The attempt's outcome ends its lease.
+                self.removes.push("#deliveries.#d.#lease".into());
+                format!("{status_is_from} AND #deliveries.#d.#lease = :lease")
+            }
+            Guard::OrExpiredLease => {
+                self.values.insert(":sending".into(), status_value(DeliveryStatus::Sending));
+                self.values.insert(":now".into(), AttributeValue::N(now_ms.to_string()));
+                format!(
+                    "{status_is_from} OR (#deliveries.#d.#status = :sending AND \
+                     (attribute_not_exists(#deliveries.#d.#lease) OR #deliveries.#d.#lease < :now))"
+                )
+            }
+        }
     }
 
     /// Also sets the delivery's `attribute` to `value`.
@@ -181,33 +131,35 @@ impl StatusChange {
         Ok(())
     }
 
-    /// The condition and clause of an attempt's own outcome: the delivery is still `sending`
-    /// under `lease`, which the change ends.
-    fn ending(&mut self, lease: Lease) -> (String, &'static str) {
+    /// A claim's own additions: its lease, and one more attempt.
+    fn take(&mut self, lease: Lease) {
         self.names.insert("#lease".into(), "lease_until".into());
-        self.values.insert(":sending".into(), status_value(DeliveryStatus::Sending));
-        self.values.insert(":lease".into(), AttributeValue::N(lease.until_ms.to_string()));
-        ("#deliveries.#d.#status = :sending AND #deliveries.#d.#lease = :lease".into(), " REMOVE #deliveries.#d.#lease")
+        self.sets.push("#deliveries.#d.#lease = :lease".into());
+        self.values.insert(":lease".into(), AttributeValue::N(lease.until_ms().to_string()));
+        self.sets.push("#deliveries.#d.attempts = #deliveries.#d.attempts + :one".into());
+        self.values.insert(":one".into(), AttributeValue::N("1".into()));
     }
 
-    /// The UpdateItem of notification `id`, if the delivery meets `condition` (the statuses it
-    /// may move from); `clauses` follow the SET (` REMOVE …`).
+    /// The UpdateItem of notification `id` (what it found instead comes back with a failure).
     fn update(
         self,
         store: &NotificationStore,
         id: &str,
-        condition: String,
-        clauses: &str,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let mut expression = format!("SET {}", self.sets.join(", "));
+        if !self.removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", self.removes.join(", ")));
+        }
         store
             .client
             .update_item()
             .table_name(&store.table)
             .key("id", string(id))
-            .update_expression(format!("SET {}{clauses}", self.sets.join(", ")))
-            .condition_expression(condition)
+            .update_expression(expression)
+            .condition_expression(self.condition)
             .set_expression_attribute_names(Some(self.names))
             .set_expression_attribute_values(Some(self.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
     }
 }
 
@@ -302,243 +254,12 @@ impl NotificationStore {
         output.item.map(|item| from_item("GetItem", item)).transpose()
     }
 
-    /// Claims a delivery for an attempt: `queued`, or `sending` with an expired lease, becomes
-    /// `sending` with a lease until `now + lease`, in one conditional update.
-    pub async fn claim(
-        &self,
-        id: &str,
-        delivery_id: &str,
-        channel: Channel,
-        now_ms: i64,
-        lease: Duration,
-    ) -> Result<Claim, DependencyError> {
-        let lease = Lease { until_ms: now_ms + lease.as_millis() as i64 };
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", string(id))
-            .update_expression(
-                "SET #deliveries.#d.#status = :sending, #deliveries.#d.#lease = :lease, \
-                 #deliveries.#d.attempts = #deliveries.#d.attempts + :one, #deliveries.#d.#updated = :now_iso, \
-                 #events = list_append(#events, :event)",
-            )
-            .condition_expression(
-                "#deliveries.#d.#status IN (:queued, :parked) OR (#deliveries.#d.#status = :sending AND \
-                 (attribute_not_exists(#deliveries.#d.#lease) OR #deliveries.#d.#lease < :now))",
-            )
-            .set_expression_attribute_names(Some(delivery_names(delivery_id)))
-            .expression_attribute_values(":queued", status_value(DeliveryStatus::Queued))
-            .expression_attribute_values(":parked", status_value(DeliveryStatus::Parked))
-            .expression_attribute_values(":sending", status_value(DeliveryStatus::Sending))
-            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
-            .expression_attribute_values(":lease", AttributeValue::N(lease.until_ms.to_string()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":now_iso", string(&crate::time::now_rfc3339()))
-            .expression_attribute_values(":event", event("sending", channel)?)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let record = match result {
-            Ok(_) => return Ok(Claim::Taken(lease)),
-            Err(error) => found_instead(error)?,
-        };
-        let Some(delivery) = record.as_ref().and_then(|record| record.deliveries.get(delivery_id)) else {
-            return Ok(Claim::Missing);
-        };
-        Ok(match delivery.claim_decision(now_ms) {
-            ClaimDecision::Finished(status) => Claim::Finished(status),
-            ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },
-            // The lease ran out between the write and now: come straight back.
-            ClaimDecision::Take => Claim::Held { until_ms: now_ms },
-        })
-    }
-
-    /// Records how an attempt ended, if the delivery is still `sending` under the attempt's
-    /// `lease` (else another attempt took over, and records its own outcome): whether this write
-    /// recorded it.
-    pub async fn record(
-        &self,
-        id: &str,
-        delivery_id: &str,
-        channel: Channel,
-        lease: Lease,
-        outcome: &AttemptOutcome,
-    ) -> Result<bool, DependencyError> {
-        let mut change = StatusChange::new(delivery_id, outcome.status(), outcome.event(), channel)?;
-        match outcome {
-            AttemptOutcome::Sent { provider_message_id } => {
-                change.set("provider_message_id", string(provider_message_id));
-            }
-            AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) | AttemptOutcome::Parked(failure) => {
-                change.set_error(failure)?
-            }
-            AttemptOutcome::Skipped(reason) => change.set("skip_reason", string(reason.as_str())),
-        }
-        let (condition, clauses) = change.ending(lease);
-        let result = change.update(self, id, condition, clauses).send().await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                tracing::info!(notification_id = %id, delivery_id = %delivery_id, "another attempt took the delivery over");
-                Ok(false)
-            }
-            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
-        }
-    }
-
-    /// Records the provider's feedback on a sent delivery: moves it to `to` (with `error`, the
-    /// bounce or rejection detail) if its status is one of `from`, appending `event` in the same
-    /// write, so a duplicate event changes nothing.
-    pub async fn record_feedback(
-        &self,
-        id: &str,
-        delivery_id: &str,
-        channel: Channel,
-        transition: &FeedbackTransition,
-    ) -> Result<FeedbackRecorded, DependencyError> {
-        let mut change = StatusChange::new(delivery_id, transition.to, transition.event, channel)?;
-        let mut allowed = Vec::new();
-        for (index, status) in transition.from.iter().enumerate() {
-            allowed.push(format!(":from{index}"));
-            change.values.insert(format!(":from{index}"), status_value(*status));
-        }
-        if let Some(error) = &transition.error {
-            change.set_error(error)?;
-        }
-        let condition = format!("#deliveries.#d.#status IN ({})", allowed.join(", "));
-        let result = change
-            .update(self, id, condition, "")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        let record = match result {
-            Ok(_) => return Ok(FeedbackRecorded::Recorded),
-            Err(error) => found_instead(error)?,
-        };
-        Ok(
-            match record.as_ref().and_then(|record| record.deliveries.get(delivery_id)).map(|delivery| delivery.status)
-            {
-                None => FeedbackRecorded::Missing,
-                Some(status) if !status.is_final() => FeedbackRecorded::NotYetSent,
-                Some(status) => FeedbackRecorded::Unchanged(status),
-            },
-        )
-    }
-
-    /// Records an open (the first one only: later pixel loads change nothing) or a click (every
-    /// one counted on the delivery; the first one also on the timeline). The public tracking
-    /// routes can be hit any number of times (a forwarded email, a link-scanning bot), so only
-    /// the first of each appends to the record: after it, the record keeps its size and each
-    /// click costs one small write, however many there are.
-    pub async fn record_engagement(
-        &self,
-        id: &str,
-        delivery_id: &str,
-        channel: Channel,
-        engagement: Engagement,
-    ) -> Result<Engaged, DependencyError> {
-        // DynamoDB refuses a name placeholder the expressions do not use.
-        let used: &[&str] = match engagement {
-            Engagement::Open => &["#deliveries", "#d", "#events"],
-            Engagement::Click => &["#deliveries", "#d"],
-        };
-        let mut names = delivery_names(delivery_id);
-        names.retain(|placeholder, _| used.contains(&placeholder.as_str()));
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", string(id))
-            .set_expression_attribute_names(Some(names));
-        let update = match engagement {
-            Engagement::Open => update
-                .update_expression("SET #deliveries.#d.opened_at = :now_iso, #events = list_append(#events, :event)")
-                .condition_expression(
-                    "attribute_exists(#deliveries.#d) AND attribute_not_exists(#deliveries.#d.opened_at)",
-                )
-                .expression_attribute_values(":now_iso", string(&crate::time::now_rfc3339()))
-                .expression_attribute_values(":event", event("opened", channel)?),
-            Engagement::Click => update
-                // ADD works on top-level attributes only; a nested counter is SET.
-                .update_expression("SET #deliveries.#d.clicks = if_not_exists(#deliveries.#d.clicks, :zero) + :one")
-                .condition_expression("attribute_exists(#deliveries.#d)")
-                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-                .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                // The old count tells a first click from a later one.
-                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld),
-        };
-        let output = match update.send().await {
-            Ok(output) => output,
-            Err(error) => return found_instead(error).map(|_| Engaged::NotRecorded),
-        };
-        if engagement == Engagement::Open {
-            return Ok(Engaged::Recorded { first: true });
-        }
-        // The old click count is returned only if there was one: its absence means a first click.
-        let first = !output.attributes.unwrap_or_default().get("deliveries").is_some_and(|old| {
-            old.as_m()
-                .ok()
-                .and_then(|m| m.get(delivery_id))
-                .and_then(|d| d.as_m().ok())
-                .is_some_and(|d| d.contains_key("clicks"))
-        });
-        // Exactly one click finds no count before it: that one puts the click on the timeline
-        // (a failure to is logged: the click is counted either way).
-        if first && let Err(error) = self.append_event(id, "clicked", channel).await {
-            tracing::warn!(notification_id = %id, error = %error, "the first click is not on the timeline");
-        }
-        Ok(Engaged::Recorded { first })
-    }
-
-    /// Appends an event to a notification's timeline (no-op for a notification that is gone).
-    pub async fn append_event(&self, id: &str, kind: &str, channel: Channel) -> Result<(), DependencyError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", string(id))
-            .update_expression("SET #events = list_append(#events, :event)")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_names("#events", "events")
-            .expression_attribute_values(":event", event(kind, channel)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
-        }
-    }
-
-    /// Ids of notifications in a shard of the `pending` index that are due (`sweep_at <= now`).
-    pub async fn due(&self, shard: &str, now_epoch: i64, limit: usize) -> Result<Vec<String>, DependencyError> {
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(PENDING_INDEX)
-            .key_condition_expression("sweep_shard = :shard AND sweep_at <= :now")
-            .expression_attribute_values(":shard", string(shard))
-            .expression_attribute_values(":now", AttributeValue::N(now_epoch.to_string()))
-            .limit(limit.clamp(1, 1000) as i32)
-            .send()
-            .await
-            .map_err(|error| classify("dynamodb", "Query", error, &[]))?;
-        Ok(output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|item| item.get("id")?.as_s().ok().cloned())
-            .collect())
-    }
-
     /// Puts a record in the sweep's index, due at `at` (epoch seconds), with the messages of
     /// its deliveries that may not be on a queue (`outbox`: the notification's own), which the
     /// sweep enqueues from there. The intake does this only for a notification some of whose
     /// messages SQS did not take, so only then does the record carry message bodies.
     pub async fn mark_for_sweep(&self, id: &str, at: i64, outbox: &[Outgoing]) -> Result<(), DependencyError> {
-        let shard = format!("pending#{}", rand::random_range(0..crate::domain::notification::SWEEP_SHARDS));
+        let shard = SweepShard(rand::random_range(0..crate::domain::notification::SWEEP_SHARDS)).to_string();
         let mut sets = vec!["sweep_shard = :shard".to_string(), "sweep_at = :at".to_string()];
         let mut names = HashMap::new();
         let mut values = HashMap::from([
@@ -565,9 +286,205 @@ impl NotificationStore {
         Ok(())
     }
 
-    /// Moves a record's next sweep from `seen` to `next` (or out of the index with `None`), if
-    /// no other sweep moved it first: the winner alone acts on the record.
-    pub async fn reschedule_sweep(&self, id: &str, seen: i64, next: Option<i64>) -> Result<bool, DependencyError> {
+    /// Whether a conditional update failed its condition, and the record it found instead.
+    fn refused(
+        result: Result<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+            aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+        >,
+    ) -> Result<Option<Option<NotificationRecord>>, DependencyError> {
+        match result {
+            Ok(_) => Ok(None),
+            Err(error) => found_instead(error).map(Some),
+        }
+    }
+}
+
+impl DeliveryLog for NotificationStore {
+    async fn get(&self, id: &str) -> Result<Option<NotificationRecord>, DependencyError> {
+        NotificationStore::get(self, id).await
+    }
+
+    async fn claim(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        now_ms: i64,
+        lease: Duration,
+    ) -> Result<Claim, DependencyError> {
+        let lease = Lease::starting(now_ms, lease);
+        let mut change = StatusChange::new(delivery_id, Event::Claim.transition(), channel, None, now_ms)?;
+        change.take(lease);
+        let Some(found) = Self::refused(change.update(self, id).send().await)? else {
+            return Ok(Claim::Taken(lease));
+        };
+        let Some(delivery) = found.as_ref().and_then(|record| record.deliveries.get(delivery_id)) else {
+            return Ok(Claim::Missing);
+        };
+        Ok(match delivery.claim_decision(now_ms) {
+            ClaimDecision::Finished(status) => Claim::Finished(status),
+            ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },
+            // The lease ran out between the write and now: come straight back.
+            ClaimDecision::Take => Claim::Held { until_ms: now_ms },
+        })
+    }
+
+    async fn record(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        lease: Lease,
+        outcome: &AttemptOutcome,
+    ) -> Result<bool, DependencyError> {
+        let now_ms = crate::time::now_epoch_millis();
+        let mut change = StatusChange::new(delivery_id, outcome.event().transition(), channel, Some(lease), now_ms)?;
+        match outcome {
+            AttemptOutcome::Sent { provider_message_id } => {
+                change.set("provider_message_id", string(provider_message_id));
+            }
+            AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) | AttemptOutcome::Parked(failure) => {
+                change.set_error(failure)?
+            }
+            AttemptOutcome::Skipped(reason) => change.set("skip_reason", string(reason.as_str())),
+        }
+        if Self::refused(change.update(self, id).send().await)?.is_some() {
+            tracing::info!(notification_id = %id, delivery_id = %delivery_id, "another attempt took the delivery over");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn record_feedback(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        event: Event,
+        error: Option<&DeliveryFailure>,
+    ) -> Result<FeedbackRecorded, DependencyError> {
+        let now_ms = crate::time::now_epoch_millis();
+        let mut change = StatusChange::new(delivery_id, event.transition(), channel, None, now_ms)?;
+        if let Some(error) = error {
+            change.set_error(error)?;
+        }
+        let Some(found) = Self::refused(change.update(self, id).send().await)? else {
+            return Ok(FeedbackRecorded::Recorded);
+        };
+        Ok(match found.as_ref().and_then(|record| record.deliveries.get(delivery_id)).map(|delivery| delivery.status) {
+            None => FeedbackRecorded::Missing,
+            Some(status) if !status.is_final() => FeedbackRecorded::NotYetSent,
+            Some(status) => FeedbackRecorded::Unchanged(status),
+        })
+    }
+
+    /// Records an open (the first one only: later pixel loads change nothing) or a click (every
+    /// one counted on the delivery; the first one also on the timeline). The public tracking
+    /// routes can be hit any number of times (a forwarded email, a link-scanning bot), so only
+    /// the first of each appends to the record: after it, the record keeps its size and each
+    /// click costs one small write, however many there are.
+    async fn record_engagement(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        engagement: Engagement,
+    ) -> Result<Engaged, DependencyError> {
+        // DynamoDB refuses a name placeholder the expressions do not use.
+        let used: &[&str] = match engagement {
+            Engagement::Open => &["#deliveries", "#d", "#events"],
+            Engagement::Click => &["#deliveries", "#d"],
+        };
+        let mut names = delivery_names(delivery_id);
+        names.retain(|placeholder, _| used.contains(&placeholder.as_str()));
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .set_expression_attribute_names(Some(names));
+        let update = match engagement {
+            Engagement::Open => update
+                .update_expression("SET #deliveries.#d.opened_at = :now_iso, #events = list_append(#events, :event)")
+                .condition_expression(
+                    "attribute_exists(#deliveries.#d) AND attribute_not_exists(#deliveries.#d.opened_at)",
+                )
+                .expression_attribute_values(":now_iso", string(&crate::time::now_rfc3339()))
+                .expression_attribute_values(":event", event(TimelineKind::Opened, channel)?),
+            Engagement::Click => update
+                // ADD works on top-level attributes only; a nested counter is SET.
+                .update_expression("SET #deliveries.#d.clicks = if_not_exists(#deliveries.#d.clicks, :zero) + :one")
+                .condition_expression("attribute_exists(#deliveries.#d)")
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                // The old count tells a first click from a later one.
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld),
+        };
+        let output = match update.send().await {
+            Ok(output) => output,
+            Err(error) => return found_instead(error).map(|_| Engaged::NotRecorded),
+        };
+        if engagement == Engagement::Open {
+            return Ok(Engaged::Recorded { first: true });
+        }
+        // The old click count is returned only if there was one: its absence means a first click.
+        let first = !output.attributes.unwrap_or_default().get("deliveries").is_some_and(|old| {
+            old.as_m()
+                .ok()
+                .and_then(|m| m.get(delivery_id))
+                .and_then(|d| d.as_m().ok())
+                .is_some_and(|d| d.contains_key("clicks"))
+        });
+        // Exactly one click finds no count before it: that one puts the click on the timeline
+        // (a failure to is logged: the click is counted either way).
+        if first && let Err(error) = self.append_event(id, TimelineKind::Clicked, channel).await {
+            tracing::warn!(notification_id = %id, error = %error, "the first click is not on the timeline");
+        }
+        Ok(Engaged::Recorded { first })
+    }
+
+    async fn append_event(&self, id: &str, kind: TimelineKind, channel: Channel) -> Result<(), DependencyError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id))
+            .update_expression("SET #events = list_append(#events, :event)")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#events", "events")
+            .expression_attribute_values(":event", event(kind, channel)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
+        }
+    }
+
+    async fn due(&self, shard: u32, now_epoch: i64, limit: usize) -> Result<Vec<String>, DependencyError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(PENDING_INDEX)
+            .key_condition_expression("sweep_shard = :shard AND sweep_at <= :now")
+            .expression_attribute_values(":shard", string(&SweepShard(shard).to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(now_epoch.to_string()))
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|error| classify("dynamodb", "Query", error, &[]))?;
+        Ok(output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| item.get("id")?.as_s().ok().cloned())
+            .collect())
+    }
+
+    async fn reschedule_sweep(&self, id: &str, seen: i64, next: Option<i64>) -> Result<bool, DependencyError> {
         let update = self
             .client
             .update_item()

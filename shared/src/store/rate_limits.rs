@@ -127,3 +127,15 @@ impl RateLimiter {
         }
     }
 }
+
+impl crate::ports::Allowance for RateLimiter {
+    async fn try_take(
+        &self,
+        user_id: &UserId,
+        channel: Channel,
+        notification_id: &str,
+        now_epoch: i64,
+    ) -> Result<bool, DependencyError> {
+        RateLimiter::try_take(self, user_id, channel, notification_id, now_epoch).await
+    }
+}

@@ -14,7 +14,7 @@ use super::string;
 use crate::aws::classify;
 use crate::domain::channel::Channel;
 use crate::error::DependencyError;
-use crate::store::notifications::{Engaged, Engagement};
+use crate::ports::{Counters, Engaged, Engagement};
 
 /// The scope of every template.
 pub const ALL_TEMPLATES: &str = "*";
@@ -165,17 +165,23 @@ impl StatsStore {
     }
 }
 
-/// Counts events as they happen and writes them in one go (at the end of a request or batch).
-/// Stats are best effort: a failed write is logged and its counts are dropped, never retried
-/// into a double count.
-pub struct StatsRecorder {
-    store: StatsStore,
+impl Counters for StatsStore {
+    async fn write(&self, tally: Tally) -> Result<(), DependencyError> {
+        StatsStore::write(self, tally).await
+    }
+}
+
+/// Counts events as they happen and writes them in one go (at the end of a request or batch) to
+/// its [`Counters`]. Stats are best effort: a failed write is logged and its counts are dropped,
+/// never retried into a double count.
+pub struct StatsRecorder<C = StatsStore> {
+    counters: C,
     pending: std::sync::Mutex<Tally>,
 }
 
-impl StatsRecorder {
-    pub fn new(store: StatsStore) -> Self {
-        Self { store, pending: Default::default() }
+impl<C: Counters> StatsRecorder<C> {
+    pub fn new(counters: C) -> Self {
+        Self { counters, pending: Default::default() }
     }
 
     pub fn count(&self, counted: Counted<'_>, channel: Channel, counter: &str) {
@@ -190,13 +196,13 @@ impl StatsRecorder {
         match engagement {
             Engagement::Open => {
                 self.count(counted, channel, OPENED);
-                crate::metrics::delivery(channel, crate::metrics::Outcome::Opened);
+                crate::metrics::delivery(channel, crate::metrics::DeliveryMetric::Opened);
             }
             Engagement::Click => {
                 self.count(counted, channel, CLICKS);
                 if first {
                     self.count(counted, channel, CLICKED);
-                    crate::metrics::delivery(channel, crate::metrics::Outcome::Clicked);
+                    crate::metrics::delivery(channel, crate::metrics::DeliveryMetric::Clicked);
                 }
             }
         }
@@ -207,16 +213,18 @@ impl StatsRecorder {
         if tally.is_empty() {
             return;
         }
-        if let Err(error) = self.store.write(tally).await {
+        if let Err(error) = self.counters.write(tally).await {
             tracing::warn!(error = %error, "stats counters not written");
         }
     }
+}
 
+impl StatsRecorder {
     pub async fn report(
         &self,
         apps: &[&str],
         query: &crate::domain::stats::StatsQuery,
     ) -> Result<serde_json::Value, DependencyError> {
-        self.store.report(apps, query).await
+        self.counters.report(apps, query).await
     }
 }

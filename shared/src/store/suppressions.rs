@@ -68,3 +68,9 @@ impl SuppressionStore {
         }
     }
 }
+
+impl crate::ports::Suppressions for SuppressionStore {
+    async fn add(&self, suppression: &Suppression) -> Result<(), DependencyError> {
+        SuppressionStore::add(self, suppression).await
+    }
+}

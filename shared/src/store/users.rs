@@ -377,3 +377,9 @@ fn corrupt_device(message: &str) -> DependencyError {
         message: format!("a stored device token {message}"),
     }
 }
+
+impl crate::ports::Recipients for UserStore {
+    async fn profile(&self, user_id: &UserId) -> Result<Option<UserProfile>, DependencyError> {
+        self.get(user_id).await
+    }
+}

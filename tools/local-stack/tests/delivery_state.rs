@@ -10,9 +10,13 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use local_stack::poller::{Source, event};
 use notify::domain::channel::Channel;
-use notify::domain::notification::DeliveryStatus;
+use notify::domain::lifecycle::{Current, Event, TRANSITIONS};
+use notify::domain::notification::{DeliveryFailure, SkipReason};
+use notify::domain::notification::{DeliveryStatus, SweepShard};
 use notify::domain::user::UserId;
-use notify::store::notifications::{AttemptOutcome, Claim, NotificationStore};
+use notify::error::FailureClass;
+use notify::ports::{AttemptOutcome, Claim, DeliveryLog, FeedbackRecorded, Lease};
+use notify::store::notifications::NotificationStore;
 use notify::store::rate_limits::{RateLimiter, record_key};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -104,41 +108,6 @@ impl Parked {
 
 async fn sms_count(text: &str) -> usize {
     recorded_sms().await.iter().filter(|sms| sms["message"] == text).count()
-}
-
-#[tokio::test]
-async fn a_redelivered_sent_message_is_acknowledged_without_a_second_send() {
-    let parked = Parked::start().await;
-    let (id, text) = parked.accept(&parked.template).await;
-    let messages = parked.receive().await;
-    assert_eq!(messages.len(), 1);
-    assert!(parked.dispatch(&messages).await.is_empty());
-    assert_eq!(parked.delivery(&id).await["status"], "sent");
-    // SQS delivers at least once: the same message again.
-    assert!(parked.dispatch(&messages).await.is_empty(), "acknowledged");
-    assert_eq!(sms_count(&text).await, 1);
-    assert_eq!(parked.delivery(&id).await["attempts"], 1);
-    parked.api.stack.stop().await;
-}
-
-#[tokio::test]
-async fn an_opt_out_or_deletion_after_intake_skips_the_send() {
-    let parked = Parked::start().await;
-    let (opted_out, opted_out_text) = parked.accept(&parked.template).await;
-    parked.api.call(Method::PUT, &format!("/v1/users/{}/preferences", parked.user), Some(json!({"sms": false}))).await;
-    assert!(parked.dispatch(&parked.receive().await).await.is_empty());
-    let delivery = parked.delivery(&opted_out).await;
-    assert_eq!((delivery["status"].clone(), delivery["reason"].clone()), (json!("skipped"), json!("opted_out")));
-    assert_eq!(sms_count(&opted_out_text).await, 0);
-
-    parked.api.call(Method::PUT, &format!("/v1/users/{}/preferences", parked.user), Some(json!({"sms": true}))).await;
-    let (deleted, deleted_text) = parked.accept(&parked.template).await;
-    parked.api.call(Method::DELETE, &format!("/v1/users/{}", parked.user), None).await;
-    assert!(parked.dispatch(&parked.receive().await).await.is_empty());
-    let delivery = parked.delivery(&deleted).await;
-    assert_eq!((delivery["status"].clone(), delivery["reason"].clone()), (json!("skipped"), json!("user_deleted")));
-    assert_eq!(sms_count(&deleted_text).await, 0);
-    parked.api.stack.stop().await;
 }
 
 #[tokio::test]
@@ -293,68 +262,114 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
     parked.api.stack.stop().await;
 }
 
+/// Drives a fresh delivery to `status` through the log's own transitions; returns the lease
+/// it holds when `sending`.
+async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, now: i64) -> Option<Lease> {
+    let failure = DeliveryFailure { class: FailureClass::Transient, code: "Throttling".into(), message: "m".into() };
+    if status == DeliveryStatus::Queued {
+        return None;
+    }
+    let Claim::Taken(lease) = store.claim(id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap() else {
+        panic!("a queued delivery is taken")
+    };
+    let outcome = match status {
+        DeliveryStatus::Sending => return Some(lease),
+        DeliveryStatus::Parked => AttemptOutcome::Parked(failure),
+        DeliveryStatus::Failed => AttemptOutcome::Failed(failure),
+        DeliveryStatus::Skipped => AttemptOutcome::Skipped(SkipReason::RateLimited),
+        _ => AttemptOutcome::Sent { provider_message_id: "p".into() },
+    };
+    assert!(store.record(id, "sms", Channel::Sms, lease, &outcome).await.unwrap());
+    let feedback = match status {
+        DeliveryStatus::Delivered => Event::Delivered,
+        DeliveryStatus::Bounced => Event::Bounced,
+        DeliveryStatus::Complained => Event::Complained,
+        _ => return None,
+    };
+    let recorded = store.record_feedback(id, "sms", Channel::Sms, feedback, None).await.unwrap();
+    assert_eq!(recorded, FeedbackRecorded::Recorded);
+    None
+}
+
+/// Applies `event` to the delivery as the functions would; whether DynamoDB applied it.
+async fn apply(store: &NotificationStore, id: &str, event: Event, lease: Lease, now: i64) -> bool {
+    let failure = DeliveryFailure { class: FailureClass::Permanent, code: "C".into(), message: "m".into() };
+    let record =
+        |outcome: AttemptOutcome| async move { store.record(id, "sms", Channel::Sms, lease, &outcome).await.unwrap() };
+    match event {
+        Event::Claim => {
+            matches!(store.claim(id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap(), Claim::Taken(_))
+        }
+        Event::Sent => record(AttemptOutcome::Sent { provider_message_id: "p".into() }).await,
+        Event::Retrying => record(AttemptOutcome::Retrying(failure)).await,
+        Event::Parked => record(AttemptOutcome::Parked(failure)).await,
+        Event::Failed => record(AttemptOutcome::Failed(failure)).await,
+        Event::Skipped => record(AttemptOutcome::Skipped(SkipReason::OptedOut)).await,
+        Event::Delivered | Event::Bounced | Event::Complained | Event::Rejected => {
+            store.record_feedback(id, "sms", Channel::Sms, event, Some(&failure)).await.unwrap()
+                == FeedbackRecorded::Recorded
+        }
+    }
+}
+
 #[tokio::test]
-async fn every_transition_is_recorded_with_its_event() {
+async fn the_dynamodb_log_applies_exactly_what_the_lifecycle_table_allows() {
     let parked = Parked::start().await;
     let store = parked.store();
-    let lease = Duration::from_secs(60);
     let now = notify::time::now_epoch_millis();
-    let failure = notify::domain::notification::DeliveryFailure {
-        class: notify::error::FailureClass::Transient,
-        code: "Throttling".into(),
-        message: "slow down".into(),
-    };
-    let (id, _) = parked.accept(&parked.template).await;
-    let taken = |claim: Claim| match claim {
-        Claim::Taken(lease) => lease,
-        other => panic!("not taken: {other:?}"),
-    };
-    // queued → sending → queued (transient) → sending → parked (transient, on the queue's last
-    // receive) → sending (redriven) → failed (permanent)
-    let first = taken(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap());
-    store.record(&id, "sms", Channel::Sms, first, &AttemptOutcome::Retrying(failure.clone())).await.unwrap();
-    assert_eq!(parked.delivery(&id).await["status"], "queued");
-    assert_eq!(parked.delivery(&id).await["error"]["code"], "Throttling");
-    let last = taken(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap());
-    store.record(&id, "sms", Channel::Sms, last, &AttemptOutcome::Parked(failure.clone())).await.unwrap();
-    assert_eq!(parked.delivery(&id).await["status"], "parked");
-    let second = taken(store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap());
-    let permanent =
-        notify::domain::notification::DeliveryFailure { class: notify::error::FailureClass::Permanent, ..failure };
-    store.record(&id, "sms", Channel::Sms, second, &AttemptOutcome::Failed(permanent)).await.unwrap();
-    assert_eq!(
-        store.claim(&id, "sms", Channel::Sms, now, lease).await.unwrap(),
-        Claim::Finished(DeliveryStatus::Failed)
-    );
-    // A late outcome from a superseded attempt changes nothing.
-    let late = AttemptOutcome::Sent { provider_message_id: "late".into() };
-    assert!(!store.record(&id, "sms", Channel::Sms, second, &late).await.unwrap(), "not recorded (nor counted)");
-    let body = parked.api.notification(&id).await;
-    assert_eq!(body["deliveries"][0]["status"], "failed");
-    let events: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(events, vec!["accepted", "sending", "retrying", "sending", "parked", "sending", "failed"]);
-
-    // queued → sending → skipped
-    let (skipped, _) = parked.accept(&parked.template).await;
-    let claimed = taken(store.claim(&skipped, "sms", Channel::Sms, now, lease).await.unwrap());
-    store
-        .record(
-            &skipped,
-            "sms",
-            Channel::Sms,
-            claimed,
-            &AttemptOutcome::Skipped(notify::domain::notification::SkipReason::RateLimited),
-        )
-        .await
-        .unwrap();
-    assert_eq!(parked.delivery(&skipped).await["reason"], "rate_limited");
+    let statuses = [
+        DeliveryStatus::Queued,
+        DeliveryStatus::Sending,
+        DeliveryStatus::Parked,
+        DeliveryStatus::Sent,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Bounced,
+        DeliveryStatus::Complained,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Skipped,
+    ];
+    let mut disagreements = Vec::new();
+    for status in statuses {
+        for transition in TRANSITIONS {
+            let (id, _) = parked.accept(&parked.template).await;
+            let held = reach(&store, &id, status, now).await;
+            // An outcome is recorded with the lease its attempt holds (a made-up one elsewhere).
+            let lease = held.unwrap_or(Lease::starting(now, Duration::from_secs(60)));
+            let before = parked.api.notification(&id).await["events"].as_array().unwrap().len();
+            let applied = apply(&store, &id, transition.event, lease, now).await;
+            let current = Current { status, lease_until: held.map(|lease| lease.until_ms()) };
+            let allowed = transition.allows(current, now, Some(lease.until_ms()));
+            if applied != allowed {
+                disagreements
+                    .push(format!("{:?} from {status:?}: DynamoDB {applied}, the table {allowed}", transition.event));
+            }
+            let view = parked.api.notification(&id).await;
+            let events = view["events"].as_array().unwrap();
+            if applied {
+                // The change and its timeline event are one write.
+                assert_eq!(
+                    view["deliveries"][0]["status"],
+                    transition.to.as_str(),
+                    "{:?} from {status:?}",
+                    transition.event
+                );
+                assert_eq!(events.len(), before + 1);
+                assert_eq!(events[before]["type"], transition.timeline.as_str());
+            } else {
+                assert_eq!(events.len(), before, "a refused change appends nothing");
+            }
+        }
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
 
     // Unknown notifications and deliveries are reported missing, not errors.
+    let lease = Duration::from_secs(60);
     assert_eq!(
         store.claim("00000000-0000-7000-8000-000000000000", "sms", Channel::Sms, now, lease).await.unwrap(),
         Claim::Missing
     );
-    assert_eq!(store.claim(&skipped, "push-9", Channel::Push, now, lease).await.unwrap(), Claim::Missing);
+    let (id, _) = parked.accept(&parked.template).await;
+    assert_eq!(store.claim(&id, "push-9", Channel::Push, now, lease).await.unwrap(), Claim::Missing);
     parked.api.stack.stop().await;
 }
 
@@ -454,7 +469,7 @@ impl Parked {
         let update = if due_for_sweep {
             update
                 .update_expression("SET created_at = :then, sweep_shard = :shard, sweep_at = :due")
-                .expression_attribute_values(":shard", AttributeValue::S("pending#0".into()))
+                .expression_attribute_values(":shard", AttributeValue::S(SweepShard(0).to_string()))
                 .expression_attribute_values(":due", AttributeValue::N((then.unix_timestamp() + 60).to_string()))
         } else {
             update.update_expression("SET created_at = :then")

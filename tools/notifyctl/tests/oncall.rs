@@ -9,7 +9,8 @@ use std::time::Duration;
 use notify::domain::channel::Channel;
 use notify::domain::notification::{DeliveryFailure, DeliveryRecord, NotificationRecord, TimelineEvent};
 use notify::error::FailureClass;
-use notify::store::notifications::{AttemptOutcome, Claim, NotificationStore};
+use notify::ports::{AttemptOutcome, Claim, DeliveryLog};
+use notify::store::notifications::NotificationStore;
 use serde_json::json;
 use support::notifyctl;
 
@@ -36,7 +37,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
         expires_at: notify::time::now_epoch_seconds() + 3600,
         deliveries: BTreeMap::from([("sms".to_string(), delivery)]),
         skipped: vec![],
-        events: vec![TimelineEvent { at: now, kind: "accepted".into(), channel: None }],
+        events: vec![TimelineEvent { at: now, kind: notify::domain::lifecycle::TimelineKind::Accepted, channel: None }],
         sweep_shard: None,
         sweep_at: None,
     };

@@ -1,0 +1,259 @@
+//! The ports the delivery logic runs against. The AWS adapters implement them (`store`,
+//! `queue`); `memory` implements them in memory, for fast tests that need no emulator, applying
+//! the same lifecycle table (`domain::lifecycle`).
+//!
+//! - [`DeliveryLog`]: the notification records and their deliveries' lifecycle;
+//! - [`Redelivery`]: how a message comes back (its visibility) and when SQS gives up on it;
+//! - what a dispatcher reads and writes besides: [`Recipients`] (the user at send time),
+//!   [`Allowance`] (the per-user rate limit), [`Counters`] (the stats);
+//! - [`Suppressions`] (email feedback), [`Enqueue`] (the sweep), [`DeadLetters`] (the redrive).
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::domain::channel::Channel;
+use crate::domain::lifecycle::{Event, TimelineKind};
+use crate::domain::notification::{DeliveryFailure, DeliveryStatus, NotificationRecord, SkipReason};
+use crate::domain::user::{UserId, UserProfile};
+use crate::error::DependencyError;
+use crate::queue::{NotEnqueued, Outgoing};
+use crate::store::stats::Tally;
+use crate::store::suppressions::Suppression;
+
+/// The lease an attempt took on a delivery: until when (epoch milliseconds) no other attempt
+/// takes it over. Its value also tells this attempt's claim apart from a later one's (a claim
+/// succeeds only while no unexpired lease exists), so the attempt's outcome is written only
+/// while it still holds the delivery: one that outlived its lease cannot overwrite the state of
+/// the attempt that took over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    until_ms: i64,
+}
+
+impl Lease {
+    /// A lease from `now_ms` for `length`.
+    pub fn starting(now_ms: i64, length: Duration) -> Self {
+        Self { until_ms: now_ms + length.as_millis() as i64 }
+    }
+
+    /// When it ends, in epoch milliseconds.
+    pub fn until_ms(&self) -> i64 {
+        self.until_ms
+    }
+}
+
+/// What claiming a delivery for an attempt came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This attempt holds the delivery, with this lease.
+    Taken(Lease),
+    /// Another attempt holds it until then (epoch milliseconds).
+    Held { until_ms: i64 },
+    /// It has an outcome already.
+    Finished(DeliveryStatus),
+    /// No such notification or delivery (expired from the log, or never logged).
+    Missing,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Sent {
+        provider_message_id: String,
+    },
+    Failed(DeliveryFailure),
+    Skipped(SkipReason),
+    /// A transient failure: the delivery goes back to `queued` for the next receive.
+    Retrying(DeliveryFailure),
+    /// A transient failure on the queue's last receive: SQS moves the message to the DLQ.
+    Parked(DeliveryFailure),
+}
+
+impl AttemptOutcome {
+    /// The lifecycle event that records it.
+    pub fn event(&self) -> Event {
+        match self {
+            AttemptOutcome::Sent { .. } => Event::Sent,
+            AttemptOutcome::Failed(_) => Event::Failed,
+            AttemptOutcome::Skipped(_) => Event::Skipped,
+            AttemptOutcome::Retrying(_) => Event::Retrying,
+            AttemptOutcome::Parked(_) => Event::Parked,
+        }
+    }
+}
+
+/// What recording feedback came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedbackRecorded {
+    Recorded,
+    /// The send's `sent` write has not landed yet (the event overtook it): try again later.
+    NotYetSent,
+    /// The delivery is in a state the feedback does not move (a duplicate event, or a later one).
+    Unchanged(DeliveryStatus),
+    /// No such notification or delivery (expired from the log).
+    Missing,
+}
+
+/// A recipient's engagement with a tracked message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engagement {
+    Open,
+    Click,
+}
+
+/// What recording an engagement came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engaged {
+    /// Recorded; `first`: the delivery's first open or first click (what the rates count).
+    Recorded { first: bool },
+    /// Nothing changed: a repeated open, or no such notification or delivery (expired).
+    NotRecorded,
+}
+
+/// The notification log: the record of truth of every delivery's state.
+pub trait DeliveryLog: Send + Sync + 'static {
+    fn get(&self, id: &str) -> impl Future<Output = Result<Option<NotificationRecord>, DependencyError>> + Send;
+
+    /// Claims a delivery for an attempt ([`Event::Claim`]): it becomes `sending`, with a lease
+    /// until `now_ms + lease`.
+    fn claim(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        now_ms: i64,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, DependencyError>> + Send;
+
+    /// Records how an attempt ended, if the attempt still holds the delivery under `lease`
+    /// (else another attempt took over and records its own outcome): whether this recorded it.
+    fn record(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        lease: Lease,
+        outcome: &AttemptOutcome,
+    ) -> impl Future<Output = Result<bool, DependencyError>> + Send;
+
+    /// Records the provider's feedback on a sent delivery (`event`: delivered, bounced,
+    /// complained or rejected, with the bounce or rejection as its `error`), if the table
+    /// allows it from the delivery's status; a duplicate event changes nothing.
+    fn record_feedback(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        event: Event,
+        error: Option<&DeliveryFailure>,
+    ) -> impl Future<Output = Result<FeedbackRecorded, DependencyError>> + Send;
+
+    /// Records an open (the first only) or a click (every one counted; the first on the timeline).
+    fn record_engagement(
+        &self,
+        id: &str,
+        delivery_id: &str,
+        channel: Channel,
+        engagement: Engagement,
+    ) -> impl Future<Output = Result<Engaged, DependencyError>> + Send;
+
+    /// Appends an event that changes no status (a soft bounce, a redrive) to a notification's
+    /// timeline; nothing for a notification no longer logged.
+    fn append_event(
+        &self,
+        id: &str,
+        kind: TimelineKind,
+        channel: Channel,
+    ) -> impl Future<Output = Result<(), DependencyError>> + Send;
+
+    /// Ids of notifications in a shard of the recovery sweep's index due at `now_epoch`.
+    fn due(
+        &self,
+        shard: u32,
+        now_epoch: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, DependencyError>> + Send;
+
+    /// Moves a record's next sweep from `seen` to `next` (out of the index with `None`), if no
+    /// other sweep moved it first: whether this one did.
+    fn reschedule_sweep(
+        &self,
+        id: &str,
+        seen: i64,
+        next: Option<i64>,
+    ) -> impl Future<Output = Result<bool, DependencyError>> + Send;
+}
+
+/// How a received message comes back.
+pub trait Redelivery: Send + Sync + 'static {
+    /// Makes the queue hand the message out again after `delay` (its visibility).
+    fn retry_after(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), DependencyError>> + Send;
+
+    /// After how many receives the queue moves a message to its DLQ (`None`: never).
+    fn max_receive_count(&self) -> impl Future<Output = Result<Option<u32>, DependencyError>> + Send;
+}
+
+/// Users as they are now.
+pub trait Recipients: Send + Sync + 'static {
+    fn profile(&self, user_id: &UserId) -> impl Future<Output = Result<Option<UserProfile>, DependencyError>> + Send;
+}
+
+/// The per-user limit over a rolling hour.
+pub trait Allowance: Send + Sync + 'static {
+    /// Counts `notification_id` against the user's limit on `channel`, once however often asked:
+    /// whether it is within the limit.
+    fn try_take(
+        &self,
+        user_id: &UserId,
+        channel: Channel,
+        notification_id: &str,
+        now_epoch: i64,
+    ) -> impl Future<Output = Result<bool, DependencyError>> + Send;
+}
+
+/// Where stats counters are written.
+pub trait Counters: Send + Sync + 'static {
+    fn write(&self, tally: Tally) -> impl Future<Output = Result<(), DependencyError>> + Send;
+}
+
+/// The email suppression list.
+pub trait Suppressions: Send + Sync + 'static {
+    fn add(&self, suppression: &Suppression) -> impl Future<Output = Result<(), DependencyError>> + Send;
+}
+
+/// The channel queues, for messages sent again.
+pub trait Enqueue: Send + Sync + 'static {
+    /// Sends every message; returns the ones that were not accepted.
+    fn enqueue(&self, messages: &[Outgoing]) -> impl Future<Output = Vec<NotEnqueued>> + Send;
+}
+
+/// A message waiting in a dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+}
+
+/// A channel's dead-letter queue, and its way back to the channel's queue.
+pub trait DeadLetters: Send + Sync + 'static {
+    /// Messages waiting (approximately, as SQS counts).
+    fn depth(&self) -> impl Future<Output = Result<u64, DependencyError>> + Send;
+
+    /// Up to `max` (≤ 10) messages, hidden from other readers for `hold`.
+    fn receive(
+        &self,
+        max: usize,
+        hold: Duration,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, DependencyError>> + Send;
+
+    /// Sends a message's body back to the channel's queue, as a new message.
+    fn send_back(&self, body: &str) -> impl Future<Output = Result<(), DependencyError>> + Send;
+
+    /// Deletes received messages from the DLQ.
+    fn delete(&self, receipt_handles: &[String]) -> impl Future<Output = Result<(), DependencyError>> + Send;
+}
