@@ -99,7 +99,7 @@ impl<L: DeliveryLog, S: Suppressions, C: Counters> EmailFeedback<L, S, C> {
             }
             Feedback::Rejected { reason } => (Event::Rejected, permanent("Rejected", reason), DeliveryMetric::Failed),
             Feedback::SoftBounced { .. } => {
-                self.log.append_event(id, TimelineKind::SoftBounced, Channel::Email).await?;
+                self.log.append_event(&id, TimelineKind::SoftBounced, Channel::Email).await?;
                 return Ok(Disposition::Done);
             }
             Feedback::Ignored(kind) => {
@@ -108,7 +108,7 @@ impl<L: DeliveryLog, S: Suppressions, C: Counters> EmailFeedback<L, S, C> {
             }
         };
         let to = change.transition().to;
-        match self.log.record_feedback(id, delivery_id, Channel::Email, change, error.as_ref()).await? {
+        match self.log.record_feedback(&id, &delivery_id, Channel::Email, change, error.as_ref()).await? {
             FeedbackRecorded::Recorded => {
                 metrics::delivery(Channel::Email, metric);
                 let counted = Counted { app_key: event.app_key(), template: event.template() };
@@ -132,32 +132,14 @@ impl<L: DeliveryLog, S: Suppressions, C: Counters> EmailFeedback<L, S, C> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::domain::lifecycle::Event;
-    use crate::domain::notification::{DeliveryRecord, DeliveryStatus, NotificationRecord};
-    use crate::memory::{MemoryCounters, MemoryLog, MemorySuppressions};
+    use crate::domain::notification::DeliveryStatus;
+    use crate::memory::{MemoryCounters, MemoryLog, MemorySuppressions, logged};
 
     fn feedback(status: DeliveryStatus) -> EmailFeedback<MemoryLog, MemorySuppressions, MemoryCounters> {
         let log = MemoryLog::default();
-        let mut delivery = DeliveryRecord::queued(Channel::Email, "ada@example.com".into(), "t");
-        delivery.status = status;
-        log.insert(NotificationRecord {
-            id: "n-1".into(),
-            app_key: "ak_0123456789abcdef0123".into(),
-            idempotency_key: None,
-            request_hash: "h".into(),
-            user_id: "u-1".into(),
-            template: "welcome".into(),
-            created_at: "t".into(),
-            expires_at: i64::MAX,
-            deliveries: BTreeMap::from([("email".to_string(), delivery)]),
-            skipped: vec![],
-            events: vec![],
-            sweep_shard: None,
-            sweep_at: None,
-        });
+        log.insert(logged("n-1", "email", Channel::Email, status));
         EmailFeedback::new(log, MemorySuppressions::default(), MemoryCounters::default(), 10)
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::domain::channel::Channel;
 use crate::domain::lifecycle::{Event, TimelineKind, Transition};
 use crate::domain::notification::{
-    ClaimDecision, DeliveryFailure, DeliveryRecord, DeliveryStatus, NotificationRecord, TimelineEvent,
+    DeliveryFailure, DeliveryId, DeliveryRecord, DeliveryStatus, NotificationId, NotificationRecord, TimelineEvent,
 };
 use crate::domain::user::{UserId, UserProfile};
 use crate::error::{DependencyError, FailureClass};
@@ -22,6 +22,28 @@ use crate::ports::{
 use crate::queue::{NotEnqueued, Outgoing};
 use crate::store::stats::Tally;
 use crate::store::suppressions::Suppression;
+
+/// A logged notification with one delivery (`delivery_id` on `channel`, in `status`), as a
+/// test starts from.
+pub fn logged(id: &str, delivery_id: &str, channel: Channel, status: DeliveryStatus) -> NotificationRecord {
+    let mut delivery = DeliveryRecord::queued(channel, "+12015550123".into(), "t");
+    delivery.status = status;
+    NotificationRecord {
+        id: id.into(),
+        app_key: "ak_0123456789abcdef0123".into(),
+        idempotency_key: None,
+        request_hash: "h".into(),
+        user_id: "u-1".into(),
+        template: "welcome".into(),
+        created_at: crate::time::now_rfc3339(),
+        expires_at: i64::MAX,
+        deliveries: BTreeMap::from([(delivery_id.into(), delivery)]),
+        skipped: vec![],
+        events: vec![],
+        sweep_shard: None,
+        sweep_at: None,
+    }
+}
 
 /// What a scripted call does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,14 +95,14 @@ impl Script {
 pub struct Applied {
     /// Who made it (what the log's `caller` said then).
     pub by: u32,
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     pub event: Event,
     pub to: DeliveryStatus,
 }
 
 /// The notification log in memory.
 pub struct MemoryLog {
-    records: Mutex<BTreeMap<String, NotificationRecord>>,
+    records: Mutex<BTreeMap<NotificationId, NotificationRecord>>,
     /// Scripts writes (claims, outcomes, feedback): each call takes the next step.
     pub writes: Script,
     /// Every status change applied, in order.
@@ -119,8 +141,8 @@ impl MemoryLog {
     /// the record as found (`None`: no such delivery).
     async fn change(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         transition: &Transition,
         guard: (Option<Lease>, i64),
@@ -151,7 +173,7 @@ impl MemoryLog {
         });
         self.applied.lock().unwrap().push(Applied {
             by: (self.caller)(),
-            delivery_id: delivery_id.to_string(),
+            delivery_id: delivery_id.clone(),
             event: transition.event,
             to: transition.to,
         });
@@ -163,15 +185,15 @@ impl MemoryLog {
 }
 
 impl DeliveryLog for MemoryLog {
-    async fn get(&self, id: &str) -> Result<Option<NotificationRecord>, DependencyError> {
+    async fn get(&self, id: &NotificationId) -> Result<Option<NotificationRecord>, DependencyError> {
         interleave(1).await;
         Ok(self.records.lock().unwrap().get(id).cloned())
     }
 
     async fn claim(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         now_ms: i64,
         lease: Duration,
@@ -187,20 +209,13 @@ impl DeliveryLog for MemoryLog {
             Ok(()) => return Ok(Claim::Taken(lease)),
             Err(found) => found,
         };
-        let Some(delivery) = found.as_ref().and_then(|record| record.deliveries.get(delivery_id)) else {
-            return Ok(Claim::Missing);
-        };
-        Ok(match delivery.claim_decision(now_ms) {
-            ClaimDecision::Finished(status) => Claim::Finished(status),
-            ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },
-            ClaimDecision::Take => Claim::Held { until_ms: now_ms },
-        })
+        Ok(Claim::refused(found.as_ref(), delivery_id, now_ms))
     }
 
     async fn record(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         lease: Lease,
         outcome: &AttemptOutcome,
@@ -225,8 +240,8 @@ impl DeliveryLog for MemoryLog {
 
     async fn record_feedback(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         event: Event,
         error: Option<&DeliveryFailure>,
@@ -243,17 +258,13 @@ impl DeliveryLog for MemoryLog {
             Ok(()) => return Ok(FeedbackRecorded::Recorded),
             Err(found) => found,
         };
-        Ok(match found.as_ref().and_then(|record| record.deliveries.get(delivery_id)).map(|delivery| delivery.status) {
-            None => FeedbackRecorded::Missing,
-            Some(status) if !status.is_final() => FeedbackRecorded::NotYetSent,
-            Some(status) => FeedbackRecorded::Unchanged(status),
-        })
+        Ok(FeedbackRecorded::refused(found.as_ref(), delivery_id))
     }
 
     async fn record_engagement(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         engagement: Engagement,
     ) -> Result<Engaged, DependencyError> {
@@ -281,7 +292,12 @@ impl DeliveryLog for MemoryLog {
         Ok(Engaged::Recorded { first })
     }
 
-    async fn append_event(&self, id: &str, kind: TimelineKind, channel: Channel) -> Result<(), DependencyError> {
+    async fn append_event(
+        &self,
+        id: &NotificationId,
+        kind: TimelineKind,
+        channel: Channel,
+    ) -> Result<(), DependencyError> {
         interleave(1).await;
         if let Some(record) = self.records.lock().unwrap().get_mut(id) {
             record.events.push(TimelineEvent { at: crate::time::now_rfc3339(), kind, channel: Some(channel) });
@@ -289,7 +305,7 @@ impl DeliveryLog for MemoryLog {
         Ok(())
     }
 
-    async fn due(&self, shard: u32, now_epoch: i64, limit: usize) -> Result<Vec<String>, DependencyError> {
+    async fn due(&self, shard: u32, now_epoch: i64, limit: usize) -> Result<Vec<NotificationId>, DependencyError> {
         interleave(1).await;
         let shard = crate::domain::notification::SweepShard(shard).to_string();
         Ok(self
@@ -306,7 +322,12 @@ impl DeliveryLog for MemoryLog {
             .collect())
     }
 
-    async fn reschedule_sweep(&self, id: &str, seen: i64, next: Option<i64>) -> Result<bool, DependencyError> {
+    async fn reschedule_sweep(
+        &self,
+        id: &NotificationId,
+        seen: i64,
+        next: Option<i64>,
+    ) -> Result<bool, DependencyError> {
         interleave(1).await;
         let mut records = self.records.lock().unwrap();
         let Some(record) = records.get_mut(id).filter(|record| record.sweep_at == Some(seen)) else {
@@ -361,7 +382,7 @@ impl Recipients for MemoryUsers {
 /// once.
 pub struct MemoryAllowance {
     pub limit: usize,
-    taken: Mutex<HashMap<(UserId, Channel), Vec<String>>>,
+    taken: Mutex<HashMap<(UserId, Channel), Vec<NotificationId>>>,
 }
 
 impl MemoryAllowance {
@@ -375,19 +396,19 @@ impl Allowance for MemoryAllowance {
         &self,
         user_id: &UserId,
         channel: Channel,
-        notification_id: &str,
+        notification_id: &NotificationId,
         _now_epoch: i64,
     ) -> Result<bool, DependencyError> {
         interleave(1).await;
         let mut taken = self.taken.lock().unwrap();
         let counted = taken.entry((user_id.clone(), channel)).or_default();
-        if counted.iter().any(|id| id == notification_id) {
+        if counted.contains(notification_id) {
             return Ok(true);
         }
         if counted.len() >= self.limit {
             return Ok(false);
         }
-        counted.push(notification_id.to_string());
+        counted.push(notification_id.clone());
         Ok(true)
     }
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use crate::domain::channel::Channel;
 use crate::domain::lifecycle::{Event, TimelineKind};
-use crate::domain::notification::{DeliveryFailure, DeliveryStatus, NotificationRecord, SkipReason};
+use crate::domain::notification::{
+    ClaimDecision, DeliveryFailure, DeliveryId, DeliveryStatus, NotificationId, NotificationRecord, SkipReason,
+};
 use crate::domain::user::{UserId, UserProfile};
 use crate::error::DependencyError;
 use crate::queue::{NotEnqueued, Outgoing};
@@ -55,6 +57,21 @@ pub enum Claim {
     Missing,
 }
 
+impl Claim {
+    /// A claim the log refused, from the record it found instead (`None`: none at all).
+    pub fn refused(found: Option<&NotificationRecord>, delivery_id: &DeliveryId, now_ms: i64) -> Self {
+        let Some(delivery) = found.and_then(|record| record.deliveries.get(delivery_id)) else {
+            return Claim::Missing;
+        };
+        match delivery.claim_decision(now_ms) {
+            ClaimDecision::Finished(status) => Claim::Finished(status),
+            ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },
+            // The lease ran out between the write and now: come straight back.
+            ClaimDecision::Take => Claim::Held { until_ms: now_ms },
+        }
+    }
+}
+
 /// How an attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -94,6 +111,17 @@ pub enum FeedbackRecorded {
     Missing,
 }
 
+impl FeedbackRecorded {
+    /// Feedback the log refused, from the record it found instead (`None`: none at all).
+    pub fn refused(found: Option<&NotificationRecord>, delivery_id: &DeliveryId) -> Self {
+        match found.and_then(|record| record.deliveries.get(delivery_id)).map(|delivery| delivery.status) {
+            None => FeedbackRecorded::Missing,
+            Some(status) if !status.is_final() => FeedbackRecorded::NotYetSent,
+            Some(status) => FeedbackRecorded::Unchanged(status),
+        }
+    }
+}
+
 /// A recipient's engagement with a tracked message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engagement {
@@ -112,14 +140,17 @@ pub enum Engaged {
 
 /// The notification log: the record of truth of every delivery's state.
 pub trait DeliveryLog: Send + Sync + 'static {
-    fn get(&self, id: &str) -> impl Future<Output = Result<Option<NotificationRecord>, DependencyError>> + Send;
+    fn get(
+        &self,
+        id: &NotificationId,
+    ) -> impl Future<Output = Result<Option<NotificationRecord>, DependencyError>> + Send;
 
     /// Claims a delivery for an attempt ([`Event::Claim`]): it becomes `sending`, with a lease
     /// until `now_ms + lease`.
     fn claim(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         now_ms: i64,
         lease: Duration,
@@ -129,8 +160,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// (else another attempt took over and records its own outcome): whether this recorded it.
     fn record(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         lease: Lease,
         outcome: &AttemptOutcome,
@@ -141,8 +172,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// allows it from the delivery's status; a duplicate event changes nothing.
     fn record_feedback(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         event: Event,
         error: Option<&DeliveryFailure>,
@@ -151,8 +182,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// Records an open (the first only) or a click (every one counted; the first on the timeline).
     fn record_engagement(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         engagement: Engagement,
     ) -> impl Future<Output = Result<Engaged, DependencyError>> + Send;
@@ -161,7 +192,7 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// timeline; nothing for a notification no longer logged.
     fn append_event(
         &self,
-        id: &str,
+        id: &NotificationId,
         kind: TimelineKind,
         channel: Channel,
     ) -> impl Future<Output = Result<(), DependencyError>> + Send;
@@ -172,13 +203,13 @@ pub trait DeliveryLog: Send + Sync + 'static {
         shard: u32,
         now_epoch: i64,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<String>, DependencyError>> + Send;
+    ) -> impl Future<Output = Result<Vec<NotificationId>, DependencyError>> + Send;
 
     /// Moves a record's next sweep from `seen` to `next` (out of the index with `None`), if no
     /// other sweep moved it first: whether this one did.
     fn reschedule_sweep(
         &self,
-        id: &str,
+        id: &NotificationId,
         seen: i64,
         next: Option<i64>,
     ) -> impl Future<Output = Result<bool, DependencyError>> + Send;
@@ -210,7 +241,7 @@ pub trait Allowance: Send + Sync + 'static {
         &self,
         user_id: &UserId,
         channel: Channel,
-        notification_id: &str,
+        notification_id: &NotificationId,
         now_epoch: i64,
     ) -> impl Future<Output = Result<bool, DependencyError>> + Send;
 }

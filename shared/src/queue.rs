@@ -12,6 +12,7 @@ use futures::StreamExt;
 use crate::aws::classify;
 use crate::config::Settings;
 use crate::domain::channel::Channel;
+use crate::domain::notification::{DeliveryId, NotificationId};
 use crate::error::{DependencyError, FailureClass};
 use crate::ports::{DeadLetter, DeadLetters, Enqueue, Redelivery};
 
@@ -51,8 +52,8 @@ impl ChannelQueues {
 /// One delivery's message to enqueue.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    pub notification_id: String,
-    pub delivery_id: String,
+    pub notification_id: NotificationId,
+    pub delivery_id: DeliveryId,
     pub channel: Channel,
     pub body: String,
 }
@@ -61,13 +62,13 @@ impl Outgoing {
     /// The stored messages of some of a notification's deliveries (its outbox: only those SQS
     /// once refused have one), to enqueue again.
     pub fn from_outbox<'a>(
-        notification_id: &str,
-        deliveries: impl Iterator<Item = (&'a String, &'a crate::domain::notification::DeliveryRecord)>,
+        notification_id: &NotificationId,
+        deliveries: impl Iterator<Item = (&'a DeliveryId, &'a crate::domain::notification::DeliveryRecord)>,
     ) -> Vec<Self> {
         deliveries
             .filter_map(|(delivery_id, delivery)| {
                 Some(Outgoing {
-                    notification_id: notification_id.to_string(),
+                    notification_id: notification_id.clone(),
                     delivery_id: delivery_id.clone(),
                     channel: delivery.channel,
                     body: delivery.message.clone()?,

@@ -103,31 +103,13 @@ impl<L: DeliveryLog> Redrive<L> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::domain::notification::{DeliveryRecord, DeliveryStatus, NotificationRecord};
+    use crate::domain::notification::DeliveryStatus;
     use crate::memory::{MemoryDeadLetters, MemoryLog};
     use crate::ports::DeadLetter;
 
     fn logged(log: &MemoryLog, id: &str, status: DeliveryStatus) -> DeadLetter {
-        let mut delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "t");
-        delivery.status = status;
-        log.insert(NotificationRecord {
-            id: id.into(),
-            app_key: "a".into(),
-            idempotency_key: None,
-            request_hash: "h".into(),
-            user_id: "u".into(),
-            template: "t".into(),
-            created_at: "t".into(),
-            expires_at: i64::MAX,
-            deliveries: BTreeMap::from([("sms".to_string(), delivery)]),
-            skipped: vec![],
-            events: vec![],
-            sweep_shard: None,
-            sweep_at: None,
-        });
+        log.insert(crate::memory::logged(id, "sms", Channel::Sms, status));
         letter(id, &format!(r#"{{"notification_id": "{id}", "delivery_id": "sms"}}"#))
     }
 
@@ -151,7 +133,7 @@ mod tests {
         assert_eq!(*dead_letters.sent_back.lock().unwrap(), [parked.body]);
         let left: Vec<String> = dead_letters.letters.lock().unwrap().iter().map(|letter| letter.body.clone()).collect();
         assert_eq!(left, ["not a delivery"]);
-        let events = redrive.log.get("n-parked").await.unwrap().unwrap().events;
+        let events = redrive.log.get(&"n-parked".into()).await.unwrap().unwrap().events;
         assert_eq!(events.iter().map(|event| event.kind).collect::<Vec<_>>(), [TimelineKind::Redriven]);
     }
 }

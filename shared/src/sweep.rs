@@ -83,36 +83,22 @@ impl<L: DeliveryLog, E: Enqueue> Sweep<L, E> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::domain::channel::Channel;
-    use crate::domain::notification::{DeliveryRecord, DeliveryStatus, NotificationRecord, SweepShard};
-    use crate::memory::{MemoryLog, MemoryQueues};
+    use crate::domain::notification::{DeliveryStatus, NotificationRecord, SweepShard};
+    use crate::memory::{MemoryLog, MemoryQueues, logged};
 
     const NOW: i64 = 1_000_000;
 
     /// A record due for the sweep, its delivery `status` (never attempted when `queued`), with
     /// the message SQS refused at intake.
     fn stranded(id: &str, status: DeliveryStatus) -> NotificationRecord {
-        let mut delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "t");
-        delivery.status = status;
-        delivery.message = Some(format!("{{\"notification_id\": \"{id}\"}}"));
-        NotificationRecord {
-            id: id.into(),
-            app_key: "a".into(),
-            idempotency_key: None,
-            request_hash: "h".into(),
-            user_id: "u".into(),
-            template: "t".into(),
-            created_at: crate::time::rfc3339(time::OffsetDateTime::from_unix_timestamp(NOW - 600).unwrap()),
-            expires_at: i64::MAX,
-            deliveries: BTreeMap::from([("sms".to_string(), delivery)]),
-            skipped: vec![],
-            events: vec![],
-            sweep_shard: Some(SweepShard(0).to_string()),
-            sweep_at: Some(NOW - 1),
-        }
+        let mut record = logged(id, "sms", Channel::Sms, status);
+        record.deliveries.get_mut("sms").unwrap().message = Some(format!("{{\"notification_id\": \"{id}\"}}"));
+        record.created_at = crate::time::rfc3339(time::OffsetDateTime::from_unix_timestamp(NOW - 600).unwrap());
+        record.sweep_shard = Some(SweepShard(0).to_string());
+        record.sweep_at = Some(NOW - 1);
+        record
     }
 
     #[tokio::test]
@@ -124,12 +110,12 @@ mod tests {
         let report = sweep.run(NOW, 200).await.unwrap();
         assert_eq!((report.examined, report.settled, report.requeued), (2, 1, 1));
         let enqueued: Vec<String> =
-            sweep.queues.enqueued.lock().unwrap().iter().map(|message| message.notification_id.clone()).collect();
+            sweep.queues.enqueued.lock().unwrap().iter().map(|message| message.notification_id.to_string()).collect();
         assert_eq!(enqueued, ["n-stranded"]);
         // Looked at again later, twice as far out as the record's age; the finished one never.
-        let again = sweep.log.get("n-stranded").await.unwrap().unwrap().sweep_at.unwrap();
+        let again = sweep.log.get(&"n-stranded".into()).await.unwrap().unwrap().sweep_at.unwrap();
         assert_eq!(again, NOW + 600);
-        assert_eq!(sweep.log.get("n-finished").await.unwrap().unwrap().sweep_at, None);
+        assert_eq!(sweep.log.get(&"n-finished".into()).await.unwrap().unwrap().sweep_at, None);
     }
 
     #[tokio::test]
@@ -141,7 +127,10 @@ mod tests {
         let sweep = Sweep::new(log, queues);
         let report = sweep.run(NOW, 200).await.unwrap();
         assert_eq!((report.requeued, report.not_enqueued), (0, 1));
-        assert_eq!(sweep.log.get("n-1").await.unwrap().unwrap().sweep_at, Some(NOW + FIRST_SWEEP_AFTER_SECONDS));
+        assert_eq!(
+            sweep.log.get(&"n-1".into()).await.unwrap().unwrap().sweep_at,
+            Some(NOW + FIRST_SWEEP_AFTER_SECONDS)
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use notify::domain::channel::Channel;
 use notify::domain::delivery::{DeliveryMessage, OutboundContent};
 use notify::domain::lifecycle::TimelineKind;
 use notify::domain::notification::{
-    self, DeliveryRecord, NotificationRecord, RETENTION_SECONDS, SkipReason, TimelineEvent,
+    self, DeliveryId, DeliveryRecord, NotificationId, NotificationRecord, RETENTION_SECONDS, SkipReason, TimelineEvent,
 };
 use notify::domain::plan::{Plan, plan};
 use notify::domain::template::{RenderError, Template, TemplateName};
@@ -150,7 +150,7 @@ pub struct Prepared {
 }
 
 /// What logging a prepared notification came to.
-enum Outcome {
+enum Submission {
     Accepted(Box<NotificationRecord>),
     Replayed(Box<NotificationRecord>),
 }
@@ -204,11 +204,11 @@ impl Intake {
     }
 
     /// Writes the log record: the one conditional put that is also the idempotency check.
-    async fn log(&self, prepared: &Prepared) -> Result<Outcome, ApiError> {
+    async fn log(&self, prepared: &Prepared) -> Result<Submission, ApiError> {
         match self.notifications.create(&prepared.record, notify::time::now_epoch_seconds()).await? {
-            Logged::Created => Ok(Outcome::Accepted(Box::new(prepared.record.clone()))),
+            Logged::Created => Ok(Submission::Accepted(Box::new(prepared.record.clone()))),
             Logged::Duplicate(existing) if existing.request_hash == prepared.record.request_hash => {
-                Ok(Outcome::Replayed(existing))
+                Ok(Submission::Replayed(existing))
             }
             Logged::Duplicate(_) => {
                 Err(ApiError::invalid("Idempotency-Key", "was already used with a different request body"))
@@ -226,7 +226,7 @@ impl Intake {
         link_base: &str,
         idempotency_key: Option<String>,
         json: &Value,
-    ) -> Result<(Outcome, Vec<Outgoing>), ApiError> {
+    ) -> Result<(Submission, Vec<Outgoing>), ApiError> {
         let prepared = match self.prepare(app, link_base, idempotency_key.clone(), json).await {
             Ok(prepared) => prepared,
             Err(error @ ApiError::Validation(_)) => {
@@ -238,7 +238,7 @@ impl Intake {
                         if existing.request_hash == hash && existing.expires_at > notify::time::now_epoch_seconds() =>
                     {
                         let unsent = self.unsent(&existing, &[]).await?;
-                        Ok((Outcome::Replayed(Box::new(existing)), unsent))
+                        Ok((Submission::Replayed(Box::new(existing)), unsent))
                     }
                     _ => Err(error),
                 };
@@ -246,10 +246,10 @@ impl Intake {
             Err(error) => return Err(error),
         };
         match self.log(&prepared).await? {
-            Outcome::Accepted(record) => Ok((Outcome::Accepted(record), prepared.outgoing)),
-            Outcome::Replayed(record) => {
+            Submission::Accepted(record) => Ok((Submission::Accepted(record), prepared.outgoing)),
+            Submission::Replayed(record) => {
                 let unsent = self.unsent(&record, &rendered_again(&record, &prepared)).await?;
-                Ok((Outcome::Replayed(record), unsent))
+                Ok((Submission::Replayed(record), unsent))
             }
         }
     }
@@ -317,8 +317,8 @@ impl Intake {
     /// second write, made only then), which enqueues them again, so it is still accepted.
     /// Returns the notifications that could not be put there either: they must not be answered
     /// 202 (the caller's retry with its Idempotency-Key re-enqueues them).
-    async fn enqueue(&self, outgoing: &[Outgoing]) -> BTreeMap<String, DependencyError> {
-        let mut refused: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
+    async fn enqueue(&self, outgoing: &[Outgoing]) -> BTreeMap<NotificationId, DependencyError> {
+        let mut refused: BTreeMap<NotificationId, Vec<Outgoing>> = BTreeMap::new();
         for failure in self.enqueuer.enqueue(outgoing).await {
             let message = failure.message;
             tracing::error!(notification_id = %message.notification_id, delivery_id = %message.delivery_id, error = %failure.error, "enqueue failed; left for the recovery sweep");
@@ -352,13 +352,13 @@ impl Intake {
         if let Some((_, error)) = self.enqueue(&outgoing).await.pop_first() {
             return Err(error.into());
         }
-        if let Outcome::Accepted(record) = &outcome {
+        if let Submission::Accepted(record) = &outcome {
             tracing::info!(notification_id = %record.id, deliveries = record.deliveries.len(), "accepted");
             self.count_accepted(record);
         }
         let (record, replayed) = match &outcome {
-            Outcome::Accepted(record) => (record, false),
-            Outcome::Replayed(record) => (record, true),
+            Submission::Accepted(record) => (record, false),
+            Submission::Replayed(record) => (record, true),
         };
         let mut response = json_response(202, "application/json", &accepted_body(record));
         if replayed {
@@ -393,15 +393,17 @@ impl Intake {
         let results: Vec<Value> = results
             .into_iter()
             .map(|result| match result {
-                Ok((Outcome::Accepted(record) | Outcome::Replayed(record), _)) if unqueued.contains_key(&record.id) => {
+                Ok((Submission::Accepted(record) | Submission::Replayed(record), _))
+                    if unqueued.contains_key(&record.id) =>
+                {
                     let (status, problem) = ApiError::from(unqueued[&record.id].clone()).problem();
                     json!({"status": status, "replayed": false, "body": problem})
                 }
-                Ok((Outcome::Accepted(record), _)) => {
+                Ok((Submission::Accepted(record), _)) => {
                     self.count_accepted(&record);
                     json!({"status": 202, "replayed": false, "body": accepted_body(&record)})
                 }
-                Ok((Outcome::Replayed(record), _)) => {
+                Ok((Submission::Replayed(record), _)) => {
                     json!({"status": 202, "replayed": true, "body": accepted_body(&record)})
                 }
                 Err(error) => {
@@ -449,7 +451,8 @@ pub(crate) fn batch_items(envelope: &Value) -> Result<Vec<BatchItem>, ApiError> 
 /// A replay's own messages for the deliveries of `record` it renders for the same target: the
 /// original's messages, as far as the user and template are unchanged since.
 fn rendered_again(record: &NotificationRecord, replay: &Prepared) -> Vec<Outgoing> {
-    let target = |of: &NotificationRecord, delivery_id: &str| of.deliveries.get(delivery_id).map(|d| d.target.clone());
+    let target =
+        |of: &NotificationRecord, delivery_id: &DeliveryId| of.deliveries.get(delivery_id).map(|d| d.target.clone());
     replay
         .outgoing
         .iter()
@@ -497,6 +500,7 @@ pub fn assemble(
     let mut deliveries = BTreeMap::new();
     let mut outgoing = Vec::new();
     for (delivery_id, content) in plan.deliveries {
+        let delivery_id = DeliveryId::from(delivery_id);
         let content = match content {
             OutboundContent::Email(email) if template.tracking => {
                 let delivery = Tracked {

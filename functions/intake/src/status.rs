@@ -19,8 +19,12 @@ impl Intake {
             return Err(not_found());
         }
         // Another app's notification is indistinguishable from none.
-        let record =
-            self.notifications.get(id).await?.filter(|record| record.app_key == app.app_key).ok_or_else(not_found)?;
+        let record = self
+            .notifications
+            .get(&id.into())
+            .await?
+            .filter(|record| record.app_key == app.app_key)
+            .ok_or_else(not_found)?;
         Ok(json_response(200, "application/json", &record.view()))
     }
 }

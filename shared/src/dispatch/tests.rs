@@ -2,7 +2,7 @@
 //! the lease takeover race, the retried `sent` write, parking on the last receive, and random
 //! interleavings of duplicate attempts and feedback. No emulator: these run in milliseconds.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -13,7 +13,6 @@ use crate::domain::channel::Channel;
 use crate::domain::contact::PhoneNumber;
 use crate::domain::delivery::SmsContent;
 use crate::domain::lifecycle::Event;
-use crate::domain::notification::{DeliveryRecord, NotificationRecord};
 use crate::domain::template::TemplateName;
 use crate::domain::user::{UserId, UserProfile};
 use crate::error::FailureClass;
@@ -103,27 +102,6 @@ fn profile() -> UserProfile {
     .unwrap()
 }
 
-fn record() -> NotificationRecord {
-    NotificationRecord {
-        id: ID.into(),
-        app_key: "ak_0123456789abcdef0123".into(),
-        idempotency_key: None,
-        request_hash: "h".into(),
-        user_id: "u-1".into(),
-        template: "t".into(),
-        created_at: crate::time::now_rfc3339(),
-        expires_at: i64::MAX,
-        deliveries: BTreeMap::from([(
-            DELIVERY.to_string(),
-            DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "t"),
-        )]),
-        skipped: vec![],
-        events: vec![],
-        sweep_shard: None,
-        sweep_at: None,
-    }
-}
-
 fn settings() -> DispatchSettings {
     DispatchSettings {
         backoff: crate::domain::backoff::Backoff { base: Duration::from_secs(15), cap: Duration::from_secs(900) },
@@ -137,7 +115,7 @@ fn settings() -> DispatchSettings {
 fn dispatcher(transactional_limit: usize) -> TestDispatcher {
     let mut log = MemoryLog::default();
     log.caller = attempt;
-    log.insert(record());
+    log.insert(crate::memory::logged(ID, DELIVERY, Channel::Sms, DeliveryStatus::Queued));
     let users = MemoryUsers::default();
     users.profiles.lock().unwrap().insert(user(), profile());
     Dispatcher::new(
@@ -263,7 +241,7 @@ async fn a_held_lease_sends_the_message_back_until_it_ends_and_an_expired_one_is
     let dispatcher = dispatcher(10);
     let now = crate::time::now_epoch_millis();
     let Claim::Taken(first) =
-        dispatcher.log.claim(ID, DELIVERY, Channel::Sms, now, Duration::from_secs(60)).await.unwrap()
+        dispatcher.log.claim(&ID.into(), &DELIVERY.into(), Channel::Sms, now, Duration::from_secs(60)).await.unwrap()
     else {
         panic!("claimed")
     };
@@ -278,7 +256,7 @@ async fn a_held_lease_sends_the_message_back_until_it_ends_and_an_expired_one_is
     assert_eq!(dispatcher.status(), DeliveryStatus::Sent);
     // The first attempt was slow, not dead: its late outcome is not recorded over the second's.
     let late = AttemptOutcome::Retrying(failure(&crate::memory::transient("Publish")));
-    assert!(!dispatcher.log.record(ID, DELIVERY, Channel::Sms, first, &late).await.unwrap());
+    assert!(!dispatcher.log.record(&ID.into(), &DELIVERY.into(), Channel::Sms, first, &late).await.unwrap());
     assert_eq!(dispatcher.status(), DeliveryStatus::Sent);
 }
 
@@ -286,20 +264,24 @@ async fn a_held_lease_sends_the_message_back_until_it_ends_and_an_expired_one_is
 async fn an_attempt_that_outlived_its_lease_records_nothing_over_the_attempt_that_took_over() {
     let dispatcher = dispatcher(10);
     let (now, lease) = (crate::time::now_epoch_millis(), Duration::from_secs(60));
-    let Claim::Taken(slow) = dispatcher.log.claim(ID, DELIVERY, Channel::Sms, now, lease).await.unwrap() else {
+    let Claim::Taken(slow) =
+        dispatcher.log.claim(&ID.into(), &DELIVERY.into(), Channel::Sms, now, lease).await.unwrap()
+    else {
         panic!("claimed")
     };
     dispatcher.log.expire_leases();
-    let Claim::Taken(taker) = dispatcher.log.claim(ID, DELIVERY, Channel::Sms, now + 1, lease).await.unwrap() else {
+    let Claim::Taken(taker) =
+        dispatcher.log.claim(&ID.into(), &DELIVERY.into(), Channel::Sms, now + 1, lease).await.unwrap()
+    else {
         panic!("taken over")
     };
     // The slow attempt's outcome arrives while the one that took over is still sending.
     let late = AttemptOutcome::Retrying(failure(&crate::memory::transient("Publish")));
-    assert!(!dispatcher.log.record(ID, DELIVERY, Channel::Sms, slow, &late).await.unwrap());
+    assert!(!dispatcher.log.record(&ID.into(), &DELIVERY.into(), Channel::Sms, slow, &late).await.unwrap());
     let delivery = dispatcher.log.delivery(ID, DELIVERY).unwrap();
     assert_eq!((delivery.status, delivery.lease_until), (DeliveryStatus::Sending, Some(taker.until_ms())));
     let sent = AttemptOutcome::Sent { provider_message_id: "p".into() };
-    assert!(dispatcher.log.record(ID, DELIVERY, Channel::Sms, taker, &sent).await.unwrap());
+    assert!(dispatcher.log.record(&ID.into(), &DELIVERY.into(), Channel::Sms, taker, &sent).await.unwrap());
 }
 
 #[tokio::test]
@@ -396,7 +378,7 @@ async fn feedback_after(log: &MemoryLog, polls: u32) {
     for _ in 0..polls {
         tokio::task::yield_now().await;
     }
-    log.record_feedback(ID, DELIVERY, Channel::Sms, Event::Delivered, None).await.ok();
+    log.record_feedback(&ID.into(), &DELIVERY.into(), Channel::Sms, Event::Delivered, None).await.ok();
 }
 
 fn check(run: Run) -> Result<(), TestCaseError> {

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
 use super::contact::{EmailAddress, PhoneNumber};
+use super::notification::{DeliveryId, NotificationId};
 use super::template::TemplateName;
 use super::user::UserId;
 
@@ -12,9 +13,8 @@ use super::user::UserId;
 /// dispatcher reads its own channel's content type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryMessage<C> {
-    pub notification_id: String,
-    /// Key of this delivery within its notification record (`sms`, `email`, `push-1`, …).
-    pub delivery_id: String,
+    pub notification_id: NotificationId,
+    pub delivery_id: DeliveryId,
     pub user_id: UserId,
     /// The app that sent it (whose stats count it). Empty on messages enqueued before the
     /// field existed.
@@ -31,8 +31,8 @@ pub struct DeliveryMessage<C> {
 /// messages are read without knowing their channel's shape.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct DeliveryRef {
-    pub notification_id: String,
-    pub delivery_id: String,
+    pub notification_id: NotificationId,
+    pub delivery_id: DeliveryId,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use super::notification::{DeliveryId, NotificationId};
+
 use serde::Deserialize;
 
 /// The record as SES publishes it (only the fields we use).
@@ -92,9 +94,8 @@ pub enum Feedback {
 
 impl SesEvent {
     /// The delivery the event is about: (notification id, delivery id), from the send's tags.
-    pub fn delivery(&self) -> Option<(&str, &str)> {
-        let tag = |name: &str| self.mail.tags.get(name).and_then(|values| values.first()).map(String::as_str);
-        Some((tag("notification_id")?, tag("delivery_id")?))
+    pub fn delivery(&self) -> Option<(NotificationId, DeliveryId)> {
+        Some((self.tag("notification_id")?.into(), self.tag("delivery_id")?.into()))
     }
 
     fn tag(&self, name: &str) -> Option<&str> {
@@ -154,7 +155,7 @@ mod tests {
         let bounce = event(&format!(
             r#"{{"eventType": "Bounce", {MAIL}, "bounce": {{"bounceType": "Permanent", "bounceSubType": "General", "bouncedRecipients": [{{"emailAddress": "Ada@Example.com", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}}], "timestamp": "2026-11-22T10:00:01.000Z", "feedbackId": "f"}}}}"#
         ));
-        assert_eq!((bounce.delivery(), bounce.template()), (Some(("n-1", "email")), "welcome"));
+        assert_eq!((bounce.delivery(), bounce.template()), (Some(("n-1".into(), "email".into())), "welcome"));
         assert_eq!(
             bounce.feedback(),
             Feedback::Bounced {

@@ -15,10 +15,73 @@ use crate::error::FailureClass;
 /// caller may retry with the same key.
 pub const RETENTION_SECONDS: i64 = 7 * 24 * 3600;
 
+/// Names that are strings on the wire and in the log, kept apart by type: a notification's id
+/// is never taken for a delivery's.
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(text: &str) -> Self {
+                Self(text.to_string())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                Self(text)
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A notification's id: the log's key (see [`notification_id`]).
+    NotificationId
+);
+id_type!(
+    /// A delivery's id within its notification: its channel, or for push the device's place
+    /// (`sms`, `email`, `push-1`, …).
+    DeliveryId
+);
+
 /// A notification id: a UUIDv7 for requests without an idempotency key, and for requests with
 /// one a UUIDv8 derived from (app, key), so the log write itself detects the duplicate.
-pub fn notification_id(app_key: &str, idempotency_key: Option<&str>) -> String {
-    match idempotency_key {
+pub fn notification_id(app_key: &str, idempotency_key: Option<&str>) -> NotificationId {
+    NotificationId(match idempotency_key {
         None => Uuid::now_v7().to_string(),
         Some(key) => {
             let digest = Sha256::digest(format!("{app_key}\n{key}").as_bytes());
@@ -26,7 +89,7 @@ pub fn notification_id(app_key: &str, idempotency_key: Option<&str>) -> String {
             bytes.copy_from_slice(&digest[..16]);
             Uuid::new_v8(bytes).to_string()
         }
-    }
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,7 +271,7 @@ pub struct TimelineEvent {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationRecord {
-    pub id: String,
+    pub id: NotificationId,
     pub app_key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -219,8 +282,7 @@ pub struct NotificationRecord {
     pub created_at: String,
     /// Epoch seconds; the table's TTL attribute (and compared by code, since TTL lags).
     pub expires_at: i64,
-    /// Keyed by delivery id.
-    pub deliveries: BTreeMap<String, DeliveryRecord>,
+    pub deliveries: BTreeMap<DeliveryId, DeliveryRecord>,
     pub skipped: Vec<SkippedChannel>,
     pub events: Vec<TimelineEvent>,
     /// While some delivery may still need the recovery sweep (its enqueue failed): the shard of
@@ -301,7 +363,7 @@ impl NotificationRecord {
     /// Deliveries whose message may be gone: never attempted (the enqueue after the log write
     /// was lost), or whose attempt died holding an expired lease. Deliveries retrying through
     /// SQS (or parked in a DLQ) have a message and are left alone.
-    pub fn stranded(&self, now_ms: i64) -> impl Iterator<Item = (&String, &DeliveryRecord)> {
+    pub fn stranded(&self, now_ms: i64) -> impl Iterator<Item = (&DeliveryId, &DeliveryRecord)> {
         self.deliveries.iter().filter(move |(_, delivery)| match delivery.status {
             DeliveryStatus::Queued => delivery.attempts == 0,
             DeliveryStatus::Sending => delivery.lease_until.is_none_or(|until| until < now_ms),
@@ -403,6 +465,6 @@ mod tests {
         assert_ne!(first, notification_id("ak_2", Some("order-42")));
         assert_ne!(first, notification_id("ak_1", Some("order-43")));
         assert_ne!(notification_id("ak_1", None), notification_id("ak_1", None));
-        assert!(Uuid::parse_str(&first).is_ok());
+        assert!(Uuid::parse_str(first.as_str()).is_ok());
     }
 }

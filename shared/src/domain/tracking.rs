@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
 use super::delivery::EmailContent;
+use super::notification::{DeliveryId, NotificationId};
 use super::unsubscribe::LinkSigner;
 
 const CLICK: &str = "track-click";
@@ -21,9 +22,9 @@ pub struct Tracked {
     #[serde(rename = "a", default)]
     pub app_key: String,
     #[serde(rename = "n")]
-    pub notification_id: String,
+    pub notification_id: NotificationId,
     #[serde(rename = "d")]
-    pub delivery_id: String,
+    pub delivery_id: DeliveryId,
     #[serde(rename = "c")]
     pub channel: Channel,
     #[serde(rename = "t")]

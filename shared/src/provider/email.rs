@@ -116,8 +116,8 @@ impl Provider for SesEmail {
             .content(SesContent::builder().raw(raw).build())
             .set_configuration_set_name(self.configuration_set.clone())
             // SES copies the tags into every event it publishes: how feedback finds the delivery.
-            .email_tags(tag("notification_id", &message.notification_id))
-            .email_tags(tag("delivery_id", &message.delivery_id))
+            .email_tags(tag("notification_id", message.notification_id.as_str()))
+            .email_tags(tag("delivery_id", message.delivery_id.as_str()))
             .email_tags(tag("template", message.template.as_str()))
             .email_tags(tag("app", &message.app_key))
             .send()

@@ -156,7 +156,7 @@ impl Provider for SnsPush {
             .publish()
             .target_arn(endpoint_arn)
             .message_structure("json")
-            .message(payload(message.content.platform, &message.content, &message.notification_id))
+            .message(payload(message.content.platform, &message.content, message.notification_id.as_str()))
             .send()
             .await
             .map_err(|error| classify("sns", "Publish", error, PERMANENT))?;

@@ -14,7 +14,7 @@ use crate::aws::classify;
 use crate::domain::channel::Channel;
 use crate::domain::lifecycle::{Event, Guard, TimelineKind, Transition};
 use crate::domain::notification::{
-    ClaimDecision, DeliveryFailure, DeliveryStatus, NotificationRecord, SweepShard, TimelineEvent,
+    DeliveryFailure, DeliveryId, DeliveryStatus, NotificationId, NotificationRecord, SweepShard, TimelineEvent,
 };
 use crate::error::DependencyError;
 use crate::ports::{AttemptOutcome, Claim, DeliveryLog, Engaged, Engagement, FeedbackRecorded, Lease};
@@ -144,7 +144,7 @@ impl StatusChange {
     fn update(
         self,
         store: &NotificationStore,
-        id: &str,
+        id: &NotificationId,
     ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         let mut expression = format!("SET {}", self.sets.join(", "));
         if !self.removes.is_empty() {
@@ -154,7 +154,7 @@ impl StatusChange {
             .client
             .update_item()
             .table_name(&store.table)
-            .key("id", string(id))
+            .key("id", string(id.as_str()))
             .update_expression(expression)
             .condition_expression(self.condition)
             .set_expression_attribute_names(Some(self.names))
@@ -241,12 +241,12 @@ impl NotificationStore {
         }
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<NotificationRecord>, DependencyError> {
+    pub async fn get(&self, id: &NotificationId) -> Result<Option<NotificationRecord>, DependencyError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("id", string(id))
+            .key("id", string(id.as_str()))
             .consistent_read(true)
             .send()
             .await
@@ -258,7 +258,12 @@ impl NotificationStore {
     /// its deliveries that may not be on a queue (`outbox`: the notification's own), which the
     /// sweep enqueues from there. The intake does this only for a notification some of whose
     /// messages SQS did not take, so only then does the record carry message bodies.
-    pub async fn mark_for_sweep(&self, id: &str, at: i64, outbox: &[Outgoing]) -> Result<(), DependencyError> {
+    pub async fn mark_for_sweep(
+        &self,
+        id: &NotificationId,
+        at: i64,
+        outbox: &[Outgoing],
+    ) -> Result<(), DependencyError> {
         let shard = SweepShard(rand::random_range(0..crate::domain::notification::SWEEP_SHARDS)).to_string();
         let mut sets = vec!["sweep_shard = :shard".to_string(), "sweep_at = :at".to_string()];
         let mut names = HashMap::new();
@@ -266,16 +271,16 @@ impl NotificationStore {
             (":shard".to_string(), string(&shard)),
             (":at".to_string(), AttributeValue::N(at.to_string())),
         ]);
-        for (index, message) in outbox.iter().filter(|message| message.notification_id == id).enumerate() {
+        for (index, message) in outbox.iter().filter(|message| message.notification_id == *id).enumerate() {
             names.insert("#deliveries".to_string(), "deliveries".to_string());
-            names.insert(format!("#d{index}"), message.delivery_id.clone());
+            names.insert(format!("#d{index}"), message.delivery_id.to_string());
             sets.push(format!("#deliveries.#d{index}.message = :m{index}"));
             values.insert(format!(":m{index}"), string(&message.body));
         }
         self.client
             .update_item()
             .table_name(&self.table)
-            .key("id", string(id))
+            .key("id", string(id.as_str()))
             .update_expression(format!("SET {}", sets.join(", ")))
             .condition_expression("attribute_exists(id)")
             .set_expression_attribute_names((!names.is_empty()).then_some(names))
@@ -301,45 +306,38 @@ impl NotificationStore {
 }
 
 impl DeliveryLog for NotificationStore {
-    async fn get(&self, id: &str) -> Result<Option<NotificationRecord>, DependencyError> {
+    async fn get(&self, id: &NotificationId) -> Result<Option<NotificationRecord>, DependencyError> {
         NotificationStore::get(self, id).await
     }
 
     async fn claim(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         now_ms: i64,
         lease: Duration,
     ) -> Result<Claim, DependencyError> {
         let lease = Lease::starting(now_ms, lease);
-        let mut change = StatusChange::new(delivery_id, Event::Claim.transition(), channel, None, now_ms)?;
+        let mut change = StatusChange::new(delivery_id.as_str(), Event::Claim.transition(), channel, None, now_ms)?;
         change.take(lease);
         let Some(found) = Self::refused(change.update(self, id).send().await)? else {
             return Ok(Claim::Taken(lease));
         };
-        let Some(delivery) = found.as_ref().and_then(|record| record.deliveries.get(delivery_id)) else {
-            return Ok(Claim::Missing);
-        };
-        Ok(match delivery.claim_decision(now_ms) {
-            ClaimDecision::Finished(status) => Claim::Finished(status),
-            ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },
-            // The lease ran out between the write and now: come straight back.
-            ClaimDecision::Take => Claim::Held { until_ms: now_ms },
-        })
+        Ok(Claim::refused(found.as_ref(), delivery_id, now_ms))
     }
 
     async fn record(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         lease: Lease,
         outcome: &AttemptOutcome,
     ) -> Result<bool, DependencyError> {
         let now_ms = crate::time::now_epoch_millis();
-        let mut change = StatusChange::new(delivery_id, outcome.event().transition(), channel, Some(lease), now_ms)?;
+        let mut change =
+            StatusChange::new(delivery_id.as_str(), outcome.event().transition(), channel, Some(lease), now_ms)?;
         match outcome {
             AttemptOutcome::Sent { provider_message_id } => {
                 change.set("provider_message_id", string(provider_message_id));
@@ -358,25 +356,21 @@ impl DeliveryLog for NotificationStore {
 
     async fn record_feedback(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         event: Event,
         error: Option<&DeliveryFailure>,
     ) -> Result<FeedbackRecorded, DependencyError> {
         let now_ms = crate::time::now_epoch_millis();
-        let mut change = StatusChange::new(delivery_id, event.transition(), channel, None, now_ms)?;
+        let mut change = StatusChange::new(delivery_id.as_str(), event.transition(), channel, None, now_ms)?;
         if let Some(error) = error {
             change.set_error(error)?;
         }
         let Some(found) = Self::refused(change.update(self, id).send().await)? else {
             return Ok(FeedbackRecorded::Recorded);
         };
-        Ok(match found.as_ref().and_then(|record| record.deliveries.get(delivery_id)).map(|delivery| delivery.status) {
-            None => FeedbackRecorded::Missing,
-            Some(status) if !status.is_final() => FeedbackRecorded::NotYetSent,
-            Some(status) => FeedbackRecorded::Unchanged(status),
-        })
+        Ok(FeedbackRecorded::refused(found.as_ref(), delivery_id))
     }
 
     /// Records an open (the first one only: later pixel loads change nothing) or a click (every
@@ -386,8 +380,8 @@ impl DeliveryLog for NotificationStore {
     /// click costs one small write, however many there are.
     async fn record_engagement(
         &self,
-        id: &str,
-        delivery_id: &str,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
         channel: Channel,
         engagement: Engagement,
     ) -> Result<Engaged, DependencyError> {
@@ -396,13 +390,13 @@ impl DeliveryLog for NotificationStore {
             Engagement::Open => &["#deliveries", "#d", "#events"],
             Engagement::Click => &["#deliveries", "#d"],
         };
-        let mut names = delivery_names(delivery_id);
+        let mut names = delivery_names(delivery_id.as_str());
         names.retain(|placeholder, _| used.contains(&placeholder.as_str()));
         let update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("id", string(id))
+            .key("id", string(id.as_str()))
             .set_expression_attribute_names(Some(names));
         let update = match engagement {
             Engagement::Open => update
@@ -432,7 +426,7 @@ impl DeliveryLog for NotificationStore {
         let first = !output.attributes.unwrap_or_default().get("deliveries").is_some_and(|old| {
             old.as_m()
                 .ok()
-                .and_then(|m| m.get(delivery_id))
+                .and_then(|m| m.get(delivery_id.as_str()))
                 .and_then(|d| d.as_m().ok())
                 .is_some_and(|d| d.contains_key("clicks"))
         });
@@ -444,12 +438,17 @@ impl DeliveryLog for NotificationStore {
         Ok(Engaged::Recorded { first })
     }
 
-    async fn append_event(&self, id: &str, kind: TimelineKind, channel: Channel) -> Result<(), DependencyError> {
+    async fn append_event(
+        &self,
+        id: &NotificationId,
+        kind: TimelineKind,
+        channel: Channel,
+    ) -> Result<(), DependencyError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("id", string(id))
+            .key("id", string(id.as_str()))
             .update_expression("SET #events = list_append(#events, :event)")
             .condition_expression("attribute_exists(id)")
             .expression_attribute_names("#events", "events")
@@ -463,7 +462,7 @@ impl DeliveryLog for NotificationStore {
         }
     }
 
-    async fn due(&self, shard: u32, now_epoch: i64, limit: usize) -> Result<Vec<String>, DependencyError> {
+    async fn due(&self, shard: u32, now_epoch: i64, limit: usize) -> Result<Vec<NotificationId>, DependencyError> {
         let output = self
             .client
             .query()
@@ -480,16 +479,21 @@ impl DeliveryLog for NotificationStore {
             .items
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|item| item.get("id")?.as_s().ok().cloned())
+            .filter_map(|item| Some(NotificationId::from(item.get("id")?.as_s().ok()?.as_str())))
             .collect())
     }
 
-    async fn reschedule_sweep(&self, id: &str, seen: i64, next: Option<i64>) -> Result<bool, DependencyError> {
+    async fn reschedule_sweep(
+        &self,
+        id: &NotificationId,
+        seen: i64,
+        next: Option<i64>,
+    ) -> Result<bool, DependencyError> {
         let update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("id", string(id))
+            .key("id", string(id.as_str()))
             .condition_expression("sweep_at = :seen")
             .expression_attribute_values(":seen", AttributeValue::N(seen.to_string()));
         let update = match next {

@@ -133,9 +133,9 @@ impl crate::ports::Allowance for RateLimiter {
         &self,
         user_id: &UserId,
         channel: Channel,
-        notification_id: &str,
+        notification_id: &crate::domain::notification::NotificationId,
         now_epoch: i64,
     ) -> Result<bool, DependencyError> {
-        RateLimiter::try_take(self, user_id, channel, notification_id, now_epoch).await
+        RateLimiter::try_take(self, user_id, channel, notification_id.as_str(), now_epoch).await
     }
 }

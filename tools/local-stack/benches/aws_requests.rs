@@ -142,7 +142,7 @@ async fn run(api: &Api, proxy: &FaultProxy, scenario: &Scenario, batch: bool) ->
     .await;
     let operations = proxy.take_operations();
     for id in &ids {
-        let record = log.get(id).await.unwrap().unwrap();
+        let record = log.get(&id.as_str().into()).await.unwrap().unwrap();
         assert!(record.deliveries.values().all(|d| d.status.as_str() == "sent"), "every delivery sent: {record:?}");
     }
     let item = direct

@@ -225,7 +225,8 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
     let store = parked.store();
     let now = notify::time::now_epoch_millis();
     // Another attempt holds the delivery for a minute.
-    let Claim::Taken(first_lease) = store.claim(&id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap()
+    let Claim::Taken(first_lease) =
+        store.claim(&id.as_str().into(), &"sms".into(), Channel::Sms, now, Duration::from_secs(60)).await.unwrap()
     else {
         panic!("a queued delivery is taken")
     };
@@ -239,7 +240,8 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
 
     // That attempt died: once its lease runs out, the next attempt takes over and sends.
     let later = now + 61_000;
-    let Claim::Taken(lease) = store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap()
+    let Claim::Taken(lease) =
+        store.claim(&id.as_str().into(), &"sms".into(), Channel::Sms, later, Duration::from_secs(60)).await.unwrap()
     else {
         panic!("an expired lease is taken over")
     };
@@ -251,12 +253,15 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
         code: "Throttling".into(),
         message: "slow down".into(),
     });
-    assert!(!store.record(&id, "sms", Channel::Sms, first_lease, &late).await.unwrap(), "not recorded");
+    assert!(
+        !store.record(&id.as_str().into(), &"sms".into(), Channel::Sms, first_lease, &late).await.unwrap(),
+        "not recorded"
+    );
     assert_eq!(parked.delivery(&id).await["status"], "sending");
     let sent = AttemptOutcome::Sent { provider_message_id: "p-1".into() };
-    assert!(store.record(&id, "sms", Channel::Sms, lease, &sent).await.unwrap());
+    assert!(store.record(&id.as_str().into(), &"sms".into(), Channel::Sms, lease, &sent).await.unwrap());
     assert_eq!(
-        store.claim(&id, "sms", Channel::Sms, later, Duration::from_secs(60)).await.unwrap(),
+        store.claim(&id.as_str().into(), &"sms".into(), Channel::Sms, later, Duration::from_secs(60)).await.unwrap(),
         Claim::Finished(DeliveryStatus::Sent)
     );
     parked.api.stack.stop().await;
@@ -269,7 +274,9 @@ async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, now:
     if status == DeliveryStatus::Queued {
         return None;
     }
-    let Claim::Taken(lease) = store.claim(id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap() else {
+    let Claim::Taken(lease) =
+        store.claim(&id.into(), &"sms".into(), Channel::Sms, now, Duration::from_secs(60)).await.unwrap()
+    else {
         panic!("a queued delivery is taken")
     };
     let outcome = match status {
@@ -279,14 +286,14 @@ async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, now:
         DeliveryStatus::Skipped => AttemptOutcome::Skipped(SkipReason::RateLimited),
         _ => AttemptOutcome::Sent { provider_message_id: "p".into() },
     };
-    assert!(store.record(id, "sms", Channel::Sms, lease, &outcome).await.unwrap());
+    assert!(store.record(&id.into(), &"sms".into(), Channel::Sms, lease, &outcome).await.unwrap());
     let feedback = match status {
         DeliveryStatus::Delivered => Event::Delivered,
         DeliveryStatus::Bounced => Event::Bounced,
         DeliveryStatus::Complained => Event::Complained,
         _ => return None,
     };
-    let recorded = store.record_feedback(id, "sms", Channel::Sms, feedback, None).await.unwrap();
+    let recorded = store.record_feedback(&id.into(), &"sms".into(), Channel::Sms, feedback, None).await.unwrap();
     assert_eq!(recorded, FeedbackRecorded::Recorded);
     None
 }
@@ -294,11 +301,15 @@ async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, now:
 /// Applies `event` to the delivery as the functions would; whether DynamoDB applied it.
 async fn apply(store: &NotificationStore, id: &str, event: Event, lease: Lease, now: i64) -> bool {
     let failure = DeliveryFailure { class: FailureClass::Permanent, code: "C".into(), message: "m".into() };
-    let record =
-        |outcome: AttemptOutcome| async move { store.record(id, "sms", Channel::Sms, lease, &outcome).await.unwrap() };
+    let record = |outcome: AttemptOutcome| async move {
+        store.record(&id.into(), &"sms".into(), Channel::Sms, lease, &outcome).await.unwrap()
+    };
     match event {
         Event::Claim => {
-            matches!(store.claim(id, "sms", Channel::Sms, now, Duration::from_secs(60)).await.unwrap(), Claim::Taken(_))
+            matches!(
+                store.claim(&id.into(), &"sms".into(), Channel::Sms, now, Duration::from_secs(60)).await.unwrap(),
+                Claim::Taken(_)
+            )
         }
         Event::Sent => record(AttemptOutcome::Sent { provider_message_id: "p".into() }).await,
         Event::Retrying => record(AttemptOutcome::Retrying(failure)).await,
@@ -306,7 +317,7 @@ async fn apply(store: &NotificationStore, id: &str, event: Event, lease: Lease, 
         Event::Failed => record(AttemptOutcome::Failed(failure)).await,
         Event::Skipped => record(AttemptOutcome::Skipped(SkipReason::OptedOut)).await,
         Event::Delivered | Event::Bounced | Event::Complained | Event::Rejected => {
-            store.record_feedback(id, "sms", Channel::Sms, event, Some(&failure)).await.unwrap()
+            store.record_feedback(&id.into(), &"sms".into(), Channel::Sms, event, Some(&failure)).await.unwrap()
                 == FeedbackRecorded::Recorded
         }
     }
@@ -365,11 +376,17 @@ async fn the_dynamodb_log_applies_exactly_what_the_lifecycle_table_allows() {
     // Unknown notifications and deliveries are reported missing, not errors.
     let lease = Duration::from_secs(60);
     assert_eq!(
-        store.claim("00000000-0000-7000-8000-000000000000", "sms", Channel::Sms, now, lease).await.unwrap(),
+        store
+            .claim(&"00000000-0000-7000-8000-000000000000".into(), &"sms".into(), Channel::Sms, now, lease)
+            .await
+            .unwrap(),
         Claim::Missing
     );
     let (id, _) = parked.accept(&parked.template).await;
-    assert_eq!(store.claim(&id, "push-9", Channel::Push, now, lease).await.unwrap(), Claim::Missing);
+    assert_eq!(
+        store.claim(&id.as_str().into(), &"push-9".into(), Channel::Push, now, lease).await.unwrap(),
+        Claim::Missing
+    );
     parked.api.stack.stop().await;
 }
 
@@ -388,7 +405,7 @@ async fn a_replay_re_enqueues_deliveries_whose_original_enqueue_was_lost() {
     // may also have failed to (the caller retries after an error): the sweep will look.
     assert_eq!(parked.api.send_with_key(&body, &key).await.headers["idempotent-replayed"], "true");
     assert!(parked.receive().await.is_empty());
-    assert!(parked.store().get(&id).await.unwrap().unwrap().sweep_at.is_some(), "in the sweep's index");
+    assert!(parked.store().get(&id.as_str().into()).await.unwrap().unwrap().sweep_at.is_some(), "in the sweep's index");
 
     // Once the original request must have ended (its timeout), the client's retry enqueues what
     // was never attempted, and the delivery goes out.

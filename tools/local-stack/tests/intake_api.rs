@@ -337,7 +337,7 @@ async fn a_notification_shows_its_deliveries_and_timeline_to_its_app_only() {
     assert_eq!(api.call(Method::GET, "/v1/notifications/not-a-uuid", None).await.status, 404);
     let record =
         NotificationStore::new(api.clients.dynamodb.clone(), demo::tables(&api.stack.deployed).unwrap().notifications)
-            .get(id)
+            .get(&id.into())
             .await
             .unwrap();
     assert!(record.is_some());

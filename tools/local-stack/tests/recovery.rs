@@ -47,7 +47,7 @@ async fn a_redrive_drops_deliveries_that_already_have_an_outcome_and_leaves_stra
 
 async fn record(api: &Api, id: &str) -> NotificationRecord {
     let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
-    NotificationStore::new(api.clients.dynamodb.clone(), table).get(id).await.unwrap().unwrap()
+    NotificationStore::new(api.clients.dynamodb.clone(), table).get(&id.into()).await.unwrap().unwrap()
 }
 
 async fn sweep(api: &Api) -> Value {

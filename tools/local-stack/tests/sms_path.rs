@@ -40,8 +40,10 @@ async fn a_notification_request_ends_as_an_sms_in_the_emulator() {
 
     // And the notification is in the log
     let table = local_stack::demo::tables(&stack.deployed).unwrap().notifications;
-    let record =
-        NotificationStore::new(clients.dynamodb.clone(), table).get(body["id"].as_str().unwrap()).await.unwrap();
+    let record = NotificationStore::new(clients.dynamodb.clone(), table)
+        .get(&body["id"].as_str().unwrap().into())
+        .await
+        .unwrap();
     assert_eq!(record.expect("logged").deliveries["sms"].target, "+12015550123");
     stack.stop().await;
 }

@@ -112,8 +112,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status { notification_id } => {
             let notifications =
                 NotificationStore::new(aws_sdk_dynamodb::Client::new(&sdk), outputs.get("NotificationsTableName")?);
-            let record =
-                notifications.get(&notification_id).await?.ok_or(CliError::NoSuchNotification(notification_id))?;
+            let record = notifications
+                .get(&notification_id.as_str().into())
+                .await?
+                .ok_or(CliError::NoSuchNotification(notification_id))?;
             oncall::print_status(&record, cli.json);
             Ok(())
         }

@@ -73,7 +73,7 @@ pub fn print_status(record: &NotificationRecord, json: bool) {
         let error =
             delivery.error.as_ref().map(|e| format!("{} {}: {}", e.class, e.code, e.message)).unwrap_or_default();
         table.row(vec![
-            id.clone(),
+            id.to_string(),
             delivery.channel.to_string(),
             delivery.target.clone(),
             delivery.status.as_str().into(),
@@ -100,7 +100,7 @@ struct DeadLetter {
     sent_at_ms: i64,
     body: String,
     record: Option<NotificationRecord>,
-    delivery_id: Option<String>,
+    delivery_id: Option<notify::domain::notification::DeliveryId>,
 }
 
 impl DeadLetter {

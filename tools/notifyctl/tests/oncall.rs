@@ -27,7 +27,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
     let body = json!({"notification_id": id, "delivery_id": "sms", "user_id": "u", "template": "t", "transactional": false, "channel": "sms", "to": "+12015550123", "body": "hi"}).to_string();
     let delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), &now);
     let record = NotificationRecord {
-        id: id.clone(),
+        id: id.as_str().into(),
         app_key: "ak_test".into(),
         idempotency_key: None,
         request_hash: "h".into(),
@@ -35,7 +35,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
         template: "t".into(),
         created_at: now.clone(),
         expires_at: notify::time::now_epoch_seconds() + 3600,
-        deliveries: BTreeMap::from([("sms".to_string(), delivery)]),
+        deliveries: BTreeMap::from([("sms".into(), delivery)]),
         skipped: vec![],
         events: vec![TimelineEvent { at: now, kind: notify::domain::lifecycle::TimelineKind::Accepted, channel: None }],
         sweep_shard: None,
@@ -43,13 +43,17 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
     };
     store.create(&record, notify::time::now_epoch_seconds()).await.unwrap();
     let now_ms = notify::time::now_epoch_millis();
-    let Claim::Taken(lease) = store.claim(&id, "sms", Channel::Sms, now_ms, Duration::from_secs(60)).await.unwrap()
+    let Claim::Taken(lease) =
+        store.claim(&id.as_str().into(), &"sms".into(), Channel::Sms, now_ms, Duration::from_secs(60)).await.unwrap()
     else {
         panic!("a queued delivery is taken")
     };
     let throttled =
         DeliveryFailure { class: FailureClass::Transient, code: "Throttling".into(), message: "Rate exceeded".into() };
-    store.record(&id, "sms", Channel::Sms, lease, &AttemptOutcome::Retrying(throttled)).await.unwrap();
+    store
+        .record(&id.as_str().into(), &"sms".into(), Channel::Sms, lease, &AttemptOutcome::Retrying(throttled))
+        .await
+        .unwrap();
     let dlq = stack.deployed.queue("SmsDeadLetterQueue").unwrap().0.to_string();
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let message_id = sqs.send_message().queue_url(&dlq).message_body(body).send().await.unwrap().message_id.unwrap();

@@ -142,7 +142,7 @@ pub async fn queue_is_empty(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> bool 
 /// Whether every delivery of each notification in `ids` has its final outcome in `log`.
 pub async fn outcomes_final(log: &notify::store::notifications::NotificationStore, ids: &[String]) -> bool {
     for id in ids {
-        match log.get(id).await.expect("the notification log is readable") {
+        match log.get(&id.as_str().into()).await.expect("the notification log is readable") {
             Some(record) if record.finished() => {}
             _ => return false,
         }

@@ -592,7 +592,7 @@ async fn rate_limits_count_the_sent(
     for record in records.values() {
         for delivery in record.deliveries.values().filter(|delivery| delivery.status == DeliveryStatus::Sent) {
             let key = record_key(&record.user_id, delivery.channel);
-            expected.entry(key).or_default().insert(record.id.clone());
+            expected.entry(key).or_default().insert(record.id.to_string());
         }
     }
     let counted: BTreeMap<String, BTreeSet<String>> = scan(clients, table)
@@ -664,7 +664,7 @@ async fn scan_records(clients: &Clients, table: &str, ids: &BTreeSet<&str>) -> B
         .into_iter()
         .filter_map(|item| serde_dynamo::from_item::<_, NotificationRecord>(item).ok())
         .filter(|record| ids.contains(record.id.as_str()))
-        .map(|record| (record.id.clone(), record))
+        .map(|record| (record.id.to_string(), record))
         .collect()
 }
 
