@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (all, or the ones named: aws_requests, cold_start, cpu, cpu_instructions,
-# package_size, throughput) and prints their figures; BENCHMARKS.md records them with the method.
+# Runs the benchmarks (all, or the ones named: aws_requests, backlog, cold_start, cpu,
+# cpu_instructions, package_size, throughput) and prints their figures; BENCHMARKS.md records them
+# with the method.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(cpu cpu_instructions aws_requests cold_start package_size throughput)
+[ ${#benches[@]} -gt 0 ] || benches=(cpu cpu_instructions aws_requests cold_start package_size throughput backlog)
 
 # Instructions one run of the CPU bench's STEP makes N times over, counted by callgrind.
 instructions() {
@@ -32,6 +33,7 @@ for line in sys.stdin:
 for bench in "${benches[@]}"; do
     case "$bench" in
         aws_requests) scripts/with-emulator.sh cargo bench -p local-stack --bench aws_requests ;;
+        backlog) scripts/with-emulator.sh cargo bench -p local-stack --bench backlog ;;
         cold_start)
             # The functions as Lambda runs them (release profile) and the hello-world baseline.
             cargo build --release -p intake -p dispatch-push -p dispatch-sms -p dispatch-email -p retry -p hello-world
@@ -41,6 +43,6 @@ for bench in "${benches[@]}"; do
         cpu_instructions) cpu_instructions ;;
         package_size) scripts/package-size.sh ;;
         throughput) scripts/with-emulator.sh cargo bench -p local-stack --bench throughput ;;
-        *) echo "bench.sh: unknown benchmark $bench (aws_requests, cold_start, cpu, cpu_instructions, package_size, throughput)" >&2; exit 2 ;;
+        *) echo "bench.sh: unknown benchmark $bench (aws_requests, backlog, cold_start, cpu, cpu_instructions, package_size, throughput)" >&2; exit 2 ;;
     esac
 done

@@ -68,10 +68,24 @@ const MALFORMED_REQUEST_CODES: [&str; 2] = ["ValidationException", "Construction
 const ACCESS_DENIED_CODES: [&str; 5] =
     ["AccessDeniedException", "AccessDenied", "AuthorizationError", "KMSAccessDeniedException", "KmsAccessDenied"];
 
+/// What the services answer when a caller goes over a rate: SNS `Publish` and the query
+/// protocol `Throttling` ("Rate exceeded"), SES v2 `TooManyRequestsException` (429, "Maximum
+/// sending rate exceeded."), SNS's SMS operations `Throttled`, and the JSON protocols' own.
+const THROTTLING_CODES: [&str; 7] = [
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "Throttled",
+    "ThrottledException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+];
+
 /// Classifies an SDK error. Errors whose code is in `permanent_codes` (the target or content is
 /// at fault) or names a malformed request are permanent: retrying cannot help. An IAM denial is
-/// access denied (reported: see [`report_access_denied`]). Everything else, including
-/// throttling, 5xx, timeouts, network failures and codes we do not know, is transient: a
+/// access denied (reported: see [`report_access_denied`]); a rate refusal is throttled.
+/// Everything else, including 5xx, timeouts, network failures and codes we do not know, is
+/// transient: a
 /// wrongly transient error costs a few retries and ends in a DLQ with an alarm, a wrongly
 /// permanent one silently drops a notification.
 pub fn classify<E, R>(
@@ -103,6 +117,8 @@ where
         FailureClass::AccessDenied
     } else if permanent_codes.contains(&code.as_str()) || MALFORMED_REQUEST_CODES.contains(&code.as_str()) {
         FailureClass::Permanent
+    } else if THROTTLING_CODES.contains(&code.as_str()) {
+        FailureClass::Throttled
     } else {
         FailureClass::Transient
     };
@@ -227,11 +243,13 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_request_is_permanent_and_unknown_codes_are_transient() {
+    fn a_malformed_request_is_permanent_a_rate_refusal_throttled_and_unknown_codes_are_transient() {
         let class = |error| classify("dynamodb", "UpdateItem", error, &[]).class;
         assert_eq!(class(service_error("ValidationException")), FailureClass::Permanent);
         assert_eq!(class(SdkError::construction_failure("no table name")), FailureClass::Permanent);
-        assert_eq!(class(service_error("ProvisionedThroughputExceededException")), FailureClass::Transient);
+        for throttling in ["ProvisionedThroughputExceededException", "Throttling", "TooManyRequestsException"] {
+            assert_eq!(class(service_error(throttling)), FailureClass::Throttled, "{throttling}");
+        }
         assert_eq!(class(service_error("SomethingNew")), FailureClass::Transient);
         assert_eq!(
             classify("sns", "Publish", service_error("InvalidParameter"), &["InvalidParameter"]).class,

@@ -71,6 +71,22 @@ impl<'a> Settings<'a> {
         }
     }
 
+    /// A setting that must be present, parsed with `FromStr`: `None` (the problem recorded) when
+    /// absent or invalid.
+    pub fn parsed_required<T>(&mut self, name: &str) -> Option<T>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        let raw = self.required(name);
+        if raw.is_empty() {
+            return None;
+        }
+        raw.parse()
+            .map_err(|error| self.problems.push(format!("environment variable {name}={raw:?} is invalid: {error}")))
+            .ok()
+    }
+
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
     }

@@ -1,16 +1,26 @@
 //! The dispatch loop shared by every channel. For each record of a batch:
 //! 1. claim the delivery (`queued → sending` with a lease, one conditional write); a delivery
 //!    already sent, failed or skipped is acknowledged without calling the provider, one whose
-//!    lease another attempt holds comes back when the lease ends;
+//!    lease another attempt holds comes back when the lease ends, and one whose earlier attempts
+//!    spent the retry budget by dying (crashes, timeouts) goes to the DLQ without another try;
 //! 2. re-check the user at send time (deleted, opted out, device retired, address suppressed
 //!    → `skipped`);
 //! 3. count the notification against the user's limit for the channel over the last hour
 //!    (once within the hour, however many attempts or devices), unless the template is
 //!    transactional (over the limit → `skipped: rate_limited`);
-//! 4. send through the channel's provider and record the outcome: `sent`; `failed` for a
-//!    permanent error (deleted, never retried); back to `queued` for a transient one, with the
-//!    message's visibility set to an exponential backoff so SQS brings it back later, or
-//!    `parked` if this was the queue's last receive (SQS moves the message to the DLQ next).
+//! 4. wait for the channel's send rate (`pacing`): take a send slot and sleep until it. A slot
+//!    later than this invocation can wait for sends the message back through the queue to come
+//!    back near its slot, recorded as `waiting`: not a failure;
+//! 5. send through the channel's provider and record the outcome: `sent`; `failed` for a
+//!    permanent error (deleted, never retried); throttled by the provider, another slot and a
+//!    short pause, then the send again (through the queue, as `waiting`, if this invocation
+//!    cannot wait that long): never a failure; for a transient error, back to `queued` with the
+//!    message's visibility set to an exponential backoff so SQS brings it back later, or, when
+//!    that failure spends the retry budget, `parked` with the message moved to the DLQ.
+//!
+//! The retry budget counts failed attempts in the delivery's record (`attempts` less `waits`),
+//! not SQS receives: a backlog waiting at the quota, however long, spends none of it. The
+//! queue's own maxReceiveCount is a backstop for messages no invocation could even finish.
 //!
 //! Duplicate sends: the provider call and the `sent` write are two steps. If the function dies
 //! between them, or the write keeps failing for the seconds it is retried, the lease expires and
@@ -22,20 +32,25 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 
-use crate::batch::{self, Disposition, SqsRecord};
+use crate::batch::{self, Disposition, SqsRecord, Unreadable};
 use crate::config::Settings;
 use crate::domain::backoff::Backoff;
 use crate::domain::delivery::DeliveryMessage;
 use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
 use crate::domain::rate_limit::HourlyLimit;
+use crate::domain::send_rate::{Lane, SendRate, until};
 use crate::domain::stats::skipped_counter;
-use crate::error::DependencyError;
+use crate::error::{DependencyError, FailureClass};
 use crate::metrics::DeliveryMetric;
-use crate::ports::{Allowance, AttemptOutcome, Claim, Counters, DeliveryLog, Lease, Recipients, Redelivery};
+use crate::pacing::{BatchDemand, Need, Pacer};
+use crate::ports::{
+    Allowance, AttemptOutcome, Claim, Counters, DeliveryLog, Lease, Recipients, Redelivery, SendTimeline,
+};
 use crate::provider::Provider;
 use crate::queue::QueueRedelivery;
 use crate::store::notifications::NotificationStore;
 use crate::store::rate_limits::RateLimiter;
+use crate::store::send_timeline::SendTimelineStore;
 use crate::store::stats::{Counted, StatsRecorder, StatsStore};
 use crate::store::users::UserStore;
 
@@ -51,36 +66,72 @@ pub struct DispatchSettings {
     /// The first and the last wait between tries of a `sent` write, doubling: 0.2, 0.4, … 3.2 s
     /// apart (6.2 s in all, well inside the lease).
     pub sent_record_retries: (Duration, Duration),
+    /// Failed attempts after which a delivery is parked in the DLQ.
+    pub retry_budget: u32,
+    /// The time a send and its record need before the invocation's deadline: a send slot later
+    /// than the deadline less this waits through the queue.
+    pub send_margin: Duration,
+    /// The pause before a send the provider throttled is tried again, doubling per throttle of
+    /// the same attempt (with jitter): 1 s, up to 8 (a provider's quota refills within a second).
+    pub throttle_backoff: Backoff,
 }
 
 /// The dispatch loop for provider `P`, over its ports: the delivery log `L`, redelivery `R`,
-/// the users `U`, the rate limit `A` and the stats counters `C` (DynamoDB and SQS in AWS, the
-/// defaults; in memory in the fast tests).
-pub struct Dispatcher<P, L = NotificationStore, R = QueueRedelivery, U = UserStore, A = RateLimiter, C = StatsStore> {
+/// the users `U`, the rate limit `A`, the stats counters `C` and the channel's send timeline
+/// `T` (DynamoDB and SQS in AWS, the defaults; in memory in the fast tests).
+pub struct Dispatcher<
+    P,
+    L = NotificationStore,
+    R = QueueRedelivery,
+    U = UserStore,
+    A = RateLimiter,
+    C = StatsStore,
+    T = SendTimelineStore,
+> {
     provider: P,
     log: L,
     redelivery: R,
     users: U,
     allowance: A,
     stats: StatsRecorder<C>,
+    pacer: Pacer<T>,
     settings: DispatchSettings,
 }
 
+/// What every record of one batch shares.
+struct Batch {
+    demand: BatchDemand,
+    /// The latest send slot (epoch µs) this invocation can still use.
+    latest_slot_us: i64,
+}
+
 impl<P: Provider> Dispatcher<P> {
-    /// Settings: `QUEUE_URL` (the channel's queue), `NOTIFICATIONS_TABLE`, `USERS_TABLE`,
-    /// `RATE_LIMITS_TABLE`, `STATS_TABLE`, `RATE_LIMIT_PER_HOUR` (default 10, at most 100),
+    /// Settings: `QUEUE_URL` and `TRANSACTIONAL_QUEUE_URL` (the channel's two lanes),
+    /// `DEAD_LETTER_QUEUE_URL`, `NOTIFICATIONS_TABLE`, `USERS_TABLE`, `RATE_LIMITS_TABLE` (which
+    /// also holds the channel's send timeline), `STATS_TABLE`, `SEND_RATE` (sends per second,
+    /// fleet-wide; capped at the provider's own quota where it says it: `provider_rate`),
+    /// `RATE_LIMIT_PER_HOUR` (default 10, at most 100), `RETRY_BUDGET` (8 failed attempts),
     /// `RETRY_BASE_SECONDS` (15), `RETRY_MAX_SECONDS` (900), `LEASE_SECONDS` (60: longer than
     /// the function's timeout, so a live attempt is never taken over) and `BATCH_CONCURRENCY`
-    /// (10).
-    /// `dynamodb` is the function's one client (one connection pool per function).
+    /// (10). `dynamodb` is the function's one client (one connection pool per function).
     pub fn load(
         sdk: &SdkConfig,
         dynamodb: &aws_sdk_dynamodb::Client,
         provider: P,
+        provider_rate: Option<SendRate>,
         settings: &mut Settings<'_>,
     ) -> Self {
         let dynamodb = dynamodb.clone();
         let per_hour = settings.parsed_or("RATE_LIMIT_PER_HOUR", HourlyLimit::DEFAULT);
+        // Only a placeholder when SEND_RATE is missing or invalid: then `finish` fails the init.
+        let configured = settings.parsed_required("SEND_RATE").unwrap_or(SendRate::ONE_PER_SECOND);
+        let rate = match provider_rate.map(|provider| configured.capped_at(provider)) {
+            Some((rate, true)) => {
+                tracing::info!(channel = %P::CHANNEL, configured = %configured, provider = %rate, "SEND_RATE is above the provider's quota: sending at the provider's");
+                rate
+            }
+            _ => configured,
+        };
         let dispatch = DispatchSettings {
             backoff: Backoff {
                 base: Duration::from_secs(settings.parsed_or("RETRY_BASE_SECONDS", 15)),
@@ -89,20 +140,26 @@ impl<P: Provider> Dispatcher<P> {
             lease: Duration::from_secs(settings.parsed_or("LEASE_SECONDS", 60)),
             concurrency: settings.parsed_or("BATCH_CONCURRENCY", 10usize),
             sent_record_retries: (Duration::from_millis(200), Duration::from_millis(3200)),
+            retry_budget: settings.parsed_or("RETRY_BUDGET", 8u32).max(1),
+            send_margin: Duration::from_secs(5),
+            throttle_backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) },
         };
+        let rate_limits = settings.required("RATE_LIMITS_TABLE");
+        let sqs = aws_sdk_sqs::Client::new(sdk);
         Self::new(
             provider,
             NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
-            QueueRedelivery::new(aws_sdk_sqs::Client::new(sdk), settings.required("QUEUE_URL")),
+            QueueRedelivery::load(sqs, settings),
             UserStore::new(dynamodb.clone(), settings.required("USERS_TABLE")),
-            RateLimiter::new(dynamodb.clone(), settings.required("RATE_LIMITS_TABLE"), per_hour),
-            StatsStore::new(dynamodb, settings.required("STATS_TABLE")),
+            RateLimiter::new(dynamodb.clone(), rate_limits.clone(), per_hour),
+            StatsStore::new(dynamodb.clone(), settings.required("STATS_TABLE")),
+            Pacer::new(SendTimelineStore::new(dynamodb, rate_limits, P::CHANNEL), rate),
             dispatch,
         )
     }
 }
 
-impl<P, L, R, U, A, C> Dispatcher<P, L, R, U, A, C>
+impl<P, L, R, U, A, C, T> Dispatcher<P, L, R, U, A, C, T>
 where
     P: Provider,
     L: DeliveryLog,
@@ -110,7 +167,9 @@ where
     U: Recipients,
     A: Allowance,
     C: Counters,
+    T: SendTimeline,
 {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         provider: P,
         log: L,
@@ -118,24 +177,41 @@ where
         users: U,
         allowance: A,
         counters: C,
+        pacer: Pacer<T>,
         settings: DispatchSettings,
     ) -> Self {
-        Self { provider, log, redelivery, users, allowance, stats: StatsRecorder::new(counters), settings }
+        Self { provider, log, redelivery, users, allowance, stats: StatsRecorder::new(counters), pacer, settings }
     }
 
-    pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        let response = batch::process(event, self.settings.concurrency, |record| self.deliver(record)).await;
+    /// Handles a batch in an invocation that must end by `deadline_ms` (epoch ms).
+    pub async fn handle_batch(&self, event: SqsEvent, deadline_ms: i64) -> SqsBatchResponse {
+        let batch = Batch {
+            demand: BatchDemand::new(event.records.len(), batch::oldest_enqueued_ms(&event)),
+            latest_slot_us: deadline_ms * 1000 - self.settings.send_margin.as_micros() as i64,
+        };
+        let response = batch::process(
+            event,
+            self.settings.concurrency,
+            |record| self.deliver(record, &batch),
+            |unreadable| self.unreadable(unreadable, &batch),
+        )
+        .await;
         self.stats.flush().await;
         crate::metrics::flush();
         response
     }
 
-    async fn deliver(&self, record: SqsRecord<DeliveryMessage<P::Content>>) -> Disposition {
+    async fn deliver(&self, record: SqsRecord<DeliveryMessage<P::Content>>, batch: &Batch) -> Disposition {
         let message = &record.body;
         let (id, delivery_id) = (&message.notification_id, &message.delivery_id);
+        let mut need = batch.demand.need(Lane::of(message.transactional));
         let now_ms = crate::time::now_epoch_millis();
-        let lease = match self.log.claim(id, delivery_id, P::CHANNEL, now_ms, self.settings.lease).await {
-            Ok(Claim::Taken(lease)) => lease,
+        let (lease, failures, waits) = match self
+            .log
+            .claim(id, delivery_id, P::CHANNEL, now_ms, self.settings.lease)
+            .await
+        {
+            Ok(Claim::Taken { lease, failures, waits }) => (lease, failures, waits),
             Ok(Claim::Finished(status)) => {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, ?status, "already finished; acknowledged");
                 return Disposition::Done;
@@ -145,10 +221,10 @@ where
                 return self.retry_after(&record, wait).await;
             }
             // The intake logs every delivery before enqueueing it, so this message was not
-            // made by this stack (or outlived its record): poison, kept for on-call in the DLQ.
+            // made by this stack (or outlived its record): poison, kept for on-call.
             Ok(Claim::Missing) => {
-                tracing::error!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; left for the DLQ");
-                return Disposition::Retry;
+                tracing::error!(notification_id = %id, delivery_id = %delivery_id, "no such delivery in the log; moved to the DLQ");
+                return self.dead_letter(&record.raw_body).await;
             }
             // Whether the claim was applied is unknown (its answer may be what was lost): the
             // lease, ours or another attempt's, is left to run out rather than released.
@@ -157,29 +233,45 @@ where
                 return self.retry_after(&record, self.backoff_delay(record.receive_count)).await;
             }
         };
-        match self.attempt(&record, lease).await {
+        let attempted = if failures >= self.settings.retry_budget {
+            // Earlier attempts died (crashes, timeouts) until the budget was spent.
+            let failure = DeliveryFailure {
+                class: FailureClass::Transient,
+                code: "RetryBudgetSpent".into(),
+                message: format!("{failures} attempts failed or ended without an outcome"),
+            };
+            self.park(&record, lease, failure).await
+        } else {
+            self.attempt(&record, lease, (failures, waits), &mut need, batch).await
+        };
+        match attempted {
             Ok(outcome) => outcome,
             // Our own state could not be read or written: retry the whole step later.
             Err(error) => {
                 tracing::warn!(notification_id = %id, error = %error, "delivery state unavailable; will retry");
                 // Release the lease this attempt holds, so the retry need not wait it out.
-                let release = self.unfinished(failure(&error), record.receive_count).await;
+                let release = AttemptOutcome::Retrying(failure(&error));
                 if let Err(error) = self.log.record(id, delivery_id, P::CHANNEL, lease, &release).await {
                     tracing::warn!(notification_id = %id, error = %error, "could not release the lease");
                 }
-                self.retry_after(&record, self.backoff_delay(record.receive_count)).await
+                self.retry_after(&record, self.backoff_delay(failures + 1)).await
             }
         }
     }
 
-    /// The attempt of a delivery this dispatcher has claimed: re-check, send, record.
+    /// The attempt of a delivery this dispatcher has claimed: re-check, wait for the send rate,
+    /// send, record. `history`: the retry budget spent and the waits before this attempt.
     async fn attempt(
         &self,
         record: &SqsRecord<DeliveryMessage<P::Content>>,
         lease: Lease,
+        history: (u32, u32),
+        need: &mut Need<'_>,
+        batch: &Batch,
     ) -> Result<Disposition, DependencyError> {
         let message = &record.body;
         let (id, delivery_id, channel) = (&message.notification_id, &message.delivery_id, P::CHANNEL);
+        let (failures, waits) = history;
 
         // Independent reads, made together: the user as it is now and the suppression list.
         let (user, suppressed) =
@@ -203,32 +295,107 @@ where
             return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::RateLimited)).await;
         }
 
-        let started = std::time::Instant::now();
-        let sent = self.provider.send(message, &recipient).await;
-        crate::metrics::provider_latency(channel, started.elapsed());
-        match sent {
-            Ok(provider_message_id) => Ok(self.finish_sent(record, lease, provider_message_id).await),
-            Err(error) if error.is_retried() => {
-                tracing::warn!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "send failed; will retry");
-                let unfinished = self.unfinished(failure(&error), record.receive_count).await;
-                self.log.record(id, delivery_id, channel, lease, &unfinished).await?;
-                let metric = match unfinished {
-                    AttemptOutcome::Parked(_) => {
-                        tracing::error!(notification_id = %id, delivery_id = %delivery_id, receive_count = record.receive_count, error = %error, "the queue's last receive failed; the message goes to the DLQ for on-call");
-                        DeliveryMetric::Parked
-                    }
-                    _ => DeliveryMetric::Retried,
-                };
-                crate::metrics::delivery(channel, metric);
-                let delay = self.backoff_delay(record.receive_count);
-                Ok(self.retry_after(record, delay).await)
+        let lane = need.lane();
+        let mut slot = self.pacer.slot(need, crate::time::now_epoch_micros()).await?;
+        let mut throttles = 0;
+        loop {
+            if slot > batch.latest_slot_us {
+                self.pacer.give_back(lane, slot).await;
+                let wait = until(slot, crate::time::now_epoch_micros());
+                return self.wait(record, lease, None, wait).await;
             }
-            Err(error) => {
-                tracing::error!(notification_id = %id, delivery_id = %delivery_id, error = %error, "send failed permanently");
-                self.provider.on_permanent_failure(message, &error).await?;
-                self.finish(message, lease, AttemptOutcome::Failed(failure(&error))).await
+            tokio::time::sleep(until(slot, crate::time::now_epoch_micros())).await;
+            let started = std::time::Instant::now();
+            let sent = self.provider.send(message, &recipient).await;
+            crate::metrics::provider_latency(channel, started.elapsed());
+            let error = match sent {
+                Ok(provider_message_id) => return Ok(self.finish_sent(record, lease, provider_message_id).await),
+                Err(error) => error,
+            };
+            match error.class {
+                FailureClass::Throttled => {
+                    throttles += 1;
+                    crate::metrics::delivery(channel, DeliveryMetric::Throttled);
+                    tracing::warn!(notification_id = %id, delivery_id = %delivery_id, error = %error, "throttled by the provider; sending again in a later slot");
+                    let now_us = crate::time::now_epoch_micros();
+                    let pause = self.settings.throttle_backoff.delay(throttles, &mut rand::rng()).as_micros() as i64;
+                    let next = self.pacer.slot(&mut BatchDemand::new(1, None).need(lane), now_us).await?;
+                    if now_us + pause > batch.latest_slot_us {
+                        self.pacer.give_back(lane, next).await;
+                        let wait = self.settings.backoff.delay(waits + 1, &mut rand::rng());
+                        return self.wait(record, lease, Some(failure(&error)), wait).await;
+                    }
+                    slot = next.max(now_us + pause);
+                }
+                FailureClass::Permanent => {
+                    tracing::error!(notification_id = %id, delivery_id = %delivery_id, error = %error, "send failed permanently");
+                    self.provider.on_permanent_failure(message, &error).await?;
+                    return self.finish(message, lease, AttemptOutcome::Failed(failure(&error))).await;
+                }
+                FailureClass::Transient | FailureClass::AccessDenied => {
+                    tracing::warn!(notification_id = %id, delivery_id = %delivery_id, failures = failures + 1, error = %error, "send failed; will retry");
+                    return self.failed(record, lease, failures + 1, failure(&error)).await;
+                }
             }
         }
+    }
+
+    /// A transient failure, the delivery's `failures`-th: back to `queued` after the backoff,
+    /// or, if it spends the retry budget, to the DLQ.
+    async fn failed(
+        &self,
+        record: &SqsRecord<DeliveryMessage<P::Content>>,
+        lease: Lease,
+        failures: u32,
+        failure: DeliveryFailure,
+    ) -> Result<Disposition, DependencyError> {
+        if failures >= self.settings.retry_budget {
+            return self.park(record, lease, failure).await;
+        }
+        let message = &record.body;
+        self.log
+            .record(
+                &message.notification_id,
+                &message.delivery_id,
+                P::CHANNEL,
+                lease,
+                &AttemptOutcome::Retrying(failure),
+            )
+            .await?;
+        crate::metrics::delivery(P::CHANNEL, DeliveryMetric::Retried);
+        Ok(self.retry_after(record, self.backoff_delay(failures)).await)
+    }
+
+    /// Parks a delivery whose failures spent the retry budget: its message to the DLQ (first:
+    /// a crash in between leaves it in both queues, which the delivery state absorbs, never in
+    /// neither), then `parked`; the message is then deleted from the channel's queue.
+    async fn park(
+        &self,
+        record: &SqsRecord<DeliveryMessage<P::Content>>,
+        lease: Lease,
+        failure: DeliveryFailure,
+    ) -> Result<Disposition, DependencyError> {
+        let message = &record.body;
+        self.redelivery.dead_letter(&record.raw_body).await?;
+        tracing::error!(notification_id = %message.notification_id, delivery_id = %message.delivery_id, code = %failure.code, error = %failure.message, "the retry budget is spent; the message is in the DLQ for on-call");
+        self.finish(message, lease, AttemptOutcome::Parked(failure)).await
+    }
+
+    /// The attempt waits for the channel's send rate through the queue: `waiting` (not a
+    /// failure: `throttled` is the provider's answer, if it was one), back after `delay`.
+    async fn wait(
+        &self,
+        record: &SqsRecord<DeliveryMessage<P::Content>>,
+        lease: Lease,
+        throttled: Option<DeliveryFailure>,
+        delay: Duration,
+    ) -> Result<Disposition, DependencyError> {
+        let message = &record.body;
+        let outcome = AttemptOutcome::Waiting(throttled);
+        self.log.record(&message.notification_id, &message.delivery_id, P::CHANNEL, lease, &outcome).await?;
+        crate::metrics::delivery(P::CHANNEL, DeliveryMetric::Waited);
+        tracing::info!(notification_id = %message.notification_id, delivery_id = %message.delivery_id, delay_ms = delay.as_millis() as u64, "waiting for the channel's send rate through the queue");
+        Ok(self.retry_after(record, delay).await)
     }
 
     /// Records a send the provider accepted. From here, releasing the lease (the generic error
@@ -273,19 +440,30 @@ where
             // Another attempt recorded (and counted) the outcome.
             return Ok(Disposition::Done);
         }
-        let (metric, counter) = match &outcome {
-            AttemptOutcome::Sent { .. } => (DeliveryMetric::Sent, Some(DeliveryStatus::Sent.as_str().to_string())),
-            AttemptOutcome::Failed(_) => (DeliveryMetric::Failed, Some(DeliveryStatus::Failed.as_str().to_string())),
-            AttemptOutcome::Skipped(reason) => (DeliveryMetric::Skipped, Some(skipped_counter(*reason))),
-            // Not outcomes for the stats: the delivery comes back.
-            AttemptOutcome::Retrying(_) => (DeliveryMetric::Retried, None),
-            AttemptOutcome::Parked(_) => (DeliveryMetric::Parked, None),
+        let counter = match &outcome {
+            AttemptOutcome::Sent { .. } => {
+                crate::metrics::sent(P::CHANNEL, Lane::of(message.transactional));
+                Some(DeliveryStatus::Sent.as_str().to_string())
+            }
+            AttemptOutcome::Failed(_) => {
+                crate::metrics::delivery(P::CHANNEL, DeliveryMetric::Failed);
+                Some(DeliveryStatus::Failed.as_str().to_string())
+            }
+            AttemptOutcome::Skipped(reason) => {
+                crate::metrics::delivery(P::CHANNEL, DeliveryMetric::Skipped);
+                Some(skipped_counter(*reason))
+            }
+            AttemptOutcome::Parked(_) => {
+                crate::metrics::delivery(P::CHANNEL, DeliveryMetric::Parked);
+                None
+            }
+            // Not outcomes: the delivery comes back (their callers count them).
+            AttemptOutcome::Retrying(_) | AttemptOutcome::Waiting(_) => None,
         };
         if let Some(counter) = counter {
             let counted = Counted { app_key: &message.app_key, template: message.template.as_str() };
             self.stats.count(counted, P::CHANNEL, &counter);
         }
-        crate::metrics::delivery(P::CHANNEL, metric);
         tracing::info!(
             notification_id = %message.notification_id,
             delivery_id = %message.delivery_id,
@@ -296,27 +474,34 @@ where
         Ok(Disposition::Done)
     }
 
-    /// How a transient failure on this receive leaves the delivery: `parked` on the queue's
-    /// last receive, else `queued` to retry. If the queue's policy cannot be read, `queued`: the
-    /// delivery then reads as retrying while parked, which the DLQ alarm still reports.
-    async fn unfinished(&self, failure: DeliveryFailure, receive_count: u32) -> AttemptOutcome {
-        match self.redelivery.max_receive_count().await {
-            Ok(Some(max)) if receive_count >= max => AttemptOutcome::Parked(failure),
-            Ok(_) => AttemptOutcome::Retrying(failure),
+    /// A message no dispatcher can read: straight to the DLQ, for on-call.
+    async fn unreadable(&self, unreadable: Unreadable, batch: &Batch) -> Disposition {
+        batch.demand.settle();
+        tracing::error!(message_id = %unreadable.message_id, reason = %unreadable.reason, "unreadable message; moved to the DLQ");
+        self.dead_letter(&unreadable.raw_body).await
+    }
+
+    /// Moves a message to the DLQ and acknowledges it here; if the DLQ refuses it, it comes back
+    /// (and the queue's own redrive policy moves it there in the end).
+    async fn dead_letter(&self, body: &str) -> Disposition {
+        match self.redelivery.dead_letter(body).await {
+            Ok(()) => Disposition::Done,
             Err(error) => {
-                tracing::warn!(error = %error, "could not read the queue's redrive policy; recorded as retrying");
-                AttemptOutcome::Retrying(failure)
+                tracing::warn!(error = %error, "could not move the message to the DLQ; it comes back");
+                Disposition::Retry
             }
         }
     }
 
-    fn backoff_delay(&self, receive_count: u32) -> Duration {
-        self.settings.backoff.delay(receive_count, &mut rand::rng())
+    /// The wait after the `failures`-th failed attempt (or receive, when the attempt count is
+    /// not known).
+    fn backoff_delay(&self, failures: u32) -> Duration {
+        self.settings.backoff.delay(failures, &mut rand::rng())
     }
 
     /// Reports the record failed after making the queue hold it back for `delay`.
-    async fn retry_after<T>(&self, record: &SqsRecord<T>, delay: Duration) -> Disposition {
-        if let Err(error) = self.redelivery.retry_after(&record.receipt_handle, delay).await {
+    async fn retry_after<M>(&self, record: &SqsRecord<M>, delay: Duration) -> Disposition {
+        if let Err(error) = self.redelivery.retry_after(&record.source, &record.receipt_handle, delay).await {
             // The queue's own visibility timeout still brings it back.
             tracing::warn!(message_id = %record.message_id, error = %error, "could not set the retry delay");
         }
@@ -328,7 +513,7 @@ fn failure(error: &DependencyError) -> DeliveryFailure {
     DeliveryFailure { class: error.class, code: error.code.clone(), message: error.message.clone() }
 }
 
-impl<P, L, R, U, A, C> crate::function::Function for Dispatcher<P, L, R, U, A, C>
+impl<P, L, R, U, A, C, T> crate::function::Function for Dispatcher<P, L, R, U, A, C, T>
 where
     P: Provider,
     L: DeliveryLog,
@@ -336,6 +521,7 @@ where
     U: Recipients,
     A: Allowance,
     C: Counters,
+    T: SendTimeline,
 {
     type Event = SqsEvent;
     type Output = SqsBatchResponse;
@@ -344,7 +530,7 @@ where
         &self,
         event: lambda_runtime::LambdaEvent<SqsEvent>,
     ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-        Ok(self.handle_batch(event.payload).await)
+        Ok(self.handle_batch(event.payload, event.context.deadline as i64).await)
     }
 }
 

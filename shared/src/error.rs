@@ -1,8 +1,10 @@
 //! The error taxonomy. Every failure that crosses a boundary says how it must be handled:
 //! a *transient* failure is retried with backoff (and ends in a DLQ, which pages someone, if it
-//! never clears); a *permanent* one is recorded and never retried; *access denied* (the
-//! function's role does not allow the call) is the deployment's configuration error: retried
-//! like a transient one, so nothing is lost and a fixed grant delivers it, but alarmed at once.
+//! never clears); a *permanent* one is recorded and never retried; *throttled* (the service
+//! refused the call for its rate, not for the call) waits and is tried again without spending
+//! the retry budget; *access denied* (the function's role does not allow the call) is the
+//! deployment's configuration error: retried like a transient one, so nothing is lost and a
+//! fixed grant delivers it, but alarmed at once.
 //! Request problems that the caller must fix (validation, auth) are the HTTP boundary's own
 //! enum in `intake`.
 
@@ -13,6 +15,7 @@ use std::fmt;
 pub enum FailureClass {
     Transient,
     Permanent,
+    Throttled,
     AccessDenied,
 }
 
@@ -21,6 +24,7 @@ impl fmt::Display for FailureClass {
         f.write_str(match self {
             FailureClass::Transient => "transient",
             FailureClass::Permanent => "permanent",
+            FailureClass::Throttled => "throttled",
             FailureClass::AccessDenied => "access_denied",
         })
     }

@@ -48,7 +48,13 @@ impl<L: DeliveryLog, S: Suppressions, C: Counters> EmailFeedback<L, S, C> {
     }
 
     pub async fn handle_batch(&self, event: SqsEvent) -> SqsBatchResponse {
-        let response = batch::process(event, self.concurrency, |record: SqsRecord<SesEvent>| self.apply(record)).await;
+        let response = batch::process(
+            event,
+            self.concurrency,
+            |record: SqsRecord<SesEvent>| self.apply(record),
+            batch::left_for_the_dlq,
+        )
+        .await;
         self.stats.flush().await;
         metrics::flush();
         response

@@ -18,6 +18,7 @@ pub mod link_keys;
 pub mod memory;
 pub mod metrics;
 pub mod outputs;
+pub mod pacing;
 pub mod ports;
 pub mod provider;
 pub mod queue;

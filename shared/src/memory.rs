@@ -5,19 +5,20 @@
 //! so concurrent attempts interleave at every step.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::channel::Channel;
-use crate::domain::lifecycle::{Event, TimelineKind, Transition};
+use crate::domain::lifecycle::{Budget, CLAIMS, Event, TimelineKind, Transition};
 use crate::domain::notification::{
     DeliveryFailure, DeliveryId, DeliveryRecord, DeliveryStatus, NotificationId, NotificationRecord, TimelineEvent,
 };
+use crate::domain::send_rate::advance;
 use crate::domain::user::{UserId, UserProfile};
 use crate::error::{DependencyError, FailureClass};
 use crate::ports::{
     Allowance, AttemptOutcome, Claim, Counters, DeadLetter, DeadLetters, DeliveryLog, Engaged, Engagement, Enqueue,
-    FeedbackRecorded, Lease, Recipients, Redelivery, Suppressions,
+    FeedbackRecorded, FlowMark, Lease, Recipients, Redelivery, SendTimeline, Suppressions,
 };
 use crate::queue::{NotEnqueued, Outgoing};
 use crate::store::stats::Tally;
@@ -147,7 +148,7 @@ impl MemoryLog {
         transition: &Transition,
         guard: (Option<Lease>, i64),
         edit: impl FnOnce(&mut DeliveryRecord),
-    ) -> Result<Result<(), Option<NotificationRecord>>, DependencyError> {
+    ) -> Result<Result<DeliveryRecord, Option<NotificationRecord>>, DependencyError> {
         let fault = self.writes.next().await;
         if fault == Some(Fault::Refused) {
             return Err(transient("UpdateItem"));
@@ -165,7 +166,14 @@ impl MemoryLog {
             // The attempt's outcome ends its lease.
             delivery.lease_until = None;
         }
+        match transition.budget {
+            Budget::Keep => {}
+            Budget::Spend => delivery.failures += 1,
+            Budget::Wait => delivery.waits += 1,
+            Budget::Renew => delivery.failures = 0,
+        }
         edit(delivery);
+        let changed = delivery.clone();
         record.events.push(TimelineEvent {
             at: crate::time::now_rfc3339(),
             kind: transition.timeline,
@@ -179,7 +187,7 @@ impl MemoryLog {
         });
         match fault {
             Some(Fault::AnswerLost) => Err(transient("UpdateItem")),
-            _ => Ok(Ok(())),
+            _ => Ok(Ok(changed)),
         }
     }
 }
@@ -199,17 +207,26 @@ impl DeliveryLog for MemoryLog {
         lease: Duration,
     ) -> Result<Claim, DependencyError> {
         let lease = Lease::starting(now_ms, lease);
-        let taken = self
-            .change(id, delivery_id, channel, Event::Claim.transition(), (None, now_ms), |delivery| {
-                delivery.lease_until = Some(lease.until_ms());
-                delivery.attempts += 1;
-            })
-            .await?;
-        let found = match taken {
-            Ok(()) => return Ok(Claim::Taken(lease)),
-            Err(found) => found,
-        };
-        Ok(Claim::refused(found.as_ref(), delivery_id, now_ms))
+        let mut claim = Event::Claim;
+        for _ in CLAIMS {
+            let taken = self
+                .change(id, delivery_id, channel, claim.transition(), (None, now_ms), |delivery| {
+                    delivery.lease_until = Some(lease.until_ms());
+                    delivery.attempts += 1;
+                })
+                .await?;
+            let found = match taken {
+                Ok(delivery) => {
+                    return Ok(Claim::Taken { lease, failures: delivery.failures, waits: delivery.waits });
+                }
+                Err(found) => found,
+            };
+            match Claim::refused(found.as_ref(), delivery_id, now_ms, claim) {
+                Ok(answer) => return Ok(answer),
+                Err(instead) => claim = instead,
+            }
+        }
+        Ok(Claim::Held { until_ms: now_ms })
     }
 
     async fn record(
@@ -231,6 +248,11 @@ impl DeliveryLog for MemoryLog {
                 | AttemptOutcome::Retrying(failure)
                 | AttemptOutcome::Parked(failure) => {
                     delivery.error = Some(failure.clone());
+                }
+                AttemptOutcome::Waiting(throttled) => {
+                    if let Some(failure) = throttled {
+                        delivery.error = Some(failure.clone());
+                    }
                 }
                 AttemptOutcome::Skipped(reason) => delivery.skip_reason = Some(*reason),
             })
@@ -255,7 +277,7 @@ impl DeliveryLog for MemoryLog {
             })
             .await?;
         let found = match recorded {
-            Ok(()) => return Ok(FeedbackRecorded::Recorded),
+            Ok(_) => return Ok(FeedbackRecorded::Recorded),
             Err(found) => found,
         };
         Ok(FeedbackRecorded::refused(found.as_ref(), delivery_id))
@@ -341,27 +363,49 @@ impl DeliveryLog for MemoryLog {
     }
 }
 
-/// Redelivery in memory: remembers each delay asked for.
+/// Redelivery in memory: remembers each delay asked for, and each message put in the DLQ.
+#[derive(Default)]
 pub struct MemoryRedelivery {
-    pub max_receive_count: Option<u32>,
     pub delays: Mutex<Vec<(String, Duration)>>,
-}
-
-impl MemoryRedelivery {
-    pub fn new(max_receive_count: Option<u32>) -> Self {
-        Self { max_receive_count, delays: Mutex::default() }
-    }
+    pub dead_letters: Mutex<Vec<String>>,
 }
 
 impl Redelivery for MemoryRedelivery {
-    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), DependencyError> {
+    async fn retry_after(&self, _source: &str, receipt_handle: &str, delay: Duration) -> Result<(), DependencyError> {
         interleave(1).await;
         self.delays.lock().unwrap().push((receipt_handle.to_string(), delay));
         Ok(())
     }
 
-    async fn max_receive_count(&self) -> Result<Option<u32>, DependencyError> {
-        Ok(self.max_receive_count)
+    async fn dead_letter(&self, body: &str) -> Result<(), DependencyError> {
+        interleave(1).await;
+        self.dead_letters.lock().unwrap().push(body.to_string());
+        Ok(())
+    }
+}
+
+/// A channel's send timeline in memory (clones share it, as instances share the DynamoDB item):
+/// the same arithmetic as the item's conditional updates.
+#[derive(Clone, Default)]
+pub struct MemoryTimeline {
+    state: Arc<Mutex<(Option<i64>, Vec<FlowMark>)>>,
+}
+
+impl MemoryTimeline {
+    /// Every take's mark, in order.
+    pub fn takes(&self) -> Vec<FlowMark> {
+        self.state.lock().unwrap().1.clone()
+    }
+}
+
+impl SendTimeline for MemoryTimeline {
+    async fn take(&self, span_us: i64, now_us: i64, mark: FlowMark) -> Result<i64, DependencyError> {
+        interleave(1).await;
+        let mut state = self.state.lock().unwrap();
+        let (next, first_free) = advance(state.0, span_us, now_us);
+        state.0 = Some(next);
+        state.1.push(mark);
+        Ok(first_free)
     }
 }
 

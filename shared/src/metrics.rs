@@ -1,9 +1,12 @@
 //! Metrics as CloudWatch embedded-metric-format (EMF) lines on stdout: CloudWatch Logs turns
 //! them into metrics, with no CloudWatch API call on the hot path. Namespace `notify`;
 //! dimension `Channel`; counters `Sent`, `Failed`, `Skipped`, `Retried`, `Parked` (one per
-//! delivery outcome or failed attempt), `Delivered`, `Bounced`, `Complained` (email feedback), `Accepted` (per delivery or
+//! delivery outcome or failed attempt), `Waited` (an attempt that waited for the channel's send
+//! rate through the queue), `Throttled` (a provider's throttling answer), `Delivered`, `Bounced`, `Complained` (email feedback), `Accepted` (per delivery or
 //! skipped channel at intake), `Opened`, `Clicked` (first open / first click of a delivery) and
-//! the `ProviderLatency` histogram (milliseconds). The stats table counts the same events.
+//! the `ProviderLatency` histogram (milliseconds). `Sent` is also counted per lane (dimensions
+//! `Channel`, `Lane`): the send rate the backlog alarms divide the queue depth by. The stats
+//! table counts the same events.
 //! `AccessDenied` (no dimension) counts the AWS calls a function's role refused: a
 //! configuration error, alarmed at the first.
 
@@ -13,6 +16,7 @@ use std::time::Duration;
 use metrics_cloudwatch_embedded::Collector;
 
 use crate::domain::channel::Channel;
+use crate::domain::send_rate::Lane;
 
 pub const NAMESPACE: &str = "notify";
 
@@ -29,6 +33,8 @@ pub enum DeliveryMetric {
     Failed,
     Skipped,
     Retried,
+    Waited,
+    Throttled,
     Parked,
     Delivered,
     Bounced,
@@ -45,6 +51,8 @@ impl DeliveryMetric {
             DeliveryMetric::Failed => "Failed",
             DeliveryMetric::Skipped => "Skipped",
             DeliveryMetric::Retried => "Retried",
+            DeliveryMetric::Waited => "Waited",
+            DeliveryMetric::Throttled => "Throttled",
             DeliveryMetric::Parked => "Parked",
             DeliveryMetric::Delivered => "Delivered",
             DeliveryMetric::Bounced => "Bounced",
@@ -59,6 +67,12 @@ impl DeliveryMetric {
 pub fn delivery(channel: Channel, metric: DeliveryMetric) {
     collector();
     metrics::counter!(metric.name(), "Channel" => channel.as_str()).increment(1);
+}
+
+/// A send the provider accepted, per channel and lane.
+pub fn sent(channel: Channel, lane: Lane) {
+    delivery(channel, DeliveryMetric::Sent);
+    metrics::counter!("Sent", "Channel" => channel.as_str(), "Lane" => lane.as_str()).increment(1);
 }
 
 pub fn access_denied() {
@@ -100,17 +114,24 @@ mod tests {
     #[test]
     fn outcomes_are_written_as_emf_with_the_channel_dimension() {
         let _flushing = FLUSHING.lock().unwrap();
-        delivery(Channel::Sms, DeliveryMetric::Sent);
-        delivery(Channel::Sms, DeliveryMetric::Sent);
+        sent(Channel::Sms, Lane::Bulk);
+        sent(Channel::Sms, Lane::Bulk);
         provider_latency(Channel::Sms, Duration::from_millis(42));
         let mut written = Vec::new();
         flush_to(&mut written);
         let lines: Vec<serde_json::Value> =
             String::from_utf8(written).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-        let sent = lines.iter().find(|line| line.get("Sent").is_some()).expect("a Sent line");
+        let sent =
+            lines.iter().find(|line| line.get("Sent").is_some() && line.get("Lane").is_none()).expect("a Sent line");
         assert_eq!(sent["Sent"], 2);
         assert_eq!(sent["Channel"], "sms");
         assert_eq!(sent["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+        let in_lane = lines.iter().find(|line| line.get("Lane").is_some()).expect("a Sent line per lane");
+        assert_eq!(
+            (in_lane["Sent"].clone(), in_lane["Lane"].clone()),
+            (serde_json::json!(2), serde_json::json!("bulk"))
+        );
+        assert_eq!(in_lane["_aws"]["CloudWatchMetrics"][0]["Dimensions"], serde_json::json!([["Channel", "Lane"]]));
         assert!(lines.iter().any(|line| line.get("ProviderLatency").is_some()));
     }
 

@@ -3,9 +3,10 @@
 //! the same lifecycle table (`domain::lifecycle`).
 //!
 //! - [`DeliveryLog`]: the notification records and their deliveries' lifecycle;
-//! - [`Redelivery`]: how a message comes back (its visibility) and when SQS gives up on it;
+//! - [`Redelivery`]: how a message comes back (its visibility), or goes to the DLQ;
 //! - what a dispatcher reads and writes besides: [`Recipients`] (the user at send time),
-//!   [`Allowance`] (the per-user rate limit), [`Counters`] (the stats);
+//!   [`Allowance`] (the per-user rate limit), [`SendTimeline`] (the channel's send rate),
+//!   [`Counters`] (the stats);
 //! - [`Suppressions`] (email feedback), [`Enqueue`] (the sweep), [`DeadLetters`] (the redrive).
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use crate::domain::lifecycle::{Event, TimelineKind};
 use crate::domain::notification::{
     ClaimDecision, DeliveryFailure, DeliveryId, DeliveryStatus, NotificationId, NotificationRecord, SkipReason,
 };
+use crate::domain::send_rate::{Lane, SendRate};
 use crate::domain::user::{UserId, UserProfile};
 use crate::error::DependencyError;
 use crate::queue::{NotEnqueued, Outgoing};
@@ -47,8 +49,10 @@ impl Lease {
 /// What claiming a delivery for an attempt came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// This attempt holds the delivery, with this lease.
-    Taken(Lease),
+    /// This attempt holds the delivery, with this lease; `failures`: the retry budget spent
+    /// (failed attempts, and attempts that died, this claim's takeover included), `waits`: the
+    /// attempts that waited for the send rate.
+    Taken { lease: Lease, failures: u32, waits: u32 },
     /// Another attempt holds it until then (epoch milliseconds).
     Held { until_ms: i64 },
     /// It has an outcome already.
@@ -58,16 +62,23 @@ pub enum Claim {
 }
 
 impl Claim {
-    /// A claim the log refused, from the record it found instead (`None`: none at all).
-    pub fn refused(found: Option<&NotificationRecord>, delivery_id: &DeliveryId, now_ms: i64) -> Self {
+    /// A claim (`tried`, one of the table's [`CLAIMS`](crate::domain::lifecycle::CLAIMS)) the log refused, from the record it found
+    /// instead (`None`: none at all): the answer, or the claim that record allows instead.
+    pub fn refused(
+        found: Option<&NotificationRecord>,
+        delivery_id: &DeliveryId,
+        now_ms: i64,
+        tried: Event,
+    ) -> Result<Self, Event> {
         let Some(delivery) = found.and_then(|record| record.deliveries.get(delivery_id)) else {
-            return Claim::Missing;
+            return Ok(Claim::Missing);
         };
         match delivery.claim_decision(now_ms) {
-            ClaimDecision::Finished(status) => Claim::Finished(status),
-            ClaimDecision::HeldUntil(until_ms) => Claim::Held { until_ms },
+            ClaimDecision::Finished(status) => Ok(Claim::Finished(status)),
+            ClaimDecision::HeldUntil(until_ms) => Ok(Claim::Held { until_ms }),
+            ClaimDecision::Take(claim) if claim != tried => Err(claim),
             // The lease ran out between the write and now: come straight back.
-            ClaimDecision::Take => Claim::Held { until_ms: now_ms },
+            ClaimDecision::Take(_) => Ok(Claim::Held { until_ms: now_ms }),
         }
     }
 }
@@ -82,7 +93,10 @@ pub enum AttemptOutcome {
     Skipped(SkipReason),
     /// A transient failure: the delivery goes back to `queued` for the next receive.
     Retrying(DeliveryFailure),
-    /// A transient failure on the queue's last receive: SQS moves the message to the DLQ.
+    /// Held back by the channel's send rate, or throttled by the provider (its answer): back to
+    /// `queued`, not counted as a failure.
+    Waiting(Option<DeliveryFailure>),
+    /// A transient failure that spent the retry budget: the message is in the DLQ.
     Parked(DeliveryFailure),
 }
 
@@ -94,6 +108,7 @@ impl AttemptOutcome {
             AttemptOutcome::Failed(_) => Event::Failed,
             AttemptOutcome::Skipped(_) => Event::Skipped,
             AttemptOutcome::Retrying(_) => Event::Retrying,
+            AttemptOutcome::Waiting(_) => Event::Waiting,
             AttemptOutcome::Parked(_) => Event::Parked,
         }
     }
@@ -145,8 +160,9 @@ pub trait DeliveryLog: Send + Sync + 'static {
         id: &NotificationId,
     ) -> impl Future<Output = Result<Option<NotificationRecord>, DependencyError>> + Send;
 
-    /// Claims a delivery for an attempt ([`Event::Claim`]): it becomes `sending`, with a lease
-    /// until `now_ms + lease`.
+    /// Claims a delivery for an attempt (whichever of the table's [`CLAIMS`](crate::domain::lifecycle::CLAIMS) its state allows:
+    /// it is tried first as queued, the usual case): it becomes `sending`, with a lease until
+    /// `now_ms + lease`.
     fn claim(
         &self,
         id: &NotificationId,
@@ -215,17 +231,43 @@ pub trait DeliveryLog: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, DependencyError>> + Send;
 }
 
-/// How a received message comes back.
+/// How a received message comes back, or is given up on.
 pub trait Redelivery: Send + Sync + 'static {
-    /// Makes the queue hand the message out again after `delay` (its visibility).
+    /// Makes the queue (`source`: its ARN, as the record names it) hand the message out again
+    /// after `delay` (its visibility).
     fn retry_after(
         &self,
+        source: &str,
         receipt_handle: &str,
         delay: Duration,
     ) -> impl Future<Output = Result<(), DependencyError>> + Send;
 
-    /// After how many receives the queue moves a message to its DLQ (`None`: never).
-    fn max_receive_count(&self) -> impl Future<Output = Result<Option<u32>, DependencyError>> + Send;
+    /// Puts a copy of the message (its body) in the channel's DLQ, for on-call.
+    fn dead_letter(&self, body: &str) -> impl Future<Output = Result<(), DependencyError>> + Send;
+}
+
+/// What the slots taken say of a lane's traffic, kept beside the channel's timeline for on-call
+/// (`notifyctl queues`): how many, when, and the oldest message they are for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FlowMark {
+    pub lane: Lane,
+    pub slots: u32,
+    /// The rate the slots were taken at.
+    pub rate: SendRate,
+    /// When the oldest message the slots are for was enqueued (epoch ms; SQS's SentTimestamp).
+    pub oldest_enqueued_ms: Option<i64>,
+}
+
+/// A channel's send timeline, shared by every dispatcher instance (`domain::send_rate`).
+pub trait SendTimeline: Send + Sync + 'static {
+    /// Moves the timeline `span_us` on from its first free slot or `now_us`, whichever is later,
+    /// in one atomic step: that first slot (epoch µs).
+    fn take(
+        &self,
+        span_us: i64,
+        now_us: i64,
+        mark: FlowMark,
+    ) -> impl Future<Output = Result<i64, DependencyError>> + Send;
 }
 
 /// Users as they are now.

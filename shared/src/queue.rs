@@ -1,6 +1,6 @@
-//! The SQS adapters: enqueueing deliveries on the per-channel queues with SendMessageBatch (10
-//! per request, checking every entry's result: a batch call can succeed while some entries
-//! fail), a received message's redelivery (its visibility, the queue's receive limit) and a
+//! The SQS adapters: enqueueing deliveries on the queues of each channel and lane with
+//! SendMessageBatch (10 per request, checking every entry's result: a batch call can succeed
+//! while some entries fail), a received message's redelivery (its visibility, or the DLQ) and a
 //! channel's dead-letter queue (for the redrive). Every SQS call the delivery logic makes is here.
 
 use std::time::Duration;
@@ -12,7 +12,9 @@ use futures::StreamExt;
 use crate::aws::classify;
 use crate::config::Settings;
 use crate::domain::channel::Channel;
+use crate::domain::delivery::DeliveryRef;
 use crate::domain::notification::{DeliveryId, NotificationId};
+use crate::domain::send_rate::Lane;
 use crate::error::{DependencyError, FailureClass};
 use crate::ports::{DeadLetter, DeadLetters, Enqueue, Redelivery};
 
@@ -23,29 +25,63 @@ const SQS_BATCH_BYTES: usize = 256 * 1024;
 /// `SendMessageBatch` requests one enqueue keeps in flight.
 const CHUNKS_IN_FLIGHT: usize = 8;
 
-/// The queue URL of each channel.
+/// A channel's two queues: one per lane.
+#[derive(Clone, Debug)]
+pub struct LaneQueues {
+    pub transactional: String,
+    pub bulk: String,
+}
+
+impl LaneQueues {
+    /// `<PREFIX>QUEUE_URL` (bulk) and `<PREFIX>TRANSACTIONAL_QUEUE_URL`.
+    pub fn load(settings: &mut Settings<'_>, prefix: &str) -> Self {
+        Self {
+            transactional: settings.required(&format!("{prefix}TRANSACTIONAL_QUEUE_URL")),
+            bulk: settings.required(&format!("{prefix}QUEUE_URL")),
+        }
+    }
+
+    pub fn url(&self, lane: Lane) -> &str {
+        match lane {
+            Lane::Transactional => &self.transactional,
+            Lane::Bulk => &self.bulk,
+        }
+    }
+
+    /// The URL of the queue whose ARN is `arn` (its name is the last part of both).
+    pub fn url_of_arn(&self, arn: &str) -> Option<&str> {
+        let name = arn.rsplit(':').next()?;
+        Lane::ALL.into_iter().map(|lane| self.url(lane)).find(|url| url.rsplit('/').next() == Some(name))
+    }
+}
+
+/// The queue URLs of each channel and lane.
 #[derive(Clone, Debug)]
 pub struct ChannelQueues {
-    pub push: String,
-    pub sms: String,
-    pub email: String,
+    pub push: LaneQueues,
+    pub sms: LaneQueues,
+    pub email: LaneQueues,
 }
 
 impl ChannelQueues {
     pub fn load(settings: &mut Settings<'_>) -> Self {
         Self {
-            push: settings.required("PUSH_QUEUE_URL"),
-            sms: settings.required("SMS_QUEUE_URL"),
-            email: settings.required("EMAIL_QUEUE_URL"),
+            push: LaneQueues::load(settings, "PUSH_"),
+            sms: LaneQueues::load(settings, "SMS_"),
+            email: LaneQueues::load(settings, "EMAIL_"),
         }
     }
 
-    pub fn url(&self, channel: Channel) -> &str {
+    pub fn lanes(&self, channel: Channel) -> &LaneQueues {
         match channel {
             Channel::Push => &self.push,
             Channel::Sms => &self.sms,
             Channel::Email => &self.email,
         }
+    }
+
+    pub fn url(&self, channel: Channel, lane: Lane) -> &str {
+        self.lanes(channel).url(lane)
     }
 }
 
@@ -55,6 +91,7 @@ pub struct Outgoing {
     pub notification_id: NotificationId,
     pub delivery_id: DeliveryId,
     pub channel: Channel,
+    pub lane: Lane,
     pub body: String,
 }
 
@@ -67,11 +104,13 @@ impl Outgoing {
     ) -> Vec<Self> {
         deliveries
             .filter_map(|(delivery_id, delivery)| {
+                let body = delivery.message.clone()?;
                 Some(Outgoing {
                     notification_id: notification_id.clone(),
                     delivery_id: delivery_id.clone(),
                     channel: delivery.channel,
-                    body: delivery.message.clone()?,
+                    lane: DeliveryRef::lane_of(&body),
+                    body,
                 })
             })
             .collect()
@@ -98,17 +137,20 @@ impl Enqueuer {
 
     /// Sends every message, batched per queue; returns the ones that were not accepted.
     pub async fn enqueue(&self, messages: &[Outgoing]) -> Vec<NotEnqueued> {
-        let per_channel: Vec<(Channel, Vec<&Outgoing>)> = Channel::ALL
+        let per_queue: Vec<(&str, Vec<&Outgoing>)> = Channel::ALL
             .into_iter()
-            .map(|channel| (channel, messages.iter().filter(|message| message.channel == channel).collect()))
+            .flat_map(|channel| Lane::ALL.into_iter().map(move |lane| (channel, lane)))
+            .map(|(channel, lane)| {
+                let url = self.queues.url(channel, lane);
+                (url, messages.iter().filter(|message| message.channel == channel && message.lane == lane).collect())
+            })
             .collect();
         // The chunks are independent requests: sent a few at a time, a batch of 100
         // notifications on three channels waits for a few SQS round trips instead of up to 30 in
         // a row, without a burst that throttling would answer.
         let mut sends = Vec::new();
-        for (channel, for_channel) in &per_channel {
-            sends
-                .extend(chunks(for_channel).into_iter().map(|chunk| self.send_chunk(self.queues.url(*channel), chunk)));
+        for (url, for_queue) in &per_queue {
+            sends.extend(chunks(for_queue).into_iter().map(|chunk| self.send_chunk(url, chunk)));
         }
         let not_enqueued: Vec<Vec<NotEnqueued>> =
             futures::stream::iter(sends).buffer_unordered(CHUNKS_IN_FLIGHT).collect().await;
@@ -165,27 +207,34 @@ impl Enqueue for Enqueuer {
     }
 }
 
-/// How a message received from a channel queue comes back: its visibility, set by the
-/// dispatcher's backoff, and the queue's `maxReceiveCount` (after that many receives SQS moves
-/// it to the DLQ), asked of SQS when a delivery first fails (so the template stays its one
-/// source), not at init.
+/// How a message received from one of a channel's queues comes back (its visibility, set by
+/// the dispatcher's backoff), or is given up on: moved to the channel's DLQ.
 pub struct QueueRedelivery {
     client: Client,
-    queue_url: String,
-    max_receive_count: tokio::sync::OnceCell<Option<u32>>,
+    queues: LaneQueues,
+    dead_letter_url: String,
 }
 
 impl QueueRedelivery {
-    pub fn new(client: Client, queue_url: String) -> Self {
-        Self { client, queue_url, max_receive_count: tokio::sync::OnceCell::new() }
+    /// Settings: `QUEUE_URL`, `TRANSACTIONAL_QUEUE_URL` and `DEAD_LETTER_QUEUE_URL`.
+    pub fn load(client: Client, settings: &mut Settings<'_>) -> Self {
+        let queues = LaneQueues::load(settings, "");
+        Self { client, queues, dead_letter_url: settings.required("DEAD_LETTER_QUEUE_URL") }
     }
 }
 
 impl Redelivery for QueueRedelivery {
-    async fn retry_after(&self, receipt_handle: &str, delay: Duration) -> Result<(), DependencyError> {
+    async fn retry_after(&self, source: &str, receipt_handle: &str, delay: Duration) -> Result<(), DependencyError> {
+        let queue_url = self.queues.url_of_arn(source).ok_or_else(|| DependencyError {
+            class: FailureClass::Permanent,
+            service: "sqs",
+            operation: "ChangeMessageVisibility",
+            code: "UnknownQueue".into(),
+            message: format!("{source} is not one of this channel's queues"),
+        })?;
         self.client
             .change_message_visibility()
-            .queue_url(&self.queue_url)
+            .queue_url(queue_url)
             .receipt_handle(receipt_handle)
             .visibility_timeout(delay.as_secs().max(1) as i32)
             .send()
@@ -194,50 +243,16 @@ impl Redelivery for QueueRedelivery {
         Ok(())
     }
 
-    /// Read once per instance. A policy without a readable count is remembered as none; a
-    /// failed read is tried again next time.
-    async fn max_receive_count(&self) -> Result<Option<u32>, DependencyError> {
-        let read = self.max_receive_count.get_or_try_init(|| max_receive_count(&self.client, &self.queue_url)).await;
-        match read {
-            Ok(max) => Ok(*max),
-            Err(error) => {
-                if error.class == FailureClass::Permanent {
-                    let _ = self.max_receive_count.set(None);
-                }
-                Err(error)
-            }
-        }
+    async fn dead_letter(&self, body: &str) -> Result<(), DependencyError> {
+        self.client
+            .send_message()
+            .queue_url(&self.dead_letter_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "SendMessage", error, &[]))?;
+        Ok(())
     }
-}
-
-/// The queue's `maxReceiveCount` (after that many receives SQS moves a message to the DLQ);
-/// `None` for a queue without a redrive policy.
-async fn max_receive_count(client: &Client, queue_url: &str) -> Result<Option<u32>, DependencyError> {
-    let name = aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy;
-    let output = client
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(name.clone())
-        .send()
-        .await
-        .map_err(|error| classify("sqs", "GetQueueAttributes", error, &[]))?;
-    let Some(policy) = output.attributes.as_ref().and_then(|attributes| attributes.get(&name)) else {
-        return Ok(None);
-    };
-    // A number, or a string of one, depending on how the policy was written.
-    let count =
-        serde_json::from_str::<serde_json::Value>(policy).ok().and_then(|policy| match &policy["maxReceiveCount"] {
-            serde_json::Value::Number(count) => count.as_u64(),
-            serde_json::Value::String(count) => count.parse().ok(),
-            _ => None,
-        });
-    count.map(|count| Some(count as u32)).ok_or_else(|| DependencyError {
-        class: FailureClass::Permanent,
-        service: "sqs",
-        operation: "GetQueueAttributes",
-        code: "UnreadableRedrivePolicy".into(),
-        message: format!("no maxReceiveCount in the queue's redrive policy {policy}"),
-    })
 }
 
 /// Reads up to `limit` messages of a queue without taking them: each is received with a zero
@@ -328,16 +343,17 @@ fn chunks<'a>(messages: &'a [&'a Outgoing]) -> Vec<&'a [&'a Outgoing]> {
     chunks
 }
 
-/// A channel's dead-letter queue, with the channel's queue its messages go back to.
+/// A channel's dead-letter queue, with the channel's queues its messages go back to (each to
+/// its lane's).
 pub struct DeadLetterQueue {
     client: Client,
     dead_letter_url: String,
-    queue_url: String,
+    queues: LaneQueues,
 }
 
 impl DeadLetterQueue {
-    pub fn new(client: Client, dead_letter_url: String, queue_url: String) -> Self {
-        Self { client, dead_letter_url, queue_url }
+    pub fn new(client: Client, dead_letter_url: String, queues: LaneQueues) -> Self {
+        Self { client, dead_letter_url, queues }
     }
 }
 
@@ -384,7 +400,7 @@ impl DeadLetters for DeadLetterQueue {
     async fn send_back(&self, body: &str) -> Result<(), DependencyError> {
         self.client
             .send_message()
-            .queue_url(&self.queue_url)
+            .queue_url(self.queues.url(DeliveryRef::lane_of(body)))
             .message_body(body)
             .send()
             .await
@@ -432,6 +448,7 @@ mod tests {
             notification_id: "n".into(),
             delivery_id: "email".into(),
             channel: Channel::Email,
+            lane: Lane::Bulk,
             body: "x".repeat(bytes),
         }
     }
@@ -448,5 +465,20 @@ mod tests {
         let sizes: Vec<usize> = chunks(&refs).iter().map(|chunk| chunk.len()).collect();
         assert_eq!(sizes, vec![1, 1, 1]);
         assert!(chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_record_names_its_queue_by_arn_and_the_lane_by_url() {
+        let queues = LaneQueues {
+            transactional: "http://localhost:4566/000000000000/t-SmsTransactionalQueue".into(),
+            bulk: "https://sqs.us-east-1.amazonaws.com/123456789012/stack-SmsQueue-AB12".into(),
+        };
+        let arn = "arn:aws:sqs:us-east-1:123456789012:stack-SmsQueue-AB12";
+        assert_eq!(queues.url_of_arn(arn), Some(queues.bulk.as_str()));
+        assert_eq!(
+            queues.url_of_arn("arn:aws:sqs:us-east-1:000000000000:t-SmsTransactionalQueue"),
+            Some(queues.transactional.as_str())
+        );
+        assert_eq!(queues.url_of_arn("arn:aws:sqs:us-east-1:1:other"), None);
     }
 }

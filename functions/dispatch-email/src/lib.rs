@@ -1,6 +1,7 @@
-//! The function that owns email: it consumes the email queue (sending each message through SES
-//! v2) and the email events queue (SES's feedback on what it sent). Lambda never mixes two
-//! event sources in one batch, so the batch's source queue says which job it is.
+//! The function that owns email: it consumes the email queues (sending each message through SES
+//! v2, at most at the account's sending rate) and the email events queue (SES's feedback on what
+//! it sent). Lambda never mixes two event sources in one batch, so the batch's source queue says
+//! which job it is.
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -24,7 +25,8 @@ pub async fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<EmailFunction,
     let sesv2 = aws_sdk_sesv2::Client::new(&notify::aws::provider_config(sdk));
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let provider = SesEmail::load(sesv2, dynamodb.clone(), link_keys.clone(), &mut settings);
-    let dispatcher = Dispatcher::load(sdk, &dynamodb, provider, &mut settings);
+    let ses_rate = provider.max_send_rate().await;
+    let dispatcher = Dispatcher::load(sdk, &dynamodb, provider, ses_rate, &mut settings);
     let feedback = EmailFeedback::load(&dynamodb, &mut settings);
     let events_queue_arn = settings.required("EMAIL_EVENTS_QUEUE_ARN");
     settings.finish()?;
@@ -41,7 +43,7 @@ impl notify::function::Function for EmailFunction {
         if source == Some(self.events_queue_arn.as_str()) {
             Ok(self.feedback.handle_batch(event.payload).await)
         } else {
-            Ok(self.dispatcher.handle_batch(event.payload).await)
+            Ok(self.dispatcher.handle_batch(event.payload, event.context.deadline as i64).await)
         }
     }
 }

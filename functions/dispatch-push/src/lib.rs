@@ -14,7 +14,7 @@ pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Function, ConfigErro
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let users = UserStore::new(dynamodb.clone(), settings.required("USERS_TABLE"));
     let provider = SnsPush::load(aws_sdk_sns::Client::new(&notify::aws::provider_config(sdk)), users, &mut settings);
-    let dispatcher = Dispatcher::load(sdk, &dynamodb, provider, &mut settings);
+    let dispatcher = Dispatcher::load(sdk, &dynamodb, provider, None, &mut settings);
     settings.finish()?;
     Ok(dispatcher)
 }

@@ -11,7 +11,7 @@ pub type Function = Dispatcher<SnsSms>;
 pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Function, ConfigError> {
     let mut settings = Settings::new(env);
     let provider = SnsSms::load(aws_sdk_sns::Client::new(&notify::aws::provider_config(sdk)), &mut settings);
-    let dispatcher = Dispatcher::load(sdk, &aws_sdk_dynamodb::Client::new(sdk), provider, &mut settings);
+    let dispatcher = Dispatcher::load(sdk, &aws_sdk_dynamodb::Client::new(sdk), provider, None, &mut settings);
     settings.finish()?;
     Ok(dispatcher)
 }

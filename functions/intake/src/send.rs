@@ -15,6 +15,7 @@ use notify::domain::notification::{
     self, DeliveryId, DeliveryRecord, NotificationId, NotificationRecord, RETENTION_SECONDS, SkipReason, TimelineEvent,
 };
 use notify::domain::plan::{Plan, plan};
+use notify::domain::send_rate::Lane;
 use notify::domain::template::{RenderError, Template, TemplateName};
 use notify::domain::tracking::{LinkTracker, Tracked};
 use notify::domain::user::UserId;
@@ -527,7 +528,8 @@ pub fn assemble(
             content,
         };
         let body = serde_json::to_string(&message).expect("delivery messages serialize");
-        outgoing.push(Outgoing { notification_id: id.clone(), delivery_id: delivery_id.clone(), channel, body });
+        let lane = Lane::of(template.transactional);
+        outgoing.push(Outgoing { notification_id: id.clone(), delivery_id: delivery_id.clone(), channel, lane, body });
         deliveries.insert(delivery_id, DeliveryRecord::queued(channel, target, &now));
     }
     // SQS takes 256 KiB per message and DynamoDB 400 KB per item (a record whose enqueue

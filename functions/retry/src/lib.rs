@@ -80,7 +80,7 @@ impl notify::function::Function for Retry {
                 let dead_letters = DeadLetterQueue::new(
                     self.sqs.clone(),
                     self.dead_letter_queues.url(channel).to_string(),
-                    self.queues.url(channel).to_string(),
+                    self.queues.lanes(channel).clone(),
                 );
                 let report = self.redrive.run(channel, &dead_letters, max.unwrap_or(DEFAULT_MAX), dry_run).await?;
                 tracing::info!(report = ?report, "redrive finished");

@@ -1,5 +1,6 @@
 //! The dispatch loop on the in-memory ports (`crate::memory`): every path of the lifecycle,
-//! the lease takeover race, the retried `sent` write, parking on the last receive, and random
+//! the lease takeover race, the retried `sent` write, parking when the retry budget is spent,
+//! waiting for the send rate and the provider's throttling without spending it, and random
 //! interleavings of duplicate attempts and feedback. No emulator: these run in milliseconds.
 
 use std::collections::VecDeque;
@@ -16,11 +17,13 @@ use crate::domain::lifecycle::Event;
 use crate::domain::template::TemplateName;
 use crate::domain::user::{UserId, UserProfile};
 use crate::error::FailureClass;
-use crate::memory::{Fault, MemoryAllowance, MemoryCounters, MemoryLog, MemoryRedelivery, MemoryUsers};
+use crate::memory::{Fault, MemoryAllowance, MemoryCounters, MemoryLog, MemoryRedelivery, MemoryTimeline, MemoryUsers};
+use crate::ports::FlowMark;
 
 const ID: &str = "n-1";
 const DELIVERY: &str = "sms";
-const MAX_RECEIVES: u32 = 8;
+const RETRY_BUDGET: u32 = 8;
+const SOURCE: &str = "arn:aws:sqs:us-east-1:000000000000:sms";
 
 tokio::task_local! {
     /// Which attempt (a receive of the message) is running: what the fakes attribute calls to.
@@ -72,7 +75,11 @@ impl Provider for ScriptedSms {
                 class,
                 service: "sns",
                 operation: "Publish",
-                code: if class == FailureClass::Permanent { "InvalidParameter".into() } else { "Throttling".into() },
+                code: match class {
+                    FailureClass::Permanent => "InvalidParameter".into(),
+                    FailureClass::Throttled => "Throttling".into(),
+                    _ => "InternalError".into(),
+                },
                 message: "scripted".into(),
             }),
         }
@@ -89,7 +96,7 @@ impl Provider for ScriptedSms {
 }
 
 type TestDispatcher =
-    Dispatcher<ScriptedSms, MemoryLog, MemoryRedelivery, MemoryUsers, MemoryAllowance, MemoryCounters>;
+    Dispatcher<ScriptedSms, MemoryLog, MemoryRedelivery, MemoryUsers, MemoryAllowance, MemoryCounters, MemoryTimeline>;
 
 fn user() -> UserId {
     UserId::parse("u-1").unwrap()
@@ -108,7 +115,18 @@ fn settings() -> DispatchSettings {
         lease: Duration::from_secs(60),
         concurrency: 10,
         sent_record_retries: (Duration::from_millis(1), Duration::from_millis(8)),
+        retry_budget: RETRY_BUDGET,
+        send_margin: Duration::from_secs(5),
+        throttle_backoff: crate::domain::backoff::Backoff {
+            base: Duration::from_millis(2),
+            cap: Duration::from_millis(16),
+        },
     }
+}
+
+/// A rate the tests never wait for (a slot every millisecond).
+fn fast() -> SendRate {
+    SendRate::new(1000.0).unwrap()
 }
 
 /// A dispatcher on the in-memory ports, the notification logged and its user known.
@@ -121,12 +139,21 @@ fn dispatcher(transactional_limit: usize) -> TestDispatcher {
     Dispatcher::new(
         ScriptedSms::default(),
         log,
-        MemoryRedelivery::new(Some(MAX_RECEIVES)),
+        MemoryRedelivery::default(),
         users,
         MemoryAllowance::new(transactional_limit),
         MemoryCounters::default(),
+        Pacer::new(MemoryTimeline::default(), fast()),
         settings(),
     )
+}
+
+/// A batch of `records` in an invocation with `seconds` left.
+fn batch(records: usize, seconds: i64) -> Batch {
+    Batch {
+        demand: BatchDemand::new(records, None),
+        latest_slot_us: crate::time::now_epoch_micros() + seconds * 1_000_000 - 5_000_000,
+    }
 }
 
 fn message(transactional: bool) -> DeliveryMessage<SmsContent> {
@@ -143,11 +170,14 @@ fn message(transactional: bool) -> DeliveryMessage<SmsContent> {
 
 /// The message as SQS hands it out for the `receive`th time.
 fn receive(receive: u32, transactional: bool) -> SqsRecord<DeliveryMessage<SmsContent>> {
+    let body = message(transactional);
     SqsRecord {
         message_id: "m-1".into(),
         receipt_handle: format!("r-{receive}"),
         receive_count: receive,
-        body: message(transactional),
+        source: SOURCE.into(),
+        raw_body: serde_json::to_string(&body).unwrap(),
+        body,
     }
 }
 
@@ -162,7 +192,23 @@ impl TestDispatcher {
 
     /// Delivers the message's `receive`th receive, as attempt `receive`.
     async fn receive_as(&self, receive: u32) -> Disposition {
-        ATTEMPT.scope(receive, self.deliver(super::tests::receive(receive, false))).await
+        self.deliver_as(receive, super::tests::receive(receive, false)).await
+    }
+
+    async fn deliver_as(&self, attempt: u32, record: SqsRecord<DeliveryMessage<SmsContent>>) -> Disposition {
+        ATTEMPT.scope(attempt, self.deliver(record, &batch(1, 30))).await
+    }
+
+    fn delivery(&self) -> crate::domain::notification::DeliveryRecord {
+        self.log.delivery(ID, DELIVERY).unwrap()
+    }
+
+    fn pacer_timeline(&self) -> &MemoryTimeline {
+        self.pacer.timeline()
+    }
+
+    fn pacer_takes(&self) -> usize {
+        self.pacer.timeline().takes().len()
     }
 }
 
@@ -184,8 +230,9 @@ async fn a_transient_failure_goes_back_to_queued_with_a_backoff_and_is_sent_on_t
     let dispatcher = dispatcher(10);
     dispatcher.provider.answer(1, Some(FailureClass::Transient));
     assert_eq!(dispatcher.receive_as(1).await, Disposition::Retry);
-    let delivery = dispatcher.log.delivery(ID, DELIVERY).unwrap();
-    assert_eq!((delivery.status, delivery.error.unwrap().code.as_str()), (DeliveryStatus::Queued, "Throttling"));
+    let delivery = dispatcher.delivery();
+    assert_eq!((delivery.status, delivery.error.unwrap().code.as_str()), (DeliveryStatus::Queued, "InternalError"));
+    assert_eq!(delivery.failures, 1);
     let delays = dispatcher.redelivery.delays.lock().unwrap().clone();
     assert!(delays[0].1 >= Duration::from_millis(7500) && delays[0].1 <= Duration::from_secs(15), "{delays:?}");
     assert_eq!(dispatcher.receive_as(2).await, Disposition::Done);
@@ -193,14 +240,107 @@ async fn a_transient_failure_goes_back_to_queued_with_a_backoff_and_is_sent_on_t
 }
 
 #[tokio::test]
-async fn a_transient_failure_on_the_last_receive_parks_the_delivery_and_a_redrive_sends_it() {
+async fn the_failure_that_spends_the_retry_budget_parks_the_delivery_in_the_dlq_and_a_redrive_renews_it() {
     let dispatcher = dispatcher(10);
+    for _ in 0..RETRY_BUDGET {
+        dispatcher.provider.answer(1, Some(FailureClass::Transient));
+    }
+    for receive in 1..RETRY_BUDGET {
+        assert_eq!(dispatcher.receive_as(receive).await, Disposition::Retry);
+        assert_eq!(dispatcher.status(), DeliveryStatus::Queued);
+    }
+    // The last failure: the message is put in the DLQ by the dispatcher and deleted here.
+    assert_eq!(dispatcher.receive_as(RETRY_BUDGET).await, Disposition::Done);
+    assert_eq!((dispatcher.status(), dispatcher.delivery().failures), (DeliveryStatus::Parked, RETRY_BUDGET));
+    let parked = dispatcher.redelivery.dead_letters.lock().unwrap().clone();
+    assert_eq!(parked, vec![receive(1, false).raw_body], "the message as received");
+    // On-call redrives the DLQ: the message comes back as a new one, with a fresh budget.
     dispatcher.provider.answer(1, Some(FailureClass::Transient));
-    assert_eq!(dispatcher.receive_as(MAX_RECEIVES).await, Disposition::Retry);
-    assert_eq!(dispatcher.status(), DeliveryStatus::Parked);
-    // On-call redrives the DLQ: the message comes back as a new one, claimed from `parked`.
+    assert_eq!(dispatcher.receive_as(1).await, Disposition::Retry);
+    assert_eq!((dispatcher.status(), dispatcher.delivery().failures), (DeliveryStatus::Queued, 1));
+    assert_eq!(dispatcher.receive_as(2).await, Disposition::Done);
+    assert_eq!(dispatcher.status(), DeliveryStatus::Sent);
+    let events = dispatcher.events();
+    assert_eq!(
+        events[events.len() - 5..],
+        [Event::Parked, Event::ClaimAfterRedrive, Event::Retrying, Event::Claim, Event::Sent]
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_send_waits_for_a_later_slot_and_spends_nothing() {
+    let dispatcher = dispatcher(10);
+    dispatcher.provider.answer(1, Some(FailureClass::Throttled));
+    dispatcher.provider.answer(1, Some(FailureClass::Throttled));
     assert_eq!(dispatcher.receive_as(1).await, Disposition::Done);
-    assert_eq!(dispatcher.events(), [Event::Claim, Event::Parked, Event::Claim, Event::Sent]);
+    let delivery = dispatcher.delivery();
+    assert_eq!((delivery.status, delivery.failures, delivery.waits), (DeliveryStatus::Sent, 0, 0));
+    assert_eq!(dispatcher.provider.sends(), 1);
+    assert_eq!(dispatcher.events(), [Event::Claim, Event::Sent], "waited within the invocation");
+    assert_eq!(dispatcher.pacer_takes(), 3, "the batch's slot, then one per throttle");
+}
+
+#[tokio::test]
+async fn throttling_past_the_invocations_deadline_waits_through_the_queue_without_spending_the_budget() {
+    let mut dispatcher = dispatcher(10);
+    // Pauses after a throttle of 1-2 s, and invocations with a second left before their margin.
+    dispatcher.settings.throttle_backoff =
+        crate::domain::backoff::Backoff { base: Duration::from_secs(2), cap: Duration::from_secs(2) };
+    // More throttles than a whole budget: none of them counts.
+    for _ in 0..RETRY_BUDGET * 2 {
+        dispatcher.provider.answer(1, Some(FailureClass::Throttled));
+    }
+    let mut receive = 1;
+    loop {
+        let record = super::tests::receive(receive, false);
+        let disposition = ATTEMPT.scope(receive, dispatcher.deliver(record, &batch(1, 6))).await;
+        if disposition == Disposition::Done {
+            break;
+        }
+        assert_eq!(dispatcher.status(), DeliveryStatus::Queued);
+        receive += 1;
+    }
+    let delivery = dispatcher.delivery();
+    assert_eq!((delivery.status, delivery.failures), (DeliveryStatus::Sent, 0));
+    assert_eq!(delivery.waits, RETRY_BUDGET * 2, "every throttle a wait");
+    assert_eq!(delivery.error.unwrap().class, FailureClass::Throttled);
+    assert!(dispatcher.redelivery.dead_letters.lock().unwrap().is_empty());
+    let delays = dispatcher.redelivery.delays.lock().unwrap().clone();
+    assert!(delays.windows(2).all(|pair| pair[1].1 >= pair[0].1 / 2), "backing off: {delays:?}");
+}
+
+#[tokio::test]
+async fn a_slot_after_the_deadline_waits_through_the_queue_until_it_comes() {
+    let dispatcher = dispatcher(10);
+    // Another instance took the next 20 seconds of the channel's slots.
+    let now = crate::time::now_epoch_micros();
+    let mark = FlowMark { lane: Lane::Bulk, slots: 20_000, rate: fast(), oldest_enqueued_ms: None };
+    dispatcher.pacer_timeline().take(20_000_000, now, mark).await.unwrap();
+    let disposition = ATTEMPT.scope(1, dispatcher.deliver(receive(1, false), &batch(1, 10))).await;
+    assert_eq!(disposition, Disposition::Retry);
+    let delivery = dispatcher.delivery();
+    assert_eq!((delivery.status, delivery.waits, delivery.failures), (DeliveryStatus::Queued, 1, 0));
+    assert_eq!(dispatcher.events(), [Event::Claim, Event::Waiting]);
+    let (_, delay) = dispatcher.redelivery.delays.lock().unwrap()[0].clone();
+    assert!(delay >= Duration::from_secs(19) && delay <= Duration::from_secs(20), "back near its slot: {delay:?}");
+    assert_eq!(dispatcher.provider.sends(), 0);
+}
+
+#[tokio::test]
+async fn attempts_that_keep_dying_spend_the_budget_and_park_without_another_send() {
+    let dispatcher = dispatcher(10);
+    let now = crate::time::now_epoch_millis();
+    for attempt in 0..=RETRY_BUDGET {
+        // Each attempt claims and dies (a crash or a timeout): its lease runs out.
+        let (id, delivery_id) = (ID.into(), DELIVERY.into());
+        let claim = dispatcher.log.claim(&id, &delivery_id, Channel::Sms, now, Duration::from_secs(60)).await;
+        assert!(matches!(claim.unwrap(), Claim::Taken { failures, .. } if failures == attempt));
+        dispatcher.log.expire_leases();
+    }
+    assert_eq!(dispatcher.receive_as(1).await, Disposition::Done);
+    assert_eq!(dispatcher.status(), DeliveryStatus::Parked);
+    assert_eq!(dispatcher.delivery().error.unwrap().code, "RetryBudgetSpent");
+    assert_eq!((dispatcher.provider.sends(), dispatcher.redelivery.dead_letters.lock().unwrap().len()), (0, 1));
 }
 
 #[tokio::test]
@@ -218,11 +358,11 @@ async fn a_permanent_failure_is_recorded_and_never_retried() {
 async fn deliveries_are_skipped_for_their_reasons_and_transactional_ones_pass_the_rate_limit() {
     // No allowance left: a non-transactional delivery is rate-limited, a transactional one sent.
     let dispatcher = dispatcher(0);
-    assert_eq!(ATTEMPT.scope(1, dispatcher.deliver(receive(1, false))).await, Disposition::Done);
-    let delivery = dispatcher.log.delivery(ID, DELIVERY).unwrap();
+    assert_eq!(dispatcher.deliver_as(1, receive(1, false)).await, Disposition::Done);
+    let delivery = dispatcher.delivery();
     assert_eq!((delivery.status, delivery.skip_reason), (DeliveryStatus::Skipped, Some(SkipReason::RateLimited)));
     let dispatcher = super::tests::dispatcher(0);
-    assert_eq!(ATTEMPT.scope(1, dispatcher.deliver(receive(1, true))).await, Disposition::Done);
+    assert_eq!(dispatcher.deliver_as(1, receive(1, true)).await, Disposition::Done);
     assert_eq!(dispatcher.status(), DeliveryStatus::Sent);
 
     let opted_out = super::tests::dispatcher(10);
@@ -240,7 +380,7 @@ async fn deliveries_are_skipped_for_their_reasons_and_transactional_ones_pass_th
 async fn a_held_lease_sends_the_message_back_until_it_ends_and_an_expired_one_is_taken_over() {
     let dispatcher = dispatcher(10);
     let now = crate::time::now_epoch_millis();
-    let Claim::Taken(first) =
+    let Claim::Taken { lease: first, .. } =
         dispatcher.log.claim(&ID.into(), &DELIVERY.into(), Channel::Sms, now, Duration::from_secs(60)).await.unwrap()
     else {
         panic!("claimed")
@@ -264,17 +404,18 @@ async fn a_held_lease_sends_the_message_back_until_it_ends_and_an_expired_one_is
 async fn an_attempt_that_outlived_its_lease_records_nothing_over_the_attempt_that_took_over() {
     let dispatcher = dispatcher(10);
     let (now, lease) = (crate::time::now_epoch_millis(), Duration::from_secs(60));
-    let Claim::Taken(slow) =
+    let Claim::Taken { lease: slow, .. } =
         dispatcher.log.claim(&ID.into(), &DELIVERY.into(), Channel::Sms, now, lease).await.unwrap()
     else {
         panic!("claimed")
     };
     dispatcher.log.expire_leases();
-    let Claim::Taken(taker) =
+    let Claim::Taken { lease: taker, failures, .. } =
         dispatcher.log.claim(&ID.into(), &DELIVERY.into(), Channel::Sms, now + 1, lease).await.unwrap()
     else {
         panic!("taken over")
     };
+    assert_eq!(failures, 1, "the attempt taken over counts as failed");
     // The slow attempt's outcome arrives while the one that took over is still sending.
     let late = AttemptOutcome::Retrying(failure(&crate::memory::transient("Publish")));
     assert!(!dispatcher.log.record(&ID.into(), &DELIVERY.into(), Channel::Sms, slow, &late).await.unwrap());
@@ -314,12 +455,14 @@ async fn a_sent_write_refused_past_its_retries_keeps_the_lease_the_documented_wi
 }
 
 #[tokio::test]
-async fn a_message_naming_no_logged_delivery_is_left_for_the_dlq() {
+async fn a_message_naming_no_logged_delivery_goes_to_the_dlq() {
     let dispatcher = dispatcher(10);
     let mut stranger = receive(1, false);
     stranger.body.notification_id = "n-unknown".into();
-    assert_eq!(ATTEMPT.scope(1, dispatcher.deliver(stranger)).await, Disposition::Retry);
+    stranger.raw_body = "the stranger".into();
+    assert_eq!(dispatcher.deliver_as(1, stranger).await, Disposition::Done);
     assert_eq!(dispatcher.provider.sends(), 0);
+    assert_eq!(*dispatcher.redelivery.dead_letters.lock().unwrap(), vec!["the stranger"]);
 }
 
 /// One run of the property: two receives of the same message at once (SQS delivers at least
@@ -341,7 +484,12 @@ struct Run {
 fn runs() -> impl Strategy<Value = Run> {
     let answer = (
         0u32..4,
-        prop_oneof![4 => Just(None), 2 => Just(Some(FailureClass::Transient)), 1 => Just(Some(FailureClass::Permanent))],
+        prop_oneof![
+            4 => Just(None),
+            2 => Just(Some(FailureClass::Transient)),
+            1 => Just(Some(FailureClass::Throttled)),
+            1 => Just(Some(FailureClass::Permanent)),
+        ],
     );
     let write =
         (0u32..4, prop_oneof![6 => Just(None), 1 => Just(Some(Fault::Refused)), 1 => Just(Some(Fault::AnswerLost))]);
@@ -399,7 +547,7 @@ fn check(run: Run) -> Result<(), TestCaseError> {
         // between: a visibility timeout is longer than a lease).
         let mut pending = [first, second].iter().any(|disposition| *disposition != Some(Disposition::Done));
         let mut receive = 3;
-        while pending && receive <= MAX_RECEIVES + 3 {
+        while pending && receive <= RETRY_BUDGET + 3 {
             dispatcher.log.expire_leases();
             pending = dispatcher.receive_as(receive).await == Disposition::Retry
                 && dispatcher.status() != DeliveryStatus::Parked;
@@ -425,7 +573,11 @@ fn check(run: Run) -> Result<(), TestCaseError> {
         let mut finished = false;
         for change in &applied {
             prop_assert!(
-                !(finished && matches!(change.event, Event::Claim | Event::Retrying | Event::Parked)),
+                !(finished
+                    && matches!(
+                        change.event,
+                        Event::Claim | Event::ClaimAfterRedrive | Event::TakeOver | Event::Retrying | Event::Parked
+                    )),
                 "{applied:?}"
             );
             finished |= change.to.is_final();

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::channel::Channel;
 use super::contact::{EmailAddress, PhoneNumber};
 use super::notification::{DeliveryId, NotificationId};
+use super::send_rate::Lane;
 use super::template::TemplateName;
 use super::user::UserId;
 
@@ -33,6 +34,15 @@ pub struct DeliveryMessage<C> {
 pub struct DeliveryRef {
     pub notification_id: NotificationId,
     pub delivery_id: DeliveryId,
+    #[serde(default)]
+    pub transactional: bool,
+}
+
+impl DeliveryRef {
+    /// The lane a message body travels in (bulk, for a body that does not say).
+    pub fn lane_of(body: &str) -> Lane {
+        Lane::of(serde_json::from_str::<DeliveryRef>(body).is_ok_and(|delivery| delivery.transactional))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

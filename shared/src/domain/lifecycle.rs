@@ -6,15 +6,21 @@
 //!
 //! ```text
 //!   queued ──claim──▶ sending ──sent──▶ sent ──delivered──▶ delivered
-//!     ▲                 │ │ │ │            │  ╲                 │
-//!     └────retrying─────┘ │ │ └─skipped▶ skipped   ╲─bounced/complained─┘
-//!   parked ◀──parked──────┘ └──failed──▶ failed   ◀──rejected── sent
-//!     └───────claim (after a redrive)──▶ sending
-//!   sending (lease expired: its attempt died) ──claim──▶ sending (taken over)
+//!     ▲ ▲               │ │ │ │            │  ╲                 │
+//!     │ └──retrying─────┘ │ │ └─skipped▶ skipped   ╲─bounced/complained─┘
+//!     └────waiting────────┤ └──failed──▶ failed   ◀──rejected── sent
+//!   parked ◀──parked──────┘
+//!     └───────claim after redrive──▶ sending
+//!   sending (lease expired: its attempt died) ──take over──▶ sending
 //! ```
 //!
-//! A new status (scheduled, cancelled, waiting for quota) is a variant of `DeliveryStatus` and
-//! rows here; the adapters follow.
+//! Each row also says what it does to the delivery's retry budget (its `failures`: the failed
+//! attempts since it was last redriven): an attempt that ended `retrying` or `parked`, or died
+//! (taken over), spends one; one that ended `waiting` (held back by the channel's send rate,
+//! or throttled by the provider) spends none and counts as a wait; a redrive starts afresh.
+//!
+//! A new status (scheduled, cancelled) is a variant of `DeliveryStatus` and rows here; the
+//! adapters follow.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,13 +29,20 @@ use super::notification::DeliveryStatus;
 /// What happens to a delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Event {
-    /// An attempt takes the delivery, with a lease.
+    /// An attempt takes a queued delivery, with a lease.
     Claim,
+    /// An attempt takes a parked delivery on-call redrove, with a fresh retry budget.
+    ClaimAfterRedrive,
+    /// An attempt takes over a delivery whose attempt died (its lease expired): that one failed.
+    TakeOver,
     /// The provider accepted the message.
     Sent,
     /// A transient failure: the message comes back after a backoff.
     Retrying,
-    /// A transient failure on the queue's last receive: SQS moves the message to the DLQ.
+    /// Not a failure: the send waits for the channel's send rate (or the provider throttled
+    /// it); the message comes back when there is room, and the attempt does not count.
+    Waiting,
+    /// A transient failure that spent the retry budget: the message goes to the DLQ.
     Parked,
     /// A permanent failure: never retried.
     Failed,
@@ -53,8 +66,21 @@ pub enum Guard {
     /// The attempt recording it still holds the delivery: its lease is the delivery's (an attempt
     /// that outlived its lease, taken over by another, records nothing).
     OwnLease,
-    /// Also from `sending` when the lease has expired (the attempt holding it died).
-    OrExpiredLease,
+    /// The delivery's lease has expired (the attempt holding it died).
+    ExpiredLease,
+}
+
+/// What a transition does to the delivery's retry budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// Nothing.
+    Keep,
+    /// One more failed attempt (`failures`).
+    Spend,
+    /// One more wait (`waits`): not a failure.
+    Wait,
+    /// A fresh budget (`failures` back to 0).
+    Renew,
 }
 
 /// A row of the table.
@@ -65,6 +91,7 @@ pub struct Transition {
     pub guard: Guard,
     pub to: DeliveryStatus,
     pub timeline: TimelineKind,
+    pub budget: Budget,
 }
 
 use DeliveryStatus as S;
@@ -72,78 +99,35 @@ use DeliveryStatus as S;
 const AFTER_SEND: &[DeliveryStatus] = &[S::Sent, S::Delivered];
 
 /// The table.
-pub const TRANSITIONS: [Transition; 10] = [
-    Transition {
-        event: Event::Claim,
-        from: &[S::Queued, S::Parked],
-        guard: Guard::OrExpiredLease,
-        to: S::Sending,
-        timeline: TimelineKind::Sending,
-    },
-    Transition {
-        event: Event::Sent,
-        from: &[S::Sending],
-        guard: Guard::OwnLease,
-        to: S::Sent,
-        timeline: TimelineKind::Sent,
-    },
-    Transition {
-        event: Event::Retrying,
-        from: &[S::Sending],
-        guard: Guard::OwnLease,
-        to: S::Queued,
-        timeline: TimelineKind::Retrying,
-    },
-    Transition {
-        event: Event::Parked,
-        from: &[S::Sending],
-        guard: Guard::OwnLease,
-        to: S::Parked,
-        timeline: TimelineKind::Parked,
-    },
-    Transition {
-        event: Event::Failed,
-        from: &[S::Sending],
-        guard: Guard::OwnLease,
-        to: S::Failed,
-        timeline: TimelineKind::Failed,
-    },
-    Transition {
-        event: Event::Skipped,
-        from: &[S::Sending],
-        guard: Guard::OwnLease,
-        to: S::Skipped,
-        timeline: TimelineKind::Skipped,
-    },
-    Transition {
-        event: Event::Delivered,
-        from: &[S::Sent],
-        guard: Guard::None,
-        to: S::Delivered,
-        timeline: TimelineKind::Delivered,
-    },
-    Transition {
-        event: Event::Bounced,
-        from: AFTER_SEND,
-        guard: Guard::None,
-        to: S::Bounced,
-        timeline: TimelineKind::Bounced,
-    },
-    Transition {
-        event: Event::Complained,
-        from: AFTER_SEND,
-        guard: Guard::None,
-        to: S::Complained,
-        timeline: TimelineKind::Complained,
-    },
-    Transition {
-        event: Event::Rejected,
-        from: &[S::Sent],
-        guard: Guard::None,
-        to: S::Failed,
-        timeline: TimelineKind::Failed,
-    },
+pub const TRANSITIONS: [Transition; 13] = [
+    row(Event::Claim, &[S::Queued], Guard::None, S::Sending, TimelineKind::Sending, Budget::Keep),
+    row(Event::ClaimAfterRedrive, &[S::Parked], Guard::None, S::Sending, TimelineKind::Sending, Budget::Renew),
+    row(Event::TakeOver, &[S::Sending], Guard::ExpiredLease, S::Sending, TimelineKind::Sending, Budget::Spend),
+    row(Event::Sent, &[S::Sending], Guard::OwnLease, S::Sent, TimelineKind::Sent, Budget::Keep),
+    row(Event::Retrying, &[S::Sending], Guard::OwnLease, S::Queued, TimelineKind::Retrying, Budget::Spend),
+    row(Event::Waiting, &[S::Sending], Guard::OwnLease, S::Queued, TimelineKind::Waiting, Budget::Wait),
+    row(Event::Parked, &[S::Sending], Guard::OwnLease, S::Parked, TimelineKind::Parked, Budget::Spend),
+    row(Event::Failed, &[S::Sending], Guard::OwnLease, S::Failed, TimelineKind::Failed, Budget::Keep),
+    row(Event::Skipped, &[S::Sending], Guard::OwnLease, S::Skipped, TimelineKind::Skipped, Budget::Keep),
+    row(Event::Delivered, &[S::Sent], Guard::None, S::Delivered, TimelineKind::Delivered, Budget::Keep),
+    row(Event::Bounced, AFTER_SEND, Guard::None, S::Bounced, TimelineKind::Bounced, Budget::Keep),
+    row(Event::Complained, AFTER_SEND, Guard::None, S::Complained, TimelineKind::Complained, Budget::Keep),
+    row(Event::Rejected, &[S::Sent], Guard::None, S::Failed, TimelineKind::Failed, Budget::Keep),
 ];
+
+const fn row(
+    event: Event,
+    from: &'static [DeliveryStatus],
+    guard: Guard,
+    to: DeliveryStatus,
+    timeline: TimelineKind,
+    budget: Budget,
+) -> Transition {
+    Transition { event, from, guard, to, timeline, budget }
+}
+
+/// The claims: whichever row's status and guard the delivery meets takes it for an attempt.
+pub const CLAIMS: [Event; 3] = [Event::Claim, Event::ClaimAfterRedrive, Event::TakeOver];
 
 impl Event {
     /// This event's row.
@@ -168,9 +152,7 @@ impl Transition {
         match self.guard {
             Guard::None => from,
             Guard::OwnLease => from && lease.is_some() && current.lease_until == lease,
-            Guard::OrExpiredLease => {
-                from || (current.status == S::Sending && current.lease_until.is_none_or(|until| until < now_ms))
-            }
+            Guard::ExpiredLease => from && current.lease_until.is_none_or(|until| until < now_ms),
         }
     }
 }
@@ -183,6 +165,8 @@ pub enum TimelineKind {
     Sending,
     Sent,
     Retrying,
+    /// Held back by the channel's send rate or throttled by the provider: not a failure.
+    Waiting,
     Parked,
     Failed,
     Skipped,
@@ -198,11 +182,12 @@ pub enum TimelineKind {
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 14] = [
+    pub const ALL: [TimelineKind; 15] = [
         TimelineKind::Accepted,
         TimelineKind::Sending,
         TimelineKind::Sent,
         TimelineKind::Retrying,
+        TimelineKind::Waiting,
         TimelineKind::Parked,
         TimelineKind::Failed,
         TimelineKind::Skipped,
@@ -222,6 +207,7 @@ impl TimelineKind {
             TimelineKind::Sending => "sending",
             TimelineKind::Sent => "sent",
             TimelineKind::Retrying => "retrying",
+            TimelineKind::Waiting => "waiting",
             TimelineKind::Parked => "parked",
             TimelineKind::Failed => "failed",
             TimelineKind::Skipped => "skipped",
@@ -248,10 +234,13 @@ mod tests {
 
     const ALL: [DeliveryStatus; 9] =
         [S::Queued, S::Sending, S::Parked, S::Sent, S::Delivered, S::Bounced, S::Complained, S::Failed, S::Skipped];
-    const EVENTS: [Event; 10] = [
+    const EVENTS: [Event; 13] = [
         Event::Claim,
+        Event::ClaimAfterRedrive,
+        Event::TakeOver,
         Event::Sent,
         Event::Retrying,
+        Event::Waiting,
         Event::Parked,
         Event::Failed,
         Event::Skipped,
@@ -287,9 +276,10 @@ mod tests {
         use Event::*;
         let expected = vec![
             (Claim, S::Queued),
-            (Claim, S::Parked),
+            (ClaimAfterRedrive, S::Parked),
             (Sent, S::Sending),
             (Retrying, S::Sending),
+            (Waiting, S::Sending),
             (Parked, S::Sending),
             (Failed, S::Sending),
             (Skipped, S::Sending),
@@ -325,10 +315,31 @@ mod tests {
 
     #[test]
     fn a_held_lease_is_not_claimed_and_an_expired_one_is_taken_over() {
-        let claim = Event::Claim.transition();
+        let (claim, take_over) = (Event::Claim.transition(), Event::TakeOver.transition());
         assert!(!claim.allows(current(S::Sending, Some(LEASE)), NOW, None));
-        assert!(claim.allows(current(S::Sending, Some(NOW - 1)), NOW, None));
-        assert!(claim.allows(current(S::Sending, None), NOW, None));
+        assert!(!take_over.allows(current(S::Sending, Some(LEASE)), NOW, None));
+        assert!(take_over.allows(current(S::Sending, Some(NOW - 1)), NOW, None));
+        assert!(take_over.allows(current(S::Sending, None), NOW, None));
+        assert!(!take_over.allows(current(S::Queued, None), NOW, None));
+    }
+
+    #[test]
+    fn failures_and_deaths_spend_the_budget_waits_do_not_and_a_redrive_renews_it() {
+        let spending: Vec<Event> =
+            TRANSITIONS.iter().filter(|row| row.budget == Budget::Spend).map(|row| row.event).collect();
+        assert_eq!(spending, [Event::TakeOver, Event::Retrying, Event::Parked]);
+        assert_eq!(Event::Waiting.transition().budget, Budget::Wait);
+        assert_eq!(Event::ClaimAfterRedrive.transition().budget, Budget::Renew);
+    }
+
+    #[test]
+    fn exactly_one_claim_takes_any_delivery_that_can_be_taken() {
+        for status in ALL {
+            for lease in [None, Some(NOW - 1), Some(LEASE)] {
+                let taking = CLAIMS.iter().filter(|claim| claim.transition().allows(current(status, lease), NOW, None));
+                assert!(taking.count() <= 1, "{status:?} {lease:?}");
+            }
+        }
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod lifecycle;
 pub mod notification;
 pub mod plan;
 pub mod rate_limit;
+pub mod send_rate;
 pub mod stats;
 pub mod template;
 pub mod tracking;

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::channel::Channel;
-use super::lifecycle::{Current, Event, TimelineKind};
+use super::lifecycle::{CLAIMS, Current, Event, TimelineKind};
 use crate::error::FailureClass;
 
 /// How long the log (and so every idempotency key) is kept: 7 days, well over the 24 h a
@@ -179,7 +179,15 @@ pub struct DeliveryRecord {
     pub channel: Channel,
     pub target: String,
     pub status: DeliveryStatus,
+    /// Attempts made (claims), those that waited included.
     pub attempts: u32,
+    /// Attempts that ended waiting for the channel's send rate: not failures.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits: u32,
+    /// The retry budget spent: failed attempts (and attempts that died) since the delivery was
+    /// logged or last redriven.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
     /// The last failure: the permanent one for `failed`, the latest transient one otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DeliveryFailure>,
@@ -212,6 +220,8 @@ impl DeliveryRecord {
             target,
             status: DeliveryStatus::Queued,
             attempts: 0,
+            waits: 0,
+            failures: 0,
             error: None,
             lease_until: None,
             provider_message_id: None,
@@ -224,18 +234,21 @@ impl DeliveryRecord {
     }
 }
 
-/// What a dispatcher may do with a delivery it received, given the delivery's state: the
-/// state machine `queued → sending (lease) → sent | failed | skipped`, with `sending → queued`
-/// after a transient failure (`sending → parked` on the queue's last receive, `parked →
-/// sending` once on-call redrives the DLQ).
+/// What a dispatcher may do with a delivery it received, given the delivery's state (the
+/// lifecycle table's claims).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClaimDecision {
-    /// Take it: it is queued, or its lease expired (the attempt holding it died).
-    Take,
+    /// Take it with this claim: it is queued, parked (redriven), or its lease expired (the
+    /// attempt holding it died).
+    Take(Event),
     /// Another attempt holds an unexpired lease: come back when it ends.
     HeldUntil(i64),
     /// It has an outcome already: acknowledge without calling the provider.
     Finished(DeliveryStatus),
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 impl DeliveryRecord {
@@ -246,10 +259,11 @@ impl DeliveryRecord {
 
     /// What the lifecycle table says of a claim now.
     pub fn claim_decision(&self, now_ms: i64) -> ClaimDecision {
-        match (self.status, self.lease_until) {
-            _ if Event::Claim.transition().allows(self.current(), now_ms, None) => ClaimDecision::Take,
-            (DeliveryStatus::Sending, Some(until)) => ClaimDecision::HeldUntil(until),
-            (status, _) => ClaimDecision::Finished(status),
+        let claim = CLAIMS.into_iter().find(|claim| claim.transition().allows(self.current(), now_ms, None));
+        match (claim, self.status, self.lease_until) {
+            (Some(claim), _, _) => ClaimDecision::Take(claim),
+            (None, DeliveryStatus::Sending, Some(until)) => ClaimDecision::HeldUntil(until),
+            (None, status, _) => ClaimDecision::Finished(status),
         }
     }
 }
@@ -325,6 +339,9 @@ impl NotificationRecord {
                     "attempts": delivery.attempts,
                     "updated_at": delivery.updated_at,
                 });
+                if delivery.waits > 0 {
+                    body["waits"] = json!(delivery.waits);
+                }
                 if let Some(error) = &delivery.error {
                     body["error"] = json!(error);
                 }
@@ -432,9 +449,12 @@ mod tests {
 
     #[test]
     fn a_queued_or_parked_delivery_is_taken() {
-        assert_eq!(delivery(DeliveryStatus::Queued, None).claim_decision(1_000), ClaimDecision::Take);
+        assert_eq!(delivery(DeliveryStatus::Queued, None).claim_decision(1_000), ClaimDecision::Take(Event::Claim));
         // Its message is back from the DLQ: on-call redrove it.
-        assert_eq!(delivery(DeliveryStatus::Parked, None).claim_decision(1_000), ClaimDecision::Take);
+        assert_eq!(
+            delivery(DeliveryStatus::Parked, None).claim_decision(1_000),
+            ClaimDecision::Take(Event::ClaimAfterRedrive)
+        );
     }
 
     #[test]
@@ -447,8 +467,9 @@ mod tests {
 
     #[test]
     fn an_expired_lease_is_taken_over() {
-        assert_eq!(delivery(DeliveryStatus::Sending, Some(500)).claim_decision(1_000), ClaimDecision::Take);
-        assert_eq!(delivery(DeliveryStatus::Sending, None).claim_decision(1_000), ClaimDecision::Take);
+        let take_over = ClaimDecision::Take(Event::TakeOver);
+        assert_eq!(delivery(DeliveryStatus::Sending, Some(500)).claim_decision(1_000), take_over);
+        assert_eq!(delivery(DeliveryStatus::Sending, None).claim_decision(1_000), take_over);
     }
 
     #[test]

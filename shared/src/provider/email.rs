@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::domain::channel::Channel;
 use crate::domain::delivery::{DeliveryMessage, EmailContent};
 use crate::domain::notification::SkipReason;
+use crate::domain::send_rate::SendRate;
 use crate::domain::unsubscribe::LinkSigner;
 use crate::domain::user::UserProfile;
 use crate::error::{DependencyError, FailureClass};
@@ -93,6 +94,27 @@ impl SesEmail {
             mime: EmailMime::load(settings),
             configuration_set: settings.optional("SES_CONFIGURATION_SET"),
             link_keys,
+        }
+    }
+
+    /// The account's own sending rate (SES v2 `GetAccount`, `SendQuota.MaxSendRate`): what
+    /// SEND_RATE is capped at. `None` (logged) when it cannot be read: the configured rate
+    /// stands, and a lower quota shows as throttles, which wait.
+    pub async fn max_send_rate(&self) -> Option<SendRate> {
+        let read = self.client.get_account().send().await.map_err(|error| classify("sesv2", "GetAccount", error, &[]));
+        let quota = match read {
+            Ok(account) => account.send_quota.map(|quota| quota.max_send_rate),
+            Err(error) => {
+                tracing::warn!(error = %error, "could not read the SES sending quota; sending at SEND_RATE");
+                return None;
+            }
+        };
+        match quota.map(SendRate::new) {
+            Some(Ok(rate)) => Some(rate),
+            other => {
+                tracing::warn!(quota = ?other, "SES reported no usable MaxSendRate; sending at SEND_RATE");
+                None
+            }
         }
     }
 }

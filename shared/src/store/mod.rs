@@ -4,6 +4,7 @@
 pub mod apps;
 pub mod notifications;
 pub mod rate_limits;
+pub mod send_timeline;
 pub mod stats;
 pub mod suppressions;
 pub mod templates;

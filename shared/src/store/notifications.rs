@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, from_item, string, to_item};
 use crate::aws::classify;
 use crate::domain::channel::Channel;
-use crate::domain::lifecycle::{Event, Guard, TimelineKind, Transition};
+use crate::domain::lifecycle::{Budget, CLAIMS, Event, Guard, TimelineKind, Transition};
 use crate::domain::notification::{
     DeliveryFailure, DeliveryId, DeliveryStatus, NotificationId, NotificationRecord, SweepShard, TimelineEvent,
 };
@@ -59,7 +59,7 @@ struct StatusChange {
 
 impl StatusChange {
     /// `lease`: the attempt's own, for a row guarded by [`Guard::OwnLease`]; `now_ms`: when a
-    /// lease counts as expired, for [`Guard::OrExpiredLease`].
+    /// lease counts as expired, for [`Guard::ExpiredLease`].
     fn new(
         delivery_id: &str,
         transition: &Transition,
@@ -83,6 +83,7 @@ impl StatusChange {
             condition: String::new(),
         };
         change.condition = change.guard(transition, lease, now_ms);
+        change.budget(transition.budget);
         if !change.condition.contains("#lease") {
             // DynamoDB refuses a name placeholder no expression uses.
             change.names.remove("#lease");
@@ -107,15 +108,35 @@ impl StatusChange {
                 self.removes.push("#deliveries.#d.#lease".into());
                 format!("{status_is_from} AND #deliveries.#d.#lease = :lease")
             }
-            Guard::OrExpiredLease => {
-                self.values.insert(":sending".into(), status_value(DeliveryStatus::Sending));
+            Guard::ExpiredLease => {
                 self.values.insert(":now".into(), AttributeValue::N(now_ms.to_string()));
                 format!(
-                    "{status_is_from} OR (#deliveries.#d.#status = :sending AND \
-                     (attribute_not_exists(#deliveries.#d.#lease) OR #deliveries.#d.#lease < :now))"
+                    "{status_is_from} AND (attribute_not_exists(#deliveries.#d.#lease) OR #deliveries.#d.#lease < :now)"
                 )
             }
         }
+    }
+
+    /// The row's effect on the retry budget.
+    fn budget(&mut self, budget: Budget) {
+        let counter = match budget {
+            Budget::Keep => return,
+            Budget::Renew => {
+                self.names.insert("#failures".into(), "failures".into());
+                self.sets.push("#deliveries.#d.#failures = :zero".into());
+                self.values.insert(":zero".into(), AttributeValue::N("0".into()));
+                return;
+            }
+            Budget::Spend => "failures",
+            Budget::Wait => "waits",
+        };
+        // ADD works on top-level attributes only; a nested counter is SET.
+        self.names.insert(format!("#{counter}"), counter.to_string());
+        self.sets.push(format!(
+            "#deliveries.#d.#{counter} = if_not_exists(#deliveries.#d.#{counter}, :zero) + :one_{counter}"
+        ));
+        self.values.insert(":zero".into(), AttributeValue::N("0".into()));
+        self.values.insert(format!(":one_{counter}"), AttributeValue::N("1".into()));
     }
 
     /// Also sets the delivery's `attribute` to `value`.
@@ -319,12 +340,29 @@ impl DeliveryLog for NotificationStore {
         lease: Duration,
     ) -> Result<Claim, DependencyError> {
         let lease = Lease::starting(now_ms, lease);
-        let mut change = StatusChange::new(delivery_id.as_str(), Event::Claim.transition(), channel, None, now_ms)?;
-        change.take(lease);
-        let Some(found) = Self::refused(change.update(self, id).send().await)? else {
-            return Ok(Claim::Taken(lease));
-        };
-        Ok(Claim::refused(found.as_ref(), delivery_id, now_ms))
+        let mut claim = Event::Claim;
+        for _ in CLAIMS {
+            let mut change = StatusChange::new(delivery_id.as_str(), claim.transition(), channel, None, now_ms)?;
+            change.take(lease);
+            // The record as the claim left it says the budget spent before (ALL_NEW costs no
+            // read units).
+            let output = match change.update(self, id).return_values(ReturnValue::AllNew).send().await {
+                Ok(output) => output,
+                Err(error) => match Claim::refused(found_instead(error)?.as_ref(), delivery_id, now_ms, claim) {
+                    Ok(answer) => return Ok(answer),
+                    Err(instead) => {
+                        claim = instead;
+                        continue;
+                    }
+                },
+            };
+            let record: NotificationRecord = from_item("UpdateItem", output.attributes.unwrap_or_default())?;
+            let (failures, waits) =
+                record.deliveries.get(delivery_id).map_or((0, 0), |delivery| (delivery.failures, delivery.waits));
+            return Ok(Claim::Taken { lease, failures, waits });
+        }
+        // Each refusal named the claim the delivery allowed then; it kept changing.
+        Ok(Claim::Held { until_ms: now_ms })
     }
 
     async fn record(
@@ -344,6 +382,11 @@ impl DeliveryLog for NotificationStore {
             }
             AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) | AttemptOutcome::Parked(failure) => {
                 change.set_error(failure)?
+            }
+            AttemptOutcome::Waiting(throttled) => {
+                if let Some(failure) = throttled {
+                    change.set_error(failure)?;
+                }
             }
             AttemptOutcome::Skipped(reason) => change.set("skip_reason", string(reason.as_str())),
         }

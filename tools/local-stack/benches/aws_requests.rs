@@ -18,7 +18,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
-use support::fault_proxy::FaultProxy;
+use support::fault_proxy::{FaultProxy, SEND_TIMELINE_TAKE};
 use support::{endpoint, eventually};
 
 const NOTIFICATIONS: usize = 200;
@@ -187,6 +187,11 @@ fn cost_per_million(run: &Run) -> (f64, Vec<(String, f64)>) {
     lines.push((
         format!("DynamoDB writes (record {} bytes: {record_wru} WRU each, counted for every write)", run.record_bytes),
         (record_writes * record_wru + other_writes) * DYNAMODB_WRU,
+    ));
+    // The channel's send timeline: an item under 1 KB, one unit per take.
+    lines.push((
+        "DynamoDB writes: the send timeline (1 WRU per batch's take)".to_string(),
+        per(SEND_TIMELINE_TAKE) * DYNAMODB_WRU,
     ));
     // Every item this run reads is under 4 KB (the rate-limit record too, at the default
     // limits): a strongly consistent read is one unit, another half.

@@ -5,7 +5,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::api::Api;
@@ -25,10 +24,6 @@ async fn main() {
     let api = Api::start().await;
     report(reliability::auth_matrix(&api).await, &mut held);
     report(reliability::concurrent_duplicates(&api, 50).await, &mut held);
-    api.stack.stop().await;
-
-    let template = reliability::with_visibility_timeout(&support::project_template_text(), 1);
-    let api = Api::start_from(&template, &support::endpoint(), BTreeMap::new()).await;
     report(reliability::poison(&api).await, &mut held);
     api.stack.stop().await;
 

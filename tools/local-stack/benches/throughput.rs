@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use local_stack::provider_account::Quotas;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
@@ -232,7 +233,11 @@ async fn main() {
     let notifications = std::env::var("THROUGHPUT_NOTIFICATIONS")
         .map_or(DEFAULT_NOTIFICATIONS, |count| count.parse().expect("THROUGHPUT_NOTIFICATIONS is a count"));
     let proxy = FaultProxy::start(&endpoint(), 0.0).await;
-    let api = Api::start_from(&support::project_template_with_patient_intake(), &proxy.url, BTreeMap::new()).await;
+    // What the stack itself can do: an account and a send rate far above what the emulator takes.
+    let quotas = Quotas { sms: 100_000.0, ..Quotas::default() };
+    let parameters = BTreeMap::from([("SmsSendRate".to_string(), "100000".to_string())]);
+    let template = support::project_template_with_patient_intake();
+    let api = Api::start_in_account(&template, &proxy.url, parameters, quotas).await;
     let run = pipeline(&api, &proxy, notifications).await;
     let table = local_stack::demo::tables(&api.stack.deployed).unwrap().notifications;
     let rate_limits = api.stack.deployed.table("RateLimitsTable").unwrap().to_string();

@@ -9,6 +9,7 @@ pub mod functions;
 pub mod iam;
 pub mod lambda_api;
 pub mod poller;
+pub mod provider_account;
 pub mod provision;
 pub mod relay;
 pub mod resolve;
@@ -25,6 +26,7 @@ use aws_config::SdkConfig;
 use tokio::task::JoinSet;
 
 use crate::functions::{LocalFunction, Registry};
+use crate::provider_account::{ProviderAccount, Quotas};
 use crate::provision::Deployed;
 use crate::resolve::Physical;
 use crate::template::Template;
@@ -104,6 +106,8 @@ pub struct StackOptions {
     /// Where the HTTP API listens (port 0 picks a free port).
     pub api_address: SocketAddr,
     pub registry: Registry,
+    /// The account's provider quotas (SES's sending rate, SNS's SMS and Publish rates).
+    pub quotas: Quotas,
 }
 
 /// A running stack. Dropping it stops the API server, the pollers and the schedules.
@@ -115,6 +119,8 @@ pub struct LocalStack {
     pub functions: BTreeMap<String, Arc<LocalFunction>>,
     /// The IAM authorizer every function's AWS requests go through (none against AWS itself).
     pub authorizer: Option<Arc<iam::Authorizer>>,
+    /// The providers' side of the account: its quotas, and the sends they accepted and refused.
+    pub providers: Arc<ProviderAccount>,
     tasks: JoinSet<()>,
 }
 
@@ -134,7 +140,8 @@ impl LocalStack {
             parameters.insert(PUBLIC_API_URL.into(), api_url.clone());
         }
         let deployed = provision::deploy(&clients, template, &options.stack_name, &parameters).await?;
-        let enforcement = iam::enforce(sdk, template, &deployed, &parameters).await?;
+        let providers = Arc::new(ProviderAccount::new(options.quotas));
+        let enforcement = iam::enforce(sdk, template, &deployed, &parameters, providers.clone()).await?;
         if enforcement.is_none() {
             tracing::warn!("no AWS endpoint configured: the functions use these credentials, and AWS enforces IAM");
         }
@@ -208,7 +215,7 @@ impl LocalStack {
                 tracing::error!(error = %error, "the local Lambda API server stopped");
             }
         });
-        Ok(Self { deployed, api_url, lambda_url, functions, authorizer, tasks })
+        Ok(Self { deployed, api_url, lambda_url, functions, authorizer, providers, tasks })
     }
 
     /// The stack's outputs as the deployed stack has them, plus where its local endpoints are:
@@ -251,20 +258,27 @@ pub async fn emulator_config(endpoint: &str) -> SdkConfig {
         .await
 }
 
-/// Starts the project's functions on `template`: creates the resources behind its deployment
-/// parameters (see [`local_parameters`]), then provisions and serves it.
+/// Starts the project's functions on `template` in an account with `quotas`: creates the
+/// resources behind its deployment parameters (see [`local_parameters`]), then provisions and
+/// serves it.
 pub async fn start_project(
     sdk: &SdkConfig,
     template: &Template,
     stack_name: &str,
     given: &BTreeMap<String, String>,
     api_address: SocketAddr,
+    quotas: Quotas,
 ) -> Result<(LocalStack, Clients), StackError> {
     let clients = Clients::new(sdk);
     clients.check_reachable().await?;
     let parameters = local_parameters(&clients, template, stack_name, given).await?;
-    let options =
-        StackOptions { stack_name: stack_name.to_string(), parameters, api_address, registry: Registry::project() };
+    let options = StackOptions {
+        stack_name: stack_name.to_string(),
+        parameters,
+        api_address,
+        registry: Registry::project(),
+        quotas,
+    };
     Ok((LocalStack::start(sdk, template, options).await?, clients))
 }
 

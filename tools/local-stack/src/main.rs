@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use clap::{Parser, ValueEnum};
+use local_stack::provider_account::Quotas;
 use local_stack::template::Template;
 use local_stack::{Clients, StackError, demo, emulator_config, start_project};
 use tokio::process::{Child, Command};
@@ -44,6 +45,15 @@ struct Args {
     /// A template parameter, NAME=VALUE (repeatable).
     #[arg(long = "parameter", value_parser = parse_parameter)]
     parameters: Vec<(String, String)>,
+    /// The simulated account's SES sending rate (MaxSendRate), emails per second.
+    #[arg(long, default_value_t = Quotas::default().email)]
+    email_quota: f64,
+    /// The simulated account's SNS SMS rate, messages per second.
+    #[arg(long, default_value_t = Quotas::default().sms)]
+    sms_quota: f64,
+    /// The simulated account's SNS Publish rate (mobile push), messages per second.
+    #[arg(long, default_value_t = Quotas::default().push)]
+    push_quota: f64,
 }
 
 fn parse_parameter(text: &str) -> Result<(String, String), String> {
@@ -85,7 +95,8 @@ async fn run(args: Args) -> Result<(), StackError> {
 
     let given: BTreeMap<String, String> = args.parameters.into_iter().collect();
     let api_address = SocketAddr::from(([127, 0, 0, 1], args.api_port));
-    let (stack, _) = start_project(&sdk, &template, &args.stack_name, &given, api_address).await?;
+    let quotas = Quotas { email: args.email_quota, sms: args.sms_quota, push: args.push_quota };
+    let (stack, _) = start_project(&sdk, &template, &args.stack_name, &given, api_address, quotas).await?;
     let app = demo::seed(&clients, &stack.deployed).await?;
     let outputs = stack.outputs(emulator.as_ref().map(|(_, endpoint)| endpoint.as_str()));
     notify::outputs::Outputs::write(&args.outputs_file, &outputs)?;

@@ -1,6 +1,7 @@
 //! The alerting contract, read from template.yaml and RUNBOOK.md: every DLQ and every channel
-//! queue has its alarm, every function its errors and throttles alarms, every alarm notifies
-//! the alert topic and names a runbook section that exists.
+//! queue has its alarm (an age alarm, or for a bulk lane its backlog's drain time), every
+//! function its errors and throttles alarms, every alarm notifies the alert topic and names a
+//! runbook section that exists.
 
 #[path = "support/template_yaml.rs"]
 mod template_yaml;
@@ -36,8 +37,36 @@ fn alarmed(root: &Yaml) -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// The queues whose backlog alarms watch their drain time: (queue, channel) of every alarm
+/// that divides a queue's depth by its channel's bulk send rate (the `Sent` metric per lane).
+fn backlog_alarmed(root: &Yaml) -> BTreeSet<(String, String)> {
+    let mut watched = BTreeSet::new();
+    for (_, alarm) in resources(root, "AWS::CloudWatch::Alarm") {
+        let queries: Vec<&Yaml> = alarm.get("Metrics").and_then(Yaml::as_sequence).into_iter().flatten().collect();
+        let metric = |name: &str| {
+            queries.iter().map(|query| &query["MetricStat"]["Metric"]).find(|metric| metric["MetricName"] == name)
+        };
+        let (Some(depth), Some(sent)) = (metric("ApproximateNumberOfMessagesVisible"), metric("Sent")) else {
+            continue;
+        };
+        let dimensions: Vec<(&str, &str)> = sent["Dimensions"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|dimension| (dimension["Name"].as_str().unwrap(), dimension["Value"].as_str().unwrap()))
+            .collect();
+        assert_eq!(dimensions[1], ("Lane", "bulk"), "a backlog alarm divides by the bulk lane's sends");
+        let expression = queries.iter().find_map(|query| query.get("Expression")).unwrap().as_str().unwrap();
+        assert!(expression.contains("depth") && expression.contains("/ FILL(sent"), "{expression}");
+        assert_eq!(tagged(&alarm["Threshold"]), "BacklogDrainAlarmMinutes");
+        let queue = tagged(&depth["Dimensions"][0]["Value"]).replace(".QueueName", "");
+        watched.insert((queue, dimensions[0].1.to_string()));
+    }
+    watched
+}
+
 #[test]
-fn every_dead_letter_queue_has_a_depth_alarm_and_every_channel_queue_an_age_alarm() {
+fn every_dead_letter_queue_has_a_depth_alarm_and_every_channel_queue_an_age_or_backlog_alarm() {
     let root = template();
     let alarmed = alarmed(&root);
     let queues = resources(&root, "AWS::SQS::Queue");
@@ -52,12 +81,23 @@ fn every_dead_letter_queue_has_a_depth_alarm_and_every_channel_queue_an_age_alar
         let metric = ("ApproximateNumberOfMessagesVisible".to_string(), format!("{dead_letter_queue}.QueueName"));
         assert!(alarmed.contains(&metric), "{dead_letter_queue} has no depth alarm");
     }
+    let backlog_alarmed = backlog_alarmed(&root);
     for (queue, properties) in &queues {
         if properties.get("RedrivePolicy").is_some() {
             let metric = ("ApproximateAgeOfOldestMessage".to_string(), format!("{queue}.QueueName"));
-            assert!(alarmed.contains(&metric), "{queue} has no age alarm");
+            let on_backlog = backlog_alarmed.iter().any(|(watched, _)| watched == queue);
+            assert!(alarmed.contains(&metric) ^ on_backlog, "{queue} has no age or backlog alarm (or both)");
         }
     }
+    // Each channel's bulk lane is watched for its drain time, against its own channel's sends.
+    let expected: BTreeSet<(String, String)> = notify::domain::channel::Channel::ALL
+        .iter()
+        .map(|channel| {
+            let name = channel.to_string();
+            (format!("{}{}Queue", name[..1].to_uppercase(), &name[1..]), name)
+        })
+        .collect();
+    assert_eq!(backlog_alarmed, expected);
     for (_, alarm) in resources(&root, "AWS::CloudWatch::Alarm") {
         if alarm["MetricName"] == "ApproximateNumberOfMessagesVisible" {
             assert_eq!(

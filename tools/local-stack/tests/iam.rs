@@ -198,6 +198,24 @@ async fn every_route_and_function_path_runs_within_its_role() {
     let report = invoke_retry(&api, json!({"action": "redrive", "channel": "sms"})).await;
     assert_eq!(report["already_finished"], 1, "{report}");
 
+    // Parking: a message no dispatcher can read is moved to its channel's DLQ by the dispatcher.
+    let lanes = [
+        ("PushQueue", "PushDeadLetterQueue"),
+        ("SmsTransactionalQueue", "SmsDeadLetterQueue"),
+        ("EmailQueue", "EmailDeadLetterQueue"),
+    ];
+    for (queue, dlq) in lanes {
+        let (queue, dlq) = (api.stack.deployed.queue(queue).unwrap().0, api.stack.deployed.queue(dlq).unwrap().0);
+        let poison = unique("poison");
+        api.clients.sqs.send_message().queue_url(queue).message_body(&poison).send().await.unwrap();
+        eventually(std::time::Duration::from_secs(30), "the poison message in the DLQ", || async {
+            let received =
+                api.clients.sqs.receive_message().queue_url(dlq).max_number_of_messages(10).send().await.unwrap();
+            received.messages().iter().any(|message| message.body() == Some(poison.as_str())).then_some(())
+        })
+        .await;
+    }
+
     // Reading: a notification, and stats.
     assert_eq!(api.call(Method::GET, &format!("/v1/notifications/{first}"), None).await.status, 200);
     let stats: Reply = api.call(Method::GET, "/v1/stats?channel=sms", None).await;
@@ -209,10 +227,13 @@ async fn every_route_and_function_path_runs_within_its_role() {
 
 /// The project's template without the dispatchers' read of the rate-limit table.
 fn template_without_the_rate_limit_read() -> String {
-    let grant = "Action: [dynamodb:GetItem, dynamodb:PutItem]\n              Resource: !GetAtt RateLimitsTable.Arn";
+    let grant = "Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem]\n              Resource: !GetAtt RateLimitsTable.Arn";
     let text = project_template_text();
     assert_eq!(text.matches(grant).count(), 3, "each dispatcher has the grant in template.yaml");
-    text.replace(grant, "Action: dynamodb:PutItem\n              Resource: !GetAtt RateLimitsTable.Arn")
+    text.replace(
+        grant,
+        "Action: [dynamodb:PutItem, dynamodb:UpdateItem]\n              Resource: !GetAtt RateLimitsTable.Arn",
+    )
 }
 
 #[tokio::test]

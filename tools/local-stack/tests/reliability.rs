@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::api::Api;
@@ -25,8 +24,7 @@ async fn fifty_concurrent_duplicates_make_one_notification_and_one_send() {
 
 #[tokio::test]
 async fn poison_of_every_kind_reaches_the_dlq_without_blocking_its_batch() {
-    let template = reliability::with_visibility_timeout(&support::project_template_text(), 1);
-    let api = Api::start_from(&template, &support::endpoint(), BTreeMap::new()).await;
+    let api = Api::start().await;
     reliability::poison(&api).await.assert_held();
     api.stack.stop().await;
 }

@@ -68,7 +68,7 @@ async fn each_function_names_its_missing_variables() {
         "{intake}"
     );
     let push = dispatch_push::load(&sdk, &empty).err().unwrap().to_string();
-    assert!(push.contains("APNS_PLATFORM_APPLICATION_ARN"), "{push}");
+    assert!(push.contains("APNS_PLATFORM_APPLICATION_ARN") && push.contains("SEND_RATE"), "{push}");
     let email = dispatch_email::load(&sdk, &empty).await.err().unwrap().to_string();
     assert!(email.contains("EMAIL_FROM_ADDRESS"), "{email}");
     let retry = retry::Retry::load(&sdk, &empty).err().unwrap().to_string();
@@ -76,4 +76,17 @@ async fn each_function_names_its_missing_variables() {
     let sms_type = HashMap::from([("SMS_TYPE".to_string(), "Loud".to_string())]);
     let sms = dispatch_sms::load(&sdk, &sms_type).err().unwrap().to_string();
     assert!(sms.contains("SMS_TYPE=\"Loud\" is invalid"), "{sms}");
+}
+
+#[tokio::test]
+async fn a_send_rate_that_is_not_a_positive_number_fails_the_dispatcher_at_init_naming_it() {
+    let sdk = aws_config::SdkConfig::builder().build();
+    for rate in ["0", "-3", "NaN", "fast", "1e9"] {
+        let env = HashMap::from([("SEND_RATE".to_string(), rate.to_string())]);
+        let sms = dispatch_sms::load(&sdk, &env).err().unwrap().to_string();
+        assert!(sms.contains(&format!("SEND_RATE={rate:?} is invalid")), "{sms}");
+    }
+    let env = HashMap::from([("SEND_RATE".to_string(), "0.5".to_string())]);
+    let sms = dispatch_sms::load(&sdk, &env).err().unwrap().to_string();
+    assert!(!sms.contains("SEND_RATE"), "half a send per second is a rate: {sms}");
 }

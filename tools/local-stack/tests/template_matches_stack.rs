@@ -176,7 +176,7 @@ async fn the_stack_holds_exactly_what_the_template_declares() {
 #[tokio::test]
 async fn the_stack_follows_a_changed_template() {
     let changed = project_template_text()
-        .replacen("maxReceiveCount: 8", "maxReceiveCount: 3", 1)
+        .replacen("maxReceiveCount: 50", "maxReceiveCount: 3", 1)
         .replace("VisibilityTimeout: 180", "VisibilityTimeout: 95")
         .replace(
             "  # ---------------------------------------------------------------- tables",

@@ -6,6 +6,7 @@ mod apps;
 mod import;
 mod oncall;
 mod output;
+mod queues;
 mod stats;
 
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ enum Command {
     Users(import::UsersCommand),
     /// Delivery counts and rates, as `GET /v1/stats` answers them.
     Stats(stats::StatsArgs),
+    /// Per channel and lane: messages waiting, the oldest's age, the send rate against the
+    /// quota, and when the backlog drains.
+    Queues(queues::QueuesArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +125,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Dlq(command) => oncall::dlq(&sdk, &outputs, command, cli.json).await,
         Command::Stats(args) => stats::run(&sdk, &outputs, args, cli.json).await,
+        Command::Queues(args) => queues::run(&sdk, &outputs, args, cli.json).await,
         Command::Users(import::UsersCommand::Import { file, concurrency }) => {
             let users = UserStore::new(aws_sdk_dynamodb::Client::new(&sdk), outputs.get("UsersTableName")?);
             import::import_users(&users, &file, concurrency.max(1), cli.json).await

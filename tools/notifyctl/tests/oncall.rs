@@ -43,13 +43,16 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
     };
     store.create(&record, notify::time::now_epoch_seconds()).await.unwrap();
     let now_ms = notify::time::now_epoch_millis();
-    let Claim::Taken(lease) =
+    let Claim::Taken { lease, .. } =
         store.claim(&id.as_str().into(), &"sms".into(), Channel::Sms, now_ms, Duration::from_secs(60)).await.unwrap()
     else {
         panic!("a queued delivery is taken")
     };
-    let throttled =
-        DeliveryFailure { class: FailureClass::Transient, code: "Throttling".into(), message: "Rate exceeded".into() };
+    let throttled = DeliveryFailure {
+        class: FailureClass::Transient,
+        code: "InternalError".into(),
+        message: "Internal Error".into(),
+    };
     store
         .record(&id.as_str().into(), &"sms".into(), Channel::Sms, lease, &AttemptOutcome::Retrying(throttled))
         .await
@@ -70,17 +73,20 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
         .collect();
     assert_eq!(
         groups,
-        vec![("transient".into(), "Throttling".into(), 1), ("unreadable".into(), "not a delivery message".into(), 1)]
+        vec![
+            ("transient".into(), "InternalError".into(), 1),
+            ("unreadable".into(), "not a delivery message".into(), 1)
+        ]
     );
 
     let shown = notifyctl(&outputs, &["dlq", "show", &message_id]).await;
-    assert_eq!((shown["class"].clone(), shown["code"].clone()), (json!("transient"), json!("Throttling")));
+    assert_eq!((shown["class"].clone(), shown["code"].clone()), (json!("transient"), json!("InternalError")));
     let events: Vec<&str> =
         shown["notification"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(events, vec!["accepted", "sending", "retrying"]);
 
     let status = notifyctl(&outputs, &["status", &id]).await;
-    assert_eq!(status["deliveries"][0]["error"]["code"], "Throttling");
+    assert_eq!(status["deliveries"][0]["error"]["code"], "InternalError");
     assert_eq!(status["deliveries"][0]["attempts"], 1);
     // Reading the DLQ took nothing out of it.
     assert_eq!(notifyctl(&outputs, &["dlq", "list"]).await.as_array().unwrap().len(), 2);

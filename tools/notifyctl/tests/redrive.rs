@@ -18,8 +18,9 @@ use support::{notifyctl, write_outputs};
 
 #[tokio::test]
 async fn a_parked_delivery_is_listed_by_its_error_and_redriven_with_the_cli_exactly_once() {
-    // Every SMS send is throttled; retries come back after 1 s.
-    let proxy = FaultProxy::start(&endpoint(), 1.0).await;
+    // Every SMS send fails with SNS's internal error; retries come back after 1 s.
+    let proxy = FaultProxy::start(&endpoint(), 0.0).await;
+    proxy.set_failure_share(1.0);
     let parameters = BTreeMap::from([
         ("RetryBaseSeconds".to_string(), "1".to_string()),
         ("RetryMaxSeconds".to_string(), "1".to_string()),
@@ -33,18 +34,18 @@ async fn a_parked_delivery_is_listed_by_its_error_and_redriven_with_the_cli_exac
     })
     .await;
     let parked = api.notification(&id).await["deliveries"][0].clone();
-    assert_eq!((parked["status"].clone(), parked["attempts"].clone()), (json!("parked"), json!(8)), "maxReceiveCount");
-    assert_eq!(parked["error"], json!({"class": "transient", "code": "Throttling", "message": "Rate exceeded"}));
+    assert_eq!((parked["status"].clone(), parked["attempts"].clone()), (json!("parked"), json!(8)), "the retry budget");
+    assert_eq!(parked["error"], json!({"class": "transient", "code": "InternalError", "message": "Internal Error"}));
     let groups = notifyctl(&outputs, &["dlq", "list", "--channel", "sms"]).await;
     let group = &groups.as_array().unwrap()[0];
     assert_eq!(
         (group["class"].clone(), group["code"].clone(), group["count"].clone()),
-        (json!("transient"), json!("Throttling"), json!(1)),
+        (json!("transient"), json!("InternalError"), json!(1)),
         "{groups}"
     );
 
     // The fault is fixed. On-call counts first, then redrives.
-    proxy.set_share(0.0);
+    proxy.set_failure_share(0.0);
     let counted = notifyctl(&outputs, &["dlq", "redrive", "--channel", "sms", "--dry-run"]).await;
     assert_eq!((counted[0]["dead_letters"].clone(), counted[0]["redriven"].clone()), (json!(1), json!(0)));
     assert_eq!(api.queue_depth("SmsDeadLetterQueue").await, 1, "a dry run moves nothing");

@@ -15,6 +15,7 @@ use axum::response::Response;
 
 use super::policy::{Decision, Permission, Statement, decide};
 use super::request::{self, Scope, Service};
+use crate::provider_account::ProviderAccount;
 use crate::relay::{Answer, MAX_BODY_BYTES, upstream_request};
 
 /// Who signs with an access key id.
@@ -45,6 +46,8 @@ struct Shared {
     scope: Scope,
     account_id: String,
     denials: Mutex<Vec<Denial>>,
+    /// The providers' side of the account (quotas), which answers before the emulator.
+    providers: Arc<ProviderAccount>,
 }
 
 pub struct Authorizer {
@@ -54,11 +57,13 @@ pub struct Authorizer {
 }
 
 impl Authorizer {
-    /// Starts authorizing requests for `principals` (by access key id) in front of `upstream`.
+    /// Starts authorizing requests for `principals` (by access key id) in front of `upstream`;
+    /// what they are allowed to send goes through the account's `providers` first.
     pub async fn start(
         upstream: &str,
         principals: BTreeMap<String, Principal>,
         scope: Scope,
+        providers: Arc<ProviderAccount>,
     ) -> Result<Self, std::io::Error> {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -69,6 +74,7 @@ impl Authorizer {
             account_id: scope.account_id.clone(),
             scope,
             denials: Mutex::new(Vec::new()),
+            providers,
         });
         let app = axum::Router::new().fallback(authorize).with_state(shared.clone());
         let task = tokio::spawn(async move {
@@ -168,6 +174,9 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request) -> Respo
         let response = access_denied(service, &denial.message);
         shared.denials.lock().expect("denials lock").push(denial);
         return response;
+    }
+    if let Some(answer) = shared.providers.answer(&parts.method, parts.uri.path(), &body) {
+        return answer;
     }
     let forwarded =
         upstream_request(&shared.http, &shared.upstream, &parts.method, &path_and_query, &parts.headers, body);

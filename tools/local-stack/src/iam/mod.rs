@@ -10,6 +10,7 @@ pub mod request;
 pub mod roles;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
@@ -17,6 +18,7 @@ use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
 pub use authorizer::{Authorizer, Denial, Principal};
 
 use crate::StackError;
+use crate::provider_account::ProviderAccount;
 use crate::provision::Deployed;
 use crate::resolve::{Physical, Resolver};
 use crate::template::Template;
@@ -33,13 +35,15 @@ pub struct Enforcement {
     pub function_configs: BTreeMap<String, SdkConfig>,
 }
 
-/// Starts enforcing the functions' roles in front of `sdk`'s endpoint. `None` when the SDK talks
-/// to AWS itself (no endpoint), which enforces IAM on its own.
+/// Starts enforcing the functions' roles in front of `sdk`'s endpoint, with the account's
+/// provider quotas (`providers`) after them. `None` when the SDK talks to AWS itself (no
+/// endpoint), which enforces IAM and its quotas on its own.
 pub async fn enforce(
     sdk: &SdkConfig,
     template: &Template,
     deployed: &Deployed,
     parameters: &BTreeMap<String, String>,
+    providers: Arc<ProviderAccount>,
 ) -> Result<Option<Enforcement>, StackError> {
     let Some(upstream) = sdk.endpoint_url() else { return Ok(None) };
     let translated = roles::translate(&template.source, &deployed.region).await?;
@@ -71,7 +75,7 @@ pub async fn enforce(
         account_id: deployed.account_id.clone(),
         secrets: deployed.secrets(),
     };
-    let authorizer = Authorizer::start(upstream, principals, scope).await?;
+    let authorizer = Authorizer::start(upstream, principals, scope, providers).await?;
     let function_configs = deployed
         .spec
         .functions

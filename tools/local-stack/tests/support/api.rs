@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use futures::StreamExt;
 use local_stack::demo::{self, DemoApp};
+use local_stack::provider_account::Quotas;
 use local_stack::{Clients, LocalStack};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -39,13 +40,22 @@ impl Api {
 
     /// A stack from `template_text` (the project's template, edited) against `endpoint`.
     pub async fn start_from(template_text: &str, endpoint: &str, parameters: BTreeMap<String, String>) -> Self {
+        Self::start_in_account(template_text, endpoint, parameters, Quotas::default()).await
+    }
+
+    /// A stack from `template_text` against `endpoint`, in an account with these provider quotas.
+    pub async fn start_in_account(
+        template_text: &str,
+        endpoint: &str,
+        parameters: BTreeMap<String, String>,
+        quotas: Quotas,
+    ) -> Self {
         let sdk = super::sdk_for(endpoint).await;
         let address = SocketAddr::from(([127, 0, 0, 1], 0));
         let template = local_stack::template::Template::parse(template_text).unwrap();
+        let name = super::unique_stack_name();
         let (stack, clients) =
-            local_stack::start_project(&sdk, &template, &super::unique_stack_name(), &parameters, address)
-                .await
-                .unwrap();
+            local_stack::start_project(&sdk, &template, &name, &parameters, address, quotas).await.unwrap();
         let app = demo::seed(&clients, &stack.deployed).await.expect("demo data is seeded");
         Self { stack, clients, app, http: reqwest::Client::new(), openapi: serde_json::from_str(OPENAPI).unwrap() }
     }

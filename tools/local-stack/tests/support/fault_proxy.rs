@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy for tests (loopback only): forwards every request to the
 //! emulator, except that a given share of provider sends (SNS `Publish`, SES v2 `SendEmail`)
-//! are answered with the provider's own throttling error instead, and (when asked) a share of
-//! SQS and DynamoDB requests with a 500 internal error. It also counts every AWS operation it
+//! are answered with the provider's own throttling error instead, (when asked) another share with
+//! the provider's internal error (a transient failure), and a share of SQS and DynamoDB requests
+//! with a 500 internal error. It also counts every AWS operation it
 //! forwards (the request-count benchmark reads them) and, when asked, keeps the requests
 //! themselves (the throughput benchmark sends them again). A test can also refuse the next few
 //! requests whose body contains a given text (one particular write).
@@ -16,15 +17,19 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use local_stack::relay::{Answer, MAX_BODY_BYTES, upstream_request};
+use notify::domain::channel::Channel;
 use rand::Rng;
 
 pub struct FaultProxy {
     pub url: String,
     /// Share of provider sends throttled, in thousandths.
     per_mille: Arc<AtomicU32>,
+    /// Share of provider sends failed with the provider's internal error, in thousandths.
+    failure_per_mille: Arc<AtomicU32>,
     /// Share of SQS and DynamoDB requests failed, in thousandths.
     infrastructure_per_mille: Arc<AtomicU32>,
     pub throttled: Arc<AtomicU64>,
+    pub failed_sends: Arc<AtomicU64>,
     pub infrastructure_faults: Arc<AtomicU64>,
     pub forwarded_sends: Arc<AtomicU64>,
     /// Forwarded requests by operation (`dynamodb:PutItem`, `sqs:SendMessageBatch`, …).
@@ -41,6 +46,10 @@ struct Targeted {
     needle: Vec<u8>,
     remaining: u32,
 }
+
+/// How the count names a take of slots from a channel's send timeline (an UpdateItem of its
+/// item), told apart from the notification record's writes.
+pub const SEND_TIMELINE_TAKE: &str = "dynamodb:UpdateItem (send timeline)";
 
 /// A forwarded request, as it can be sent again.
 pub struct Recorded {
@@ -64,8 +73,10 @@ struct Upstream {
     url: String,
     http: reqwest::Client,
     per_mille: Arc<AtomicU32>,
+    failure_per_mille: Arc<AtomicU32>,
     infrastructure_per_mille: Arc<AtomicU32>,
     throttled: Arc<AtomicU64>,
+    failed_sends: Arc<AtomicU64>,
     infrastructure_faults: Arc<AtomicU64>,
     forwarded_sends: Arc<AtomicU64>,
     operations: Arc<Mutex<BTreeMap<String, u64>>>,
@@ -80,8 +91,10 @@ impl FaultProxy {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let per_mille = Arc::new(AtomicU32::new((share * 1000.0) as u32));
+        let failure_per_mille = Arc::new(AtomicU32::new(0));
         let infrastructure_per_mille = Arc::new(AtomicU32::new(0));
         let throttled = Arc::new(AtomicU64::new(0));
+        let failed_sends = Arc::new(AtomicU64::new(0));
         let infrastructure_faults = Arc::new(AtomicU64::new(0));
         let forwarded_sends = Arc::new(AtomicU64::new(0));
         let operations = Arc::new(Mutex::new(BTreeMap::new()));
@@ -96,8 +109,10 @@ impl FaultProxy {
             url: upstream.to_string(),
             http: reqwest::Client::new(),
             per_mille: per_mille.clone(),
+            failure_per_mille: failure_per_mille.clone(),
             infrastructure_per_mille: infrastructure_per_mille.clone(),
             throttled: throttled.clone(),
+            failed_sends: failed_sends.clone(),
             infrastructure_faults: infrastructure_faults.clone(),
             forwarded_sends: forwarded_sends.clone(),
         };
@@ -108,8 +123,10 @@ impl FaultProxy {
         Self {
             url,
             per_mille,
+            failure_per_mille,
             infrastructure_per_mille,
             throttled,
+            failed_sends,
             infrastructure_faults,
             forwarded_sends,
             operations,
@@ -145,6 +162,12 @@ impl FaultProxy {
     /// Changes the share of throttled sends (0.0–1.0) from now on.
     pub fn set_share(&self, share: f64) {
         self.per_mille.store((share * 1000.0) as u32, Ordering::SeqCst);
+    }
+
+    /// Changes the share of sends failed with the provider's internal error (0.0–1.0) from now on:
+    /// failures that spend the retry budget, where a throttle only waits.
+    pub fn set_failure_share(&self, share: f64) {
+        self.failure_per_mille.store((share * 1000.0) as u32, Ordering::SeqCst);
     }
 
     /// Changes the share (0.0–1.0) of SQS and DynamoDB requests failed from now on.
@@ -185,9 +208,15 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
         return internal_error();
     }
     if let Some(send) = provider_send(parts.uri.path(), &body) {
-        if rand::rng().random_range(0..1000) < upstream.per_mille.load(Ordering::SeqCst) {
+        let roll = rand::rng().random_range(0..1000);
+        let throttles = upstream.per_mille.load(Ordering::SeqCst);
+        if roll < throttles {
             upstream.throttled.fetch_add(1, Ordering::SeqCst);
             return throttle(send);
+        }
+        if roll < throttles + upstream.failure_per_mille.load(Ordering::SeqCst) {
+            upstream.failed_sends.fetch_add(1, Ordering::SeqCst);
+            return provider_internal_error(send);
         }
         upstream.forwarded_sends.fetch_add(1, Ordering::SeqCst);
     }
@@ -242,6 +271,9 @@ fn operation(headers: &axum::http::HeaderMap, path: &str, body: &[u8]) -> String
         if service == "dynamodb" && operation == "GetItem" && !body_has(body, br#""ConsistentRead":true"#) {
             return "dynamodb:GetItem (eventually consistent)".into();
         }
+        if service == "dynamodb" && operation == "UpdateItem" && body_has(body, br#""S":"send-rate/"#) {
+            return SEND_TIMELINE_TAKE.into();
+        }
         return format!("{service}:{operation}");
     }
     if path == "/v2/email/outbound-emails" {
@@ -277,22 +309,29 @@ fn internal_error() -> Response {
         .unwrap()
 }
 
+/// The providers' internal errors (HTTP 500), as each protocol spells them.
+fn provider_internal_error(send: Send) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let response = match send {
+        Send::Ses => Response::builder()
+            .header("content-type", "application/json")
+            .header("x-amzn-errortype", "InternalFailure")
+            .header("x-amzn-requestid", request_id)
+            .body(Body::from(r#"{"message":"An internal error occurred."}"#)),
+        Send::Sns => Response::builder().header("content-type", "text/xml").body(Body::from(format!(
+            "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>Receiver</Type>\
+             <Code>InternalError</Code><Message>Internal Error</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+        ))),
+    };
+    let mut response = response.unwrap();
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
 /// The providers' throttling errors, as each protocol spells them.
 fn throttle(send: Send) -> Response {
-    match send {
-        Send::Sns => Response::builder()
-            .status(StatusCode::BAD_REQUEST)
-            .header("content-type", "text/xml")
-            .body(Body::from(
-                "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>Sender</Type>\
-                 <Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>fault</RequestId></ErrorResponse>",
-            ))
-            .unwrap(),
-        Send::Ses => Response::builder()
-            .status(StatusCode::TOO_MANY_REQUESTS)
-            .header("content-type", "application/json")
-            .header("x-amzn-errortype", "TooManyRequestsException")
-            .body(Body::from(r#"{"message":"Too many requests"}"#))
-            .unwrap(),
-    }
+    local_stack::provider_account::throttled(match send {
+        Send::Sns => Channel::Sms,
+        Send::Ses => Channel::Email,
+    })
 }

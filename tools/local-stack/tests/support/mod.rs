@@ -67,13 +67,22 @@ pub fn options(stack_name: &str, parameters: BTreeMap<String, String>, registry:
         parameters,
         api_address: SocketAddr::from(([127, 0, 0, 1], 0)),
         registry,
+        quotas: Default::default(),
     }
 }
 
 /// Starts a stack from `template` with the project's functions and local parameters.
 pub async fn start_project_stack(template: &Template) -> Result<(LocalStack, Clients), StackError> {
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
-    local_stack::start_project(&sdk().await, template, &unique_stack_name(), &BTreeMap::new(), address).await
+    local_stack::start_project(
+        &sdk().await,
+        template,
+        &unique_stack_name(),
+        &BTreeMap::new(),
+        address,
+        Default::default(),
+    )
+    .await
 }
 
 /// The project's stack with the demo data in it.

@@ -20,6 +20,7 @@ use notify::domain::channel::Channel;
 use notify::domain::notification::{DeliveryStatus, NotificationRecord};
 use notify::store::apps::AppStore;
 use notify::store::rate_limits::record_key;
+use notify::store::send_timeline::timeline_key;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -220,7 +221,8 @@ pub async fn concurrent_duplicates(api: &Api, count: usize) -> Figure {
     let records =
         scan(&api.clients, &table).await.iter().filter(|item| item["user_id"].as_s().unwrap() == &user).count();
     figure.check(records == 1, || format!("{records} log records"));
-    let queue = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
+    // The template is transactional: its lane's queue.
+    let queue = api.stack.deployed.queue("SmsTransactionalQueue").unwrap().0.to_string();
     super::eventually(Duration::from_secs(60), "the SMS queue to drain", || async {
         queue_is_empty(&api.clients.sqs, &queue).await.then_some(())
     })
@@ -262,8 +264,8 @@ pub fn poison_messages(channel: &str, logged: &str) -> Vec<(&'static str, String
 }
 
 /// Poison of every kind on every channel queue, in one batch with a good notification: each
-/// poison is reported on its own and reaches the channel's DLQ; the good message is sent.
-/// `api` must run a template from [`with_visibility_timeout`].
+/// poison is moved to the channel's DLQ on its own (the dispatcher parks it at once); the good
+/// message is sent.
 pub async fn poison(api: &Api) -> Figure {
     let mut figure = Figure::new("poison messages: reported alone, parked in the DLQ, batch not blocked");
     let (user, template) = api.user_and_template_on_every_channel().await;
@@ -281,18 +283,8 @@ pub async fn poison(api: &Api) -> Figure {
         let dlq_url = api.stack.deployed.queue(dlq).unwrap().0.to_string();
         let mut sent = Vec::new();
         for (kind, body) in poison_messages(channel, &id) {
-            let message_id = api
-                .clients
-                .sqs
-                .send_message()
-                .queue_url(&url)
-                .message_body(body)
-                .send()
-                .await
-                .unwrap()
-                .message_id
-                .unwrap();
-            sent.push((kind, message_id));
+            api.clients.sqs.send_message().queue_url(&url).message_body(&body).send().await.unwrap();
+            sent.push((kind, body));
         }
         parked.push((queue, dlq_url, sent));
     }
@@ -304,17 +296,17 @@ pub async fn poison(api: &Api) -> Figure {
     }
 
     for (queue, dlq_url, sent) in parked {
-        let wanted: BTreeSet<&str> = sent.iter().map(|(_, id)| id.as_str()).collect();
+        let wanted: BTreeSet<&str> = sent.iter().map(|(_, body)| body.as_str()).collect();
         let found = dead_letters(&api.clients, &dlq_url, &wanted).await;
-        for (kind, message_id) in &sent {
-            figure.check(found.contains(message_id), || format!("{queue}: the {kind} poison did not reach the DLQ"));
+        for (kind, body) in &sent {
+            figure.check(found.contains(body), || format!("{queue}: the {kind} poison did not reach the DLQ"));
         }
     }
     figure.notes.push(format!("{} kinds × 3 channel queues", poison_messages("sms", &id).len()));
     figure
 }
 
-/// The ids among `wanted` that reach the DLQ within a deadline (read without deleting).
+/// The bodies among `wanted` that reach the DLQ within a deadline (read without deleting).
 async fn dead_letters(clients: &Clients, dlq_url: &str, wanted: &BTreeSet<&str>) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
@@ -330,8 +322,8 @@ async fn dead_letters(clients: &Clients, dlq_url: &str, wanted: &BTreeSet<&str>)
             .await
             .unwrap();
         for message in received.messages() {
-            if let Some(id) = message.message_id().filter(|id| wanted.contains(id)) {
-                found.insert(id.to_string());
+            if let Some(body) = message.body().filter(|body| wanted.contains(body)) {
+                found.insert(body.to_string());
             }
         }
     }
@@ -343,7 +335,8 @@ pub struct PipelineRun {
     pub notifications: usize,
     pub users: usize,
     pub restarts: usize,
-    /// Share of provider sends throttled.
+    /// Share of provider sends failed: half throttled (they wait), half with the provider's
+    /// internal error (they spend the retry budget).
     pub provider_faults: f64,
     /// Share of SQS and DynamoDB requests failed (half refused, half applied with the answer lost).
     pub infrastructure_faults: f64,
@@ -389,6 +382,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
             parameters: parameters.clone(),
             api_address: SocketAddr::from(([127, 0, 0, 1], port)),
             registry: Registry::project(),
+            quotas: Default::default(),
         };
         LocalStack::start(&stack_sdk, &template, options).await.unwrap()
     };
@@ -434,7 +428,8 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
         .collect()
         .await;
 
-    proxy.set_share(run.provider_faults);
+    proxy.set_share(run.provider_faults / 2.0);
+    proxy.set_failure_share(run.provider_faults / 2.0);
     proxy.set_infrastructure_share(run.infrastructure_faults);
     let run_tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let order_of = |index: usize| format!("rel{run_tag}n{index:05}");
@@ -511,6 +506,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     proxy.set_share(0.0);
+    proxy.set_failure_share(0.0);
     proxy.set_infrastructure_share(0.0);
     let settled_in = started.elapsed();
     // Late duplicates would come from messages still in flight: let the queues drain first.
@@ -567,8 +563,9 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
         refused.load(Ordering::SeqCst)
     ));
     outcomes.notes.push(format!(
-        "faults injected: {} provider throttles, {} SQS/DynamoDB failures; submitted in {:.0} s, settled in {:.0} s",
+        "faults injected: {} provider throttles, {} provider internal errors, {} SQS/DynamoDB failures; submitted in {:.0} s, settled in {:.0} s",
         proxy.throttled.load(Ordering::SeqCst),
+        proxy.failed_sends.load(Ordering::SeqCst),
         proxy.infrastructure_faults.load(Ordering::SeqCst),
         submitted_in.as_secs_f64(),
         settled_in.as_secs_f64()
@@ -595,9 +592,12 @@ async fn rate_limits_count_the_sent(
             expected.entry(key).or_default().insert(record.id.to_string());
         }
     }
+    // The table also holds each channel's send timeline.
+    let timelines: BTreeSet<String> = Channel::ALL.into_iter().map(timeline_key).collect();
     let counted: BTreeMap<String, BTreeSet<String>> = scan(clients, table)
         .await
         .into_iter()
+        .filter(|item| !timelines.contains(item["key"].as_s().unwrap()))
         .map(|item| (item["key"].as_s().unwrap().clone(), item["sends"].as_m().unwrap().keys().cloned().collect()))
         .collect();
     let keys: BTreeSet<&String> = expected.keys().chain(counted.keys()).collect();

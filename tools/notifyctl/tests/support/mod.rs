@@ -17,7 +17,10 @@ pub async fn start() -> (LocalStack, PathBuf, PathBuf) {
     let template = Template::parse(include_str!("../../../../template.yaml")).unwrap();
     let stack_name = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let address = SocketAddr::from(([127, 0, 0, 1], 0));
-    let (stack, _) = local_stack::start_project(&sdk, &template, &stack_name, &BTreeMap::new(), address).await.unwrap();
+    let (stack, _) =
+        local_stack::start_project(&sdk, &template, &stack_name, &BTreeMap::new(), address, Default::default())
+            .await
+            .unwrap();
     let (outputs, directory) = write_outputs(&stack, &endpoint);
     (stack, outputs, directory)
 }
