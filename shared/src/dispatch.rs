@@ -72,7 +72,8 @@ pub struct DispatchSettings {
     /// than the deadline less this waits through the queue.
     pub send_margin: Duration,
     /// The pause before a send the provider throttled is tried again, doubling per throttle of
-    /// the same attempt (with jitter): 1 s, up to 8 (a provider's quota refills within a second).
+    /// the same attempt (with jitter): 1 s, up to 8 (a provider's quota refills within a second);
+    /// for a transactional send the first is two slot gaps at the channel's rate, if shorter.
     pub throttle_backoff: Backoff,
 }
 
@@ -318,7 +319,7 @@ where
                     crate::metrics::delivery(channel, DeliveryMetric::Throttled);
                     tracing::warn!(notification_id = %id, delivery_id = %delivery_id, error = %error, "throttled by the provider; sending again in a later slot");
                     let now_us = crate::time::now_epoch_micros();
-                    let pause = self.settings.throttle_backoff.delay(throttles, &mut rand::rng()).as_micros() as i64;
+                    let pause = self.throttle_pause(lane, throttles).as_micros() as i64;
                     let next = self.pacer.slot(&mut BatchDemand::new(1, None).need(lane), now_us).await?;
                     if now_us + pause > batch.latest_slot_us {
                         self.pacer.give_back(lane, next).await;
@@ -338,6 +339,21 @@ where
                 }
             }
         }
+    }
+
+    /// The pause after the `throttles`-th throttle of an attempt in `lane`. A transactional send
+    /// took its slot ahead of bulk slots already held, so it is tried again as soon as the quota
+    /// can have refilled (two slot gaps); a bulk one goes to the end of the timeline anyway.
+    fn throttle_pause(&self, lane: Lane, throttles: u32) -> Duration {
+        let settings = self.settings.throttle_backoff;
+        let backoff = match lane {
+            Lane::Transactional => {
+                let two_gaps = Duration::from_micros(2 * self.pacer.rate().gap_us().unsigned_abs());
+                Backoff { base: two_gaps.min(settings.base), cap: settings.cap }
+            }
+            Lane::Bulk => settings,
+        };
+        backoff.delay(throttles, &mut rand::rng())
     }
 
     /// A transient failure, the delivery's `failures`-th: back to `queued` after the backoff,

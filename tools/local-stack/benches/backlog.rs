@@ -58,18 +58,19 @@ async fn template(api: &Api, transactional: bool) -> String {
     let content = json!({"default_locale": "en", "transactional": transactional, "locales": {"en": {
         "sms": {"body": "{{ text }}"},
         "email": {"subject": "Your order", "text": "{{ text }}", "html": "<p>{{ text }}</p>"}}}});
-    assert_eq!(api.call(Method::PUT, &format!("/v1/templates/{name}"), Some(content)).await.status, 200);
+    assert_eq!(api.call(Method::PUT, &format!("/v1/templates/{name}"), Some(content)).await.status, 201);
     name
 }
 
 /// Users with a phone and an email address of their own.
-async fn users(api: &Api, count: usize) -> Vec<(String, String)> {
+async fn users(api: &Api, count: usize) -> Vec<String> {
     futures::stream::iter(0..count)
         .map(|_| async {
             let (user, address) = (unique("u"), format!("{}@example.com", unique("a")));
             let contacts = json!({"phone": "+12015550123", "email": address});
-            assert_eq!(api.call(Method::PUT, &format!("/v1/users/{user}"), Some(contacts)).await.status, 200);
-            (user, address)
+            let reply = api.call(Method::PUT, &format!("/v1/users/{user}"), Some(contacts)).await;
+            assert!(reply.status.is_success(), "{}", reply.body);
+            user
         })
         .buffer_unordered(8)
         .collect()
@@ -80,15 +81,14 @@ async fn users(api: &Api, count: usize) -> Vec<(String, String)> {
 struct Sent {
     id: String,
     text: String,
-    address: String,
 }
 
-async fn send_one(api: &Api, (user, address): &(String, String), template: &str) -> Sent {
+async fn send_one(api: &Api, user: &str, template: &str) -> Sent {
     let text = unique("text");
     let body = json!({"user_id": user, "template": template, "params": {"text": text}});
     let reply = api.call(Method::POST, "/v1/notifications", Some(body)).await;
     assert_eq!(reply.status, 202, "{}", reply.body);
-    Sent { id: reply.body["id"].as_str().unwrap().to_string(), text, address: address.clone() }
+    Sent { id: reply.body["id"].as_str().unwrap().to_string(), text }
 }
 
 async fn completed(api: &Api, id: &str) -> Value {
@@ -107,16 +107,6 @@ async fn latencies(api: &Api, sent: &[Sent]) -> Vec<f64> {
         latencies.extend(sent.values().map(|at| (*at - accepted).as_seconds_f64()));
     }
     latencies
-}
-
-/// Every string inside `value` (the emulator's destinations: a list or a map of lists).
-fn strings(value: &Value) -> Vec<String> {
-    match value {
-        Value::String(text) => vec![text.clone()],
-        Value::Array(items) => items.iter().flat_map(strings).collect(),
-        Value::Object(fields) => fields.values().flat_map(strings).collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// Messages in one of the stack's queues, visible or not.
@@ -169,10 +159,10 @@ async fn main() {
     for chunk in bulk_people.chunks(PER_REQUEST) {
         let items: Vec<(Value, Sent)> = chunk
             .iter()
-            .map(|(user, address)| {
+            .map(|user| {
                 let text = unique("text");
                 let item = json!({"idempotency_key": unique("k"), "user_id": user, "template": bulk, "params": {"text": text}});
-                (item, Sent { id: String::new(), text, address: address.clone() })
+                (item, Sent { id: String::new(), text })
             })
             .collect();
         let body = json!({"notifications": items.iter().map(|(item, _)| item).collect::<Vec<_>>()});
@@ -184,6 +174,7 @@ async fn main() {
         }
     }
     let accepted_in = started.elapsed();
+    let accepted_at = OffsetDateTime::now_utc();
     let drain = Duration::from_secs_f64(notifications as f64 / QUOTA);
     let spacing = drain / (TRANSACTIONAL as u32 + 1);
     let mut during = Vec::new();
@@ -216,6 +207,7 @@ async fn main() {
     );
     println!("| figure | sms | email | goal |\n|---|---:|---:|---|");
     let mut rates = Vec::new();
+    let mut rates_after = Vec::new();
     let mut throttles = Vec::new();
     for channel in [Channel::Sms, Channel::Email] {
         let times = &bulk_sent[channel.as_str()];
@@ -225,10 +217,19 @@ async fn main() {
             .get(channel.as_str())
             .map_or(0, |sent| sent.iter().filter(|at| *at >= first && *at <= last).count());
         rates.push((times.len() - 1 + transactional_in_window) as f64 / window / QUOTA);
+        // The same once the API has taken the whole backlog (the intake no longer competes for
+        // the emulator, on this machine's 2 cores).
+        let after: Vec<&OffsetDateTime> = times.iter().filter(|at| **at >= accepted_at).collect();
+        let transactional_after = transactional_sent
+            .get(channel.as_str())
+            .map_or(0, |sent| sent.iter().filter(|at| **at >= accepted_at && *at <= last).count());
+        let after_window = (*last - accepted_at).as_seconds_f64();
+        rates_after.push((after.len() + transactional_after) as f64 / after_window / QUOTA);
         let sends = api.stack.providers.sends(channel);
         throttles.push((sends.throttled, sends.accepted));
     }
     println!("| drain rate ÷ quota | {:.3} | {:.3} | ≥ 0.9 |", rates[0], rates[1]);
+    println!("| … once the backlog is accepted | {:.3} | {:.3} | |", rates_after[0], rates_after[1]);
     println!(
         "| provider throttling answers ÷ sends | {}/{} = {:.2}% | {}/{} = {:.2}% | ≤ 5% |",
         throttles[0].0,
@@ -250,7 +251,8 @@ async fn main() {
         println!("| {name} | {idle:.3} | {during:.3} | {:.2} | ≤ 2 |", during / idle);
     }
 
-    // Exactly once: each notification's SMS text and email recipient, once each in the emulator.
+    // Exactly once: each notification's SMS (by its text) and email (by its X-Notification-Id
+    // header) once each in the emulator.
     let state = emulator_state().await;
     let mut sms: HashMap<String, usize> = HashMap::new();
     for message in state["sns"]["SMS"].as_array().into_iter().flatten() {
@@ -258,14 +260,18 @@ async fn main() {
     }
     let mut emails: HashMap<String, usize> = HashMap::new();
     for message in state["ses"]["RawMessage"].as_array().into_iter().flatten() {
-        for destination in strings(&message["destinations"]) {
-            *emails.entry(destination).or_default() += 1;
+        let raw = message["raw_data"].as_str().unwrap_or_default();
+        if let Some(id) = raw.lines().find_map(|line| line.trim_end().strip_prefix("X-Notification-Id: ")) {
+            *emails.entry(id.to_string()).or_default() += 1;
         }
     }
     let everyone: Vec<&Sent> = idle.iter().chain(&backlog).chain(&during).collect();
-    let once =
-        everyone.iter().filter(|sent| sms.get(&sent.text) == Some(&1) && emails.get(&sent.address) == Some(&1)).count();
+    let sms_once = everyone.iter().filter(|sent| sms.get(&sent.text) == Some(&1)).count();
+    let email_once = everyone.iter().filter(|sent| emails.get(&sent.id) == Some(&1)).count();
     println!("\n| exactly once | messages in the DLQs |\n|---|---|");
-    println!("| {once} of {} notifications: one SMS and one email each | {parked} (goal 0) |", everyone.len());
+    println!(
+        "| {sms_once} of {} notifications: one SMS; {email_once}: one email | {parked} (goal 0) |",
+        everyone.len()
+    );
     api.stack.stop().await;
 }
