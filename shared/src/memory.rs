@@ -43,6 +43,8 @@ pub fn logged(id: &str, delivery_id: &str, channel: Channel, status: DeliverySta
         events: vec![],
         sweep_shard: None,
         sweep_at: None,
+        cancellation_key: None,
+        cancel_scope: None,
     }
 }
 
@@ -325,6 +327,58 @@ impl DeliveryLog for MemoryLog {
             record.events.push(TimelineEvent { at: crate::time::now_rfc3339(), kind, channel: Some(channel) });
         }
         Ok(())
+    }
+
+    async fn cancel(
+        &self,
+        id: &NotificationId,
+        cancelling: &[(DeliveryId, Channel)],
+        nothing_left: bool,
+    ) -> Result<Result<(), Option<NotificationRecord>>, DependencyError> {
+        let fault = self.writes.next().await;
+        if fault == Some(Fault::Refused) {
+            return Err(transient("UpdateItem"));
+        }
+        let cancel = Event::Cancel.transition();
+        let mut records = self.records.lock().unwrap();
+        let Some(record) = records.get_mut(id) else { return Ok(Err(None)) };
+        let now_ms = crate::time::now_epoch_millis();
+        let allowed = cancelling.iter().all(|(delivery_id, _)| {
+            record.deliveries.get(delivery_id).is_some_and(|delivery| cancel.allows(delivery.current(), now_ms, None))
+        });
+        if !allowed {
+            return Ok(Err(Some(record.clone())));
+        }
+        for (delivery_id, channel) in cancelling {
+            let delivery = record.deliveries.get_mut(delivery_id).expect("checked above");
+            delivery.status = cancel.to;
+            delivery.updated_at = crate::time::now_rfc3339();
+            record.events.push(TimelineEvent {
+                at: crate::time::now_rfc3339(),
+                kind: cancel.timeline,
+                channel: Some(*channel),
+            });
+            self.applied.lock().unwrap().push(Applied {
+                by: (self.caller)(),
+                delivery_id: delivery_id.clone(),
+                event: cancel.event,
+                to: cancel.to,
+            });
+        }
+        if nothing_left {
+            record.cancel_scope = None;
+        }
+        match fault {
+            Some(Fault::AnswerLost) => Err(transient("UpdateItem")),
+            _ => Ok(Ok(())),
+        }
+    }
+
+    async fn with_cancel_scope(&self, scope: &str) -> Result<Vec<(NotificationId, String)>, DependencyError> {
+        interleave(1).await;
+        let records = self.records.lock().unwrap();
+        let found = records.values().filter(|record| record.cancel_scope.as_deref() == Some(scope));
+        Ok(found.map(|record| (record.id.clone(), record.user_id.clone())).collect())
     }
 
     async fn due(&self, shard: u32, now_epoch: i64, limit: usize) -> Result<Vec<NotificationId>, DependencyError> {

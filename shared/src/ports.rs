@@ -213,6 +213,23 @@ pub trait DeliveryLog: Send + Sync + 'static {
         channel: Channel,
     ) -> impl Future<Output = Result<(), DependencyError>> + Send;
 
+    /// Cancels the deliveries `cancelling` of notification `id` together, if each is still in a
+    /// status the lifecycle table's cancel row moves (else none is, and the record as found comes
+    /// back: `None` if there is none); and takes the notification out of the cancellation index
+    /// when `nothing_left` (no other delivery could be cancelled later).
+    fn cancel(
+        &self,
+        id: &NotificationId,
+        cancelling: &[(DeliveryId, Channel)],
+        nothing_left: bool,
+    ) -> impl Future<Output = Result<Result<(), Option<NotificationRecord>>, DependencyError>> + Send;
+
+    /// The notifications in one partition (`scope`) of the cancellation index, with their users.
+    fn with_cancel_scope(
+        &self,
+        scope: &str,
+    ) -> impl Future<Output = Result<Vec<(NotificationId, String)>, DependencyError>> + Send;
+
     /// Ids of notifications in a shard of the recovery sweep's index due at `now_epoch`.
     fn due(
         &self,

@@ -2,6 +2,7 @@
 //! declared in template.yaml and passes the matched `routeKey`, so routing here is one `match`.
 
 mod auth;
+mod cancel;
 mod problem;
 #[cfg(test)]
 mod properties;
@@ -58,6 +59,8 @@ pub const ROUTES: &[&str] = &[
     "POST /v1/notifications",
     "POST /v1/notifications/batch",
     "GET /v1/notifications/{id}",
+    "DELETE /v1/notifications/{id}",
+    "POST /v1/notifications/cancel",
     "GET /v1/openapi.json",
     "GET /v1/unsubscribe/{token}",
     "POST /v1/unsubscribe/{token}",
@@ -200,6 +203,14 @@ impl Intake {
             "GET /v1/notifications/{id}" => {
                 let app = self.authenticate(request, Scope::Status).await?;
                 self.get_notification(&app, request).await
+            }
+            "DELETE /v1/notifications/{id}" => {
+                let app = self.authenticate(request, Scope::Send).await?;
+                self.cancel_notification(&app, request).await
+            }
+            "POST /v1/notifications/cancel" => {
+                let app = self.authenticate(request, Scope::Send).await?;
+                self.cancel_by_key(&app, &body(request)?).await
             }
             "GET /v1/stats" => {
                 let app = self.authenticate(request, Scope::Status).await?;

@@ -33,7 +33,7 @@ fn field_name() -> impl Strategy<Value = String> {
             "user_id", "template", "params", "channels", "notifications", "idempotency_key", "phone",
             "email", "locale", "timezone", "platform", "token", "sms", "push", "default_locale",
             "locales", "en", "fr-CA", "subject", "html", "text", "body", "title", "sound", "badge",
-            "transactional", "tracking",
+            "transactional", "tracking", "cancellation_key",
         ])
         .prop_map(String::from),
         1 => ".{0,8}",

@@ -2,6 +2,7 @@
 //! path parameters.
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use notify::domain::notification::NotificationId;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -28,6 +29,21 @@ pub fn path_parameter<'a>(request: &'a ApiGatewayV2httpRequest, name: &str) -> R
         .get(name)
         .map(String::as_str)
         .ok_or_else(|| ApiError::NotFound(format!("the route has no {{{name}}} parameter")))
+}
+
+/// The `{id}` of a notification route: a notification id is a UUID, so anything else is a 404
+/// like an unknown one.
+pub fn notification_id(request: &ApiGatewayV2httpRequest) -> Result<NotificationId, ApiError> {
+    let id = path_parameter(request, "id")?;
+    match uuid::Uuid::parse_str(id) {
+        Ok(_) => Ok(id.into()),
+        Err(_) => Err(not_found(id)),
+    }
+}
+
+/// The answer for a notification this app cannot see: unknown, or another app's.
+pub fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no notification {id}"))
 }
 
 /// Parses a path parameter into a domain type; an invalid one is a 422 on that parameter.

@@ -12,7 +12,8 @@ use notify::domain::channel::Channel;
 use notify::domain::delivery::{DeliveryMessage, OutboundContent};
 use notify::domain::lifecycle::TimelineKind;
 use notify::domain::notification::{
-    self, DeliveryId, DeliveryRecord, NotificationId, NotificationRecord, RETENTION_SECONDS, SkipReason, TimelineEvent,
+    self, CancellationKey, DeliveryId, DeliveryRecord, NotificationId, NotificationRecord, RETENTION_SECONDS,
+    SkipReason, TimelineEvent,
 };
 use notify::domain::plan::{Plan, plan};
 use notify::domain::send_rate::Lane;
@@ -41,6 +42,7 @@ pub struct SendRequest {
     pub template: TemplateName,
     pub params: Map<String, Value>,
     pub channels: Option<Vec<Channel>>,
+    pub cancellation_key: Option<CancellationKey>,
 }
 
 impl SendRequest {
@@ -51,7 +53,7 @@ impl SendRequest {
         };
         let mut errors = Vec::new();
         for key in object.keys() {
-            if !["user_id", "template", "params", "channels"].contains(&key.as_str()) {
+            if !["user_id", "template", "params", "channels", "cancellation_key"].contains(&key.as_str()) {
                 errors.push(FieldError::new(key, "is not a known field"));
             }
         }
@@ -100,8 +102,20 @@ impl SendRequest {
                 None
             }
         };
+        let cancellation_key = match object.get("cancellation_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(raw)) => CancellationKey::parse(raw)
+                .map_err(|message| errors.push(FieldError::new("cancellation_key", message)))
+                .ok(),
+            Some(_) => {
+                errors.push(FieldError::new("cancellation_key", "must be a string of 1 to 255 characters"));
+                None
+            }
+        };
         match (user_id, template) {
-            (Some(user_id), Some(template)) if errors.is_empty() => Ok(Self { user_id, template, params, channels }),
+            (Some(user_id), Some(template)) if errors.is_empty() => {
+                Ok(Self { user_id, template, params, channels, cancellation_key })
+            }
             _ => Err(ApiError::Validation(errors)),
         }
     }
@@ -551,7 +565,7 @@ pub fn assemble(
         ));
     }
     let record = NotificationRecord {
-        id,
+        id: id.clone(),
         app_key: app.app_key.clone(),
         idempotency_key,
         // Canonical JSON (sorted keys), so formatting does not make a body "different".
@@ -563,6 +577,8 @@ pub fn assemble(
         // Joins the sweep's index only if its enqueue fails (`enqueue`).
         sweep_shard: None,
         sweep_at: None,
+        cancel_scope: request.cancellation_key.as_ref().map(|key| key.scope_of(&app.app_key, &id)),
+        cancellation_key: request.cancellation_key.clone(),
         deliveries,
         skipped: plan.skipped,
         events: vec![TimelineEvent { at: now, kind: TimelineKind::Accepted, channel: None }],

@@ -5,7 +5,7 @@ use notify::domain::app::AppRecord;
 
 use crate::Intake;
 use crate::problem::{ApiError, json_response};
-use crate::request::path_parameter;
+use crate::request::{not_found, notification_id};
 
 impl Intake {
     pub(crate) async fn get_notification(
@@ -13,18 +13,14 @@ impl Intake {
         app: &AppRecord,
         request: &ApiGatewayV2httpRequest,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
-        let id = path_parameter(request, "id")?;
-        let not_found = || ApiError::NotFound(format!("no notification {id}"));
-        if uuid::Uuid::parse_str(id).is_err() {
-            return Err(not_found());
-        }
+        let id = notification_id(request)?;
         // Another app's notification is indistinguishable from none.
         let record = self
             .notifications
-            .get(&id.into())
+            .get(&id)
             .await?
             .filter(|record| record.app_key == app.app_key)
-            .ok_or_else(not_found)?;
+            .ok_or_else(|| not_found(id.as_str()))?;
         Ok(json_response(200, "application/json", &record.view()))
     }
 }

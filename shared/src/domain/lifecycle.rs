@@ -12,6 +12,7 @@
 //!   parked ◀──parked──────┘
 //!     └───────claim after redrive──▶ sending
 //!   sending (lease expired: its attempt died) ──take over──▶ sending
+//!   queued, parked ──cancel──▶ cancelled
 //! ```
 //!
 //! Each row also says what it does to the delivery's retry budget (its `failures`: the failed
@@ -19,8 +20,10 @@
 //! (taken over), spends one; one that ended `waiting` (held back by the channel's send rate,
 //! or throttled by the provider) spends none and counts as a wait; a redrive starts afresh.
 //!
-//! A new status (scheduled, cancelled) is a variant of `DeliveryStatus` and rows here; the
-//! adapters follow.
+//! A cancel moves only a delivery no attempt holds: one `sending` is never cancelled (its
+//! attempt may be calling the provider), and a claim never takes a cancelled one, so a delivery
+//! is sent or cancelled, never both. A new status (scheduled) is a variant of `DeliveryStatus`
+//! and rows here; the adapters follow.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +59,8 @@ pub enum Event {
     Complained,
     /// Email feedback: SES rejected what it had accepted.
     Rejected,
+    /// The caller cancelled a delivery not yet sending (waiting in its queue, or parked).
+    Cancel,
 }
 
 /// What a transition checks beyond the delivery's status.
@@ -99,7 +104,7 @@ use DeliveryStatus as S;
 const AFTER_SEND: &[DeliveryStatus] = &[S::Sent, S::Delivered];
 
 /// The table.
-pub const TRANSITIONS: [Transition; 13] = [
+pub const TRANSITIONS: [Transition; 14] = [
     row(Event::Claim, &[S::Queued], Guard::None, S::Sending, TimelineKind::Sending, Budget::Keep),
     row(Event::ClaimAfterRedrive, &[S::Parked], Guard::None, S::Sending, TimelineKind::Sending, Budget::Renew),
     row(Event::TakeOver, &[S::Sending], Guard::ExpiredLease, S::Sending, TimelineKind::Sending, Budget::Spend),
@@ -113,6 +118,7 @@ pub const TRANSITIONS: [Transition; 13] = [
     row(Event::Bounced, AFTER_SEND, Guard::None, S::Bounced, TimelineKind::Bounced, Budget::Keep),
     row(Event::Complained, AFTER_SEND, Guard::None, S::Complained, TimelineKind::Complained, Budget::Keep),
     row(Event::Rejected, &[S::Sent], Guard::None, S::Failed, TimelineKind::Failed, Budget::Keep),
+    row(Event::Cancel, &[S::Queued, S::Parked], Guard::None, S::Cancelled, TimelineKind::Cancelled, Budget::Keep),
 ];
 
 const fn row(
@@ -179,10 +185,11 @@ pub enum TimelineKind {
     Redriven,
     Opened,
     Clicked,
+    Cancelled,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 15] = [
+    pub const ALL: [TimelineKind; 16] = [
         TimelineKind::Accepted,
         TimelineKind::Sending,
         TimelineKind::Sent,
@@ -198,6 +205,7 @@ impl TimelineKind {
         TimelineKind::Redriven,
         TimelineKind::Opened,
         TimelineKind::Clicked,
+        TimelineKind::Cancelled,
     ];
 
     /// As the timeline spells it (the serde name).
@@ -218,6 +226,7 @@ impl TimelineKind {
             TimelineKind::Redriven => "redriven",
             TimelineKind::Opened => "opened",
             TimelineKind::Clicked => "clicked",
+            TimelineKind::Cancelled => "cancelled",
         }
     }
 }
@@ -232,9 +241,19 @@ impl std::fmt::Display for TimelineKind {
 mod tests {
     use super::*;
 
-    const ALL: [DeliveryStatus; 9] =
-        [S::Queued, S::Sending, S::Parked, S::Sent, S::Delivered, S::Bounced, S::Complained, S::Failed, S::Skipped];
-    const EVENTS: [Event; 13] = [
+    const ALL: [DeliveryStatus; 10] = [
+        S::Queued,
+        S::Sending,
+        S::Parked,
+        S::Sent,
+        S::Delivered,
+        S::Bounced,
+        S::Complained,
+        S::Failed,
+        S::Skipped,
+        S::Cancelled,
+    ];
+    const EVENTS: [Event; 14] = [
         Event::Claim,
         Event::ClaimAfterRedrive,
         Event::TakeOver,
@@ -248,6 +267,7 @@ mod tests {
         Event::Bounced,
         Event::Complained,
         Event::Rejected,
+        Event::Cancel,
     ];
     const NOW: i64 = 1_000;
     const LEASE: i64 = 5_000;
@@ -289,6 +309,8 @@ mod tests {
             (Complained, S::Sent),
             (Complained, S::Delivered),
             (Rejected, S::Sent),
+            (Cancel, S::Queued),
+            (Cancel, S::Parked),
         ];
         assert_eq!(allowed(), expected);
     }
@@ -339,6 +361,20 @@ mod tests {
                 let taking = CLAIMS.iter().filter(|claim| claim.transition().allows(current(status, lease), NOW, None));
                 assert!(taking.count() <= 1, "{status:?} {lease:?}");
             }
+        }
+    }
+
+    #[test]
+    fn nothing_sending_or_finished_is_cancelled_and_nothing_cancelled_is_claimed() {
+        let cancel = Event::Cancel.transition();
+        for status in ALL {
+            for lease in [None, Some(NOW - 1), Some(LEASE)] {
+                let cancellable = cancel.allows(current(status, lease), NOW, None);
+                assert_eq!(cancellable, matches!(status, S::Queued | S::Parked), "{status:?} {lease:?}");
+            }
+        }
+        for claim in CLAIMS {
+            assert!(!claim.transition().allows(current(S::Cancelled, None), NOW, None), "{claim:?}");
         }
     }
 

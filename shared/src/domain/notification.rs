@@ -109,6 +109,8 @@ pub enum DeliveryStatus {
     Complained,
     Failed,
     Skipped,
+    /// The caller cancelled it before it started sending.
+    Cancelled,
 }
 
 impl DeliveryStatus {
@@ -128,6 +130,7 @@ impl DeliveryStatus {
             DeliveryStatus::Complained => "complained",
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Skipped => "skipped",
+            DeliveryStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -305,6 +308,48 @@ pub struct NotificationRecord {
     pub sweep_shard: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation_key: Option<CancellationKey>,
+    /// While a cancel by its key may still find something to cancel: its partition of the
+    /// sparse `cancellation` index ([`CancellationKey::scope`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_scope: Option<String>,
+}
+
+/// A caller's name for notifications it may cancel together (`POST /v1/notifications/cancel`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CancellationKey(String);
+
+/// Shards of the `cancellation` index: one key's notifications (a whole campaign's) spread over
+/// this many partitions, so accepting them never makes one partition hot.
+pub const CANCELLATION_SHARDS: u32 = 8;
+
+impl CancellationKey {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.chars().count() {
+            1..=255 => Ok(Self(raw.to_string())),
+            _ => Err("must be a string of 1 to 255 characters".into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The partition of the `cancellation` index that holds, in `shard`, the notifications of
+    /// app `app_key` with this key.
+    pub fn scope(&self, app_key: &str, shard: u32) -> String {
+        format!("{app_key}#{shard}#{}", self.0)
+    }
+
+    /// The partition notification `id` goes in: a shard picked by its id (FNV-1a), so one key's
+    /// notifications spread evenly and a replay of the same request picks the same.
+    pub fn scope_of(&self, app_key: &str, id: &NotificationId) -> String {
+        let hash =
+            id.as_str().bytes().fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+        self.scope(app_key, hash % CANCELLATION_SHARDS)
+    }
 }
 
 /// Shards of the `pending` index, so its writes spread over partitions.
@@ -360,7 +405,7 @@ impl NotificationRecord {
                 body
             })
             .collect();
-        json!({
+        let mut view = json!({
             "id": self.id,
             "status": if self.finished() { "completed" } else { "accepted" },
             "user_id": self.user_id,
@@ -369,7 +414,21 @@ impl NotificationRecord {
             "deliveries": deliveries,
             "skipped": self.skipped,
             "events": self.events,
-        })
+        });
+        if let Some(key) = &self.cancellation_key {
+            view["cancellation_key"] = json!(key);
+        }
+        view
+    }
+
+    /// The deliveries a cancel would move now (the lifecycle table's cancel row allows it).
+    pub fn cancellable(&self, now_ms: i64) -> Vec<(DeliveryId, Channel)> {
+        let cancel = Event::Cancel.transition();
+        self.deliveries
+            .iter()
+            .filter(|(_, delivery)| cancel.allows(delivery.current(), now_ms, None))
+            .map(|(id, delivery)| (id.clone(), delivery.channel))
+            .collect()
     }
 
     /// Every delivery has an outcome.
@@ -441,6 +500,8 @@ mod tests {
             events: vec![],
             sweep_shard: None,
             sweep_at: None,
+            cancellation_key: None,
+            cancel_scope: None,
         };
         let stranded: Vec<&str> = record.stranded(1_000).map(|(id, _)| id.as_str()).collect();
         assert_eq!(stranded, vec!["a", "c"]);

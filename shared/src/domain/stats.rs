@@ -17,6 +17,8 @@ pub const DEFAULT_RANGE_SECONDS: i64 = 24 * 3600;
 
 pub const ACCEPTED: &str = "accepted";
 pub const OPENED: &str = "opened";
+/// Deliveries the caller cancelled before they were sent.
+pub const CANCELLED: &str = "cancelled";
 /// Deliveries clicked at least once (what the click rate counts).
 pub const CLICKED: &str = "clicked";
 /// Every click.
@@ -96,6 +98,7 @@ impl StatsQuery {
                 "bounced": count("bounced"),
                 "complained": count("complained"),
                 "skipped": skipped,
+                "cancelled": count(CANCELLED),
                 "opened": count(OPENED),
                 "clicked": count(CLICKED),
                 "clicks": count(CLICKS),

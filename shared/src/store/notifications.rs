@@ -505,6 +505,85 @@ impl DeliveryLog for NotificationStore {
         }
     }
 
+    async fn cancel(
+        &self,
+        id: &NotificationId,
+        cancelling: &[(DeliveryId, Channel)],
+        nothing_left: bool,
+    ) -> Result<Result<(), Option<NotificationRecord>>, DependencyError> {
+        // The cancel row, for every delivery in one write: each must still be in a status the
+        // row moves (it has no guard beyond that: nothing sending is ever cancelled).
+        let cancel = Event::Cancel.transition();
+        let mut names = delivery_names("");
+        names.remove("#d");
+        names.remove("#lease");
+        let now = crate::time::now_rfc3339();
+        let mut values =
+            HashMap::from([(":to".to_string(), status_value(cancel.to)), (":now_iso".to_string(), string(&now))]);
+        for (index, status) in cancel.from.iter().enumerate() {
+            values.insert(format!(":from{index}"), status_value(*status));
+        }
+        let from: Vec<String> = (0..cancel.from.len()).map(|index| format!(":from{index}")).collect();
+        let (mut sets, mut conditions, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        for (index, (delivery_id, channel)) in cancelling.iter().enumerate() {
+            names.insert(format!("#d{index}"), delivery_id.to_string());
+            sets.push(format!("#deliveries.#d{index}.#status = :to, #deliveries.#d{index}.#updated = :now_iso"));
+            conditions.push(format!("#deliveries.#d{index}.#status IN ({})", from.join(", ")));
+            let event = TimelineEvent { at: now.clone(), kind: cancel.timeline, channel: Some(*channel) };
+            events.push(AttributeValue::M(to_item("UpdateItem", &event)?));
+        }
+        sets.push("#events = list_append(#events, :events)".into());
+        values.insert(":events".into(), AttributeValue::L(events));
+        let mut expression = format!("SET {}", sets.join(", "));
+        if nothing_left {
+            expression.push_str(" REMOVE cancel_scope");
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id.as_str()))
+            .update_expression(expression)
+            .condition_expression(conditions.join(" AND "))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match Self::refused(result)? {
+            None => Ok(Ok(())),
+            Some(found) => Ok(Err(found)),
+        }
+    }
+
+    async fn with_cancel_scope(&self, scope: &str) -> Result<Vec<(NotificationId, String)>, DependencyError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(CANCELLATION_INDEX)
+                .key_condition_expression("cancel_scope = :scope")
+                .expression_attribute_values(":scope", string(scope))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|error| classify("dynamodb", "Query", error, &[]))?;
+            for item in output.items.unwrap_or_default() {
+                let text = |name: &str| item.get(name).and_then(|value| value.as_s().ok()).cloned();
+                if let (Some(id), Some(user)) = (text("id"), text("user_id")) {
+                    found.push((NotificationId::from(id.as_str()), user));
+                }
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() || found.len() > crate::cancel::MAX_PER_KEY_CALL {
+                return Ok(found);
+            }
+        }
+    }
+
     async fn due(&self, shard: u32, now_epoch: i64, limit: usize) -> Result<Vec<NotificationId>, DependencyError> {
         let output = self
             .client
@@ -557,3 +636,7 @@ impl DeliveryLog for NotificationStore {
 
 /// The sparse index of notifications the recovery sweep may have to finish.
 pub const PENDING_INDEX: &str = "pending";
+
+/// The sparse index of notifications a cancel by key may find something to cancel in, by
+/// `cancel_scope` (app, shard and key), with their users.
+pub const CANCELLATION_INDEX: &str = "cancellation";

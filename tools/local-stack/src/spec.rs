@@ -260,6 +260,8 @@ fn function(logical_id: &str, resource: &Resource) -> Result<FunctionSpec, Stack
                 method: text("Method").map(|m| m.to_uppercase()).unwrap_or_else(|| "ANY".into()),
                 path: text("Path").unwrap_or_else(|| "/{proxy+}".into()),
             }),
+            // SAM's `Enabled: false` creates the mapping without polling: none here.
+            "SQS" if properties.get("Enabled").is_some_and(|enabled| enabled == false || enabled == "false") => {}
             "SQS" => {
                 let queue = properties
                     .get("Queue")

@@ -302,8 +302,14 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
 /// returns the lease it holds when `sending`.
 async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, claimed: i64) -> Option<Lease> {
     let failure = DeliveryFailure { class: FailureClass::Transient, code: "Throttling".into(), message: "m".into() };
-    if status == DeliveryStatus::Queued {
-        return None;
+    let sms = [("sms".into(), Channel::Sms)];
+    match status {
+        DeliveryStatus::Queued => return None,
+        DeliveryStatus::Cancelled => {
+            assert!(store.cancel(&id.into(), &sms, true).await.unwrap().is_ok());
+            return None;
+        }
+        _ => {}
     }
     let Claim::Taken { lease, .. } =
         store.claim(&id.into(), &"sms".into(), Channel::Sms, claimed, Duration::from_secs(60)).await.unwrap()
@@ -359,6 +365,9 @@ async fn apply(store: &NotificationStore, id: &str, event: Event, lease: Lease, 
             let recorded = store.record_feedback(&id.into(), &"sms".into(), Channel::Sms, event, Some(&failure)).await;
             (recorded.unwrap() == FeedbackRecorded::Recorded, false)
         }
+        Event::Cancel => {
+            (store.cancel(&id.into(), &[("sms".into(), Channel::Sms)], true).await.unwrap().is_ok(), false)
+        }
     }
 }
 
@@ -377,6 +386,7 @@ async fn the_dynamodb_log_applies_exactly_what_the_lifecycle_table_allows() {
         DeliveryStatus::Complained,
         DeliveryStatus::Failed,
         DeliveryStatus::Skipped,
+        DeliveryStatus::Cancelled,
     ];
     // Each status, and `sending` once more with its lease expired (its attempt died).
     let states = statuses.into_iter().map(|status| (status, now)).chain([(DeliveryStatus::Sending, now - 120_000)]);

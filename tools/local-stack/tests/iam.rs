@@ -112,6 +112,13 @@ async fn every_route_and_function_path_runs_within_its_role() {
         assert!(every_delivery_sent(&view), "{view}");
     }
 
+    // Cancelling: by id (nothing left: it was sent) and by key (a Query of the key's index).
+    let cancelled = api.call(Method::DELETE, &format!("/v1/notifications/{first}"), None).await;
+    assert_eq!(cancelled.status, 409, "{}", cancelled.body);
+    let by_key = json!({"cancellation_key": unique("k")});
+    let by_key = api.call(Method::POST, "/v1/notifications/cancel", Some(by_key)).await;
+    assert_eq!(by_key.status, 200, "{}", by_key.body);
+
     // Tracking: a click and an open of the email; the one-click unsubscribe link's form and POST.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let (clicks, _) = api.tracking_links(&first, "c").await;

@@ -111,7 +111,12 @@ async fn assert_stack_matches(template_text: &str) {
         assert_eq!(ttl_attribute, expected_ttl, "{logical_id} TTL attribute");
     }
 
-    let topics = clients.sns.list_topics().send().await.unwrap().topics.unwrap_or_default();
+    // ListTopics answers 100 a page; the shared emulator holds every test's stacks.
+    let mut topics = Vec::new();
+    let mut pages = clients.sns.list_topics().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        topics.extend(page.unwrap().topics.unwrap_or_default());
+    }
     for (logical_id, _) in resources_of(&root, "AWS::SNS::Topic") {
         let wanted = format!(":{name}-{logical_id}");
         assert!(

@@ -40,6 +40,8 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
         events: vec![TimelineEvent { at: now, kind: notify::domain::lifecycle::TimelineKind::Accepted, channel: None }],
         sweep_shard: None,
         sweep_at: None,
+        cancellation_key: None,
+        cancel_scope: None,
     };
     store.create(&record, notify::time::now_epoch_seconds()).await.unwrap();
     let now_ms = notify::time::now_epoch_millis();
