@@ -82,6 +82,7 @@ fn print_stats(report: &serde_json::Value, json: bool) {
         ("failed", None),
         ("bounced", None),
         ("complained", None),
+        ("cancelled", None),
         ("opened", Some("open_rate")),
         ("clicked", Some("click_rate")),
         ("clicks", None),
