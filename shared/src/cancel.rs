@@ -68,6 +68,14 @@ pub async fn cancel_notification<L: DeliveryLog>(
         };
         let cancelling = record.cancellable(now_ms);
         if cancelling.is_empty() {
+            if record.finished() && record.cancel_scope.is_some() {
+                // Finished without a cancel: out of the key's index, so that a cancel by key
+                // over more notifications than one call looks at moves on past it.
+                if let Err(changed) = log.cancel(id, &[], true).await? {
+                    found = changed;
+                    continue;
+                }
+            }
             return Ok(Cancelled::NothingLeft(Box::new(record)));
         }
         let nothing_left = record.deliveries.iter().all(|(delivery_id, delivery)| {
@@ -233,6 +241,27 @@ mod tests {
             CancelledByKey { complete: true, ..Default::default() }
         );
         assert_eq!(cancel_by_key(&log, "ak_another", &spring, None).await.unwrap().deliveries, 0, "another app's key");
+    }
+
+    #[tokio::test]
+    async fn a_key_on_more_notifications_than_one_call_looks_at_is_cancelled_over_several() {
+        let log = MemoryLog::default();
+        for n in 0..MAX_PER_KEY_CALL + 5 {
+            log.insert(notification(&format!("sent-{n:04}"), (DeliveryStatus::Sent, DeliveryStatus::Sent), Some("k")));
+        }
+        log.insert(notification("waiting", (DeliveryStatus::Queued, DeliveryStatus::Queued), Some("k")));
+        let key = CancellationKey::parse("k").unwrap();
+        let mut calls = Vec::new();
+        loop {
+            let report = cancel_by_key(&log, APP, &key, None).await.unwrap();
+            calls.push((report.deliveries, report.complete));
+            if report.complete {
+                break;
+            }
+            assert!(calls.len() < 3, "each call moves on: {calls:?}");
+        }
+        assert_eq!(calls.iter().map(|(deliveries, _)| deliveries).sum::<usize>(), 2, "{calls:?}");
+        assert_eq!(statuses(&log, "waiting"), (DeliveryStatus::Cancelled, DeliveryStatus::Cancelled));
     }
 
     #[test]

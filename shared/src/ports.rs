@@ -216,7 +216,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// Cancels the deliveries `cancelling` of notification `id` together, if each is still in a
     /// status the lifecycle table's cancel row moves (else none is, and the record as found comes
     /// back: `None` if there is none); and takes the notification out of the cancellation index
-    /// when `nothing_left` (no other delivery could be cancelled later).
+    /// when `nothing_left` (no other delivery could be cancelled later). With no deliveries, it
+    /// only takes the notification out of the index.
     fn cancel(
         &self,
         id: &NotificationId,

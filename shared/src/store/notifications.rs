@@ -511,6 +511,19 @@ impl DeliveryLog for NotificationStore {
         cancelling: &[(DeliveryId, Channel)],
         nothing_left: bool,
     ) -> Result<Result<(), Option<NotificationRecord>>, DependencyError> {
+        if cancelling.is_empty() {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("id", string(id.as_str()))
+                .update_expression("REMOVE cancel_scope")
+                .condition_expression("attribute_exists(id)")
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            return Ok(Self::refused(result)?.map_or(Ok(()), Err));
+        }
         // The cancel row, for every delivery in one write: each must still be in a status the
         // row moves (it has no guard beyond that: nothing sending is ever cancelled).
         let cancel = Event::Cancel.transition();

@@ -177,6 +177,11 @@ async fn a_cancellation_key_takes_back_a_users_notifications_or_everyones() {
         reminders.push(send(&api, user, &template, &unique("text"), Some(&key)).await);
     }
     let other_key = send(&api, &users[0], &template, &unique("text"), Some(&unique("other"))).await;
+    // One with the key that finished at once: its user opted out of SMS, nothing to send.
+    let opted_out = api.users_with_phone(1).await.remove(0);
+    let preferences = Some(json!({"sms": false}));
+    api.call(Method::PUT, &format!("/v1/users/{opted_out}/preferences"), preferences).await;
+    let finished = send(&api, &opted_out, &template, &unique("text"), Some(&key)).await;
     let unkeyed = send(&api, &users[2], &template, &unique("text"), None).await;
 
     let body = json!({"cancellation_key": key, "user_id": users[0]});
@@ -196,6 +201,12 @@ async fn a_cancellation_key_takes_back_a_users_notifications_or_everyones() {
 
     let rest = api.call(Method::POST, path, Some(json!({"cancellation_key": key}))).await;
     assert_eq!(rest.body, json!({"cancelled": 1, "notifications": [reminders[2]], "complete": true}));
+    // Looked at and found finished, it leaves the key's index.
+    let table = api.stack.deployed.table("NotificationsTable").unwrap().to_string();
+    let log = notify::store::notifications::NotificationStore::new(api.clients.dynamodb.clone(), table);
+    let record = log.get(&finished.as_str().into()).await.unwrap().unwrap();
+    assert_eq!((record.deliveries.len(), record.cancel_scope), (0, None));
+
     let none = api.call(Method::POST, path, Some(json!({"cancellation_key": key}))).await;
     assert_eq!(none.body, json!({"cancelled": 0, "notifications": [], "complete": true}));
 
@@ -207,7 +218,7 @@ async fn a_cancellation_key_takes_back_a_users_notifications_or_everyones() {
         assert_eq!(sms_status(&api.notification(id).await), "queued", "not cancelled");
     }
     let stats = api.call(Method::GET, &format!("/v1/stats?template={template}"), None).await.body;
-    assert_eq!((stats["counts"]["accepted"].clone(), stats["counts"]["cancelled"].clone()), (json!(5), json!(3)));
+    assert_eq!((stats["counts"]["accepted"].clone(), stats["counts"]["cancelled"].clone()), (json!(6), json!(3)));
     api.stack.stop().await;
 }
 
