@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (all, or the ones named: aws_requests, backlog, cold_start, cpu,
-# cpu_instructions, package_size, throughput) and prints their figures; BENCHMARKS.md records them
+# cpu_instructions, package_size, schedule, throughput) and prints their figures; BENCHMARKS.md records them
 # with the method.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 benches=("$@")
-[ ${#benches[@]} -gt 0 ] || benches=(cpu cpu_instructions aws_requests cold_start package_size throughput backlog)
+[ ${#benches[@]} -gt 0 ] || benches=(cpu cpu_instructions aws_requests cold_start package_size throughput backlog schedule)
 
 # Instructions one run of the CPU bench's STEP makes N times over, counted by callgrind.
 instructions() {
@@ -42,7 +42,8 @@ for bench in "${benches[@]}"; do
         cpu) cargo bench -p intake --bench cpu ;;
         cpu_instructions) cpu_instructions ;;
         package_size) scripts/package-size.sh ;;
+        schedule) scripts/with-emulator.sh cargo bench -p local-stack --bench schedule ;;
         throughput) scripts/with-emulator.sh cargo bench -p local-stack --bench throughput ;;
-        *) echo "bench.sh: unknown benchmark $bench (aws_requests, backlog, cold_start, cpu, cpu_instructions, package_size, throughput)" >&2; exit 2 ;;
+        *) echo "bench.sh: unknown benchmark $bench (aws_requests, backlog, cold_start, cpu, cpu_instructions, package_size, schedule, throughput)" >&2; exit 2 ;;
     esac
 done

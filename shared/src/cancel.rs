@@ -144,7 +144,7 @@ mod tests {
     /// A notification with an SMS and an email delivery in these statuses, sent with `key`.
     fn notification(id: &str, (sms, email): (DeliveryStatus, DeliveryStatus), key: Option<&str>) -> NotificationRecord {
         let mut record = logged(id, "sms", Channel::Sms, sms);
-        let mut delivery = DeliveryRecord::queued(Channel::Email, "a@example.com".into(), "t");
+        let mut delivery = DeliveryRecord::queued(Channel::Email, "a@example.com".into(), "t", None);
         delivery.status = email;
         record.deliveries.insert("email".into(), delivery);
         record.cancellation_key = key.map(|key| CancellationKey::parse(key).unwrap());

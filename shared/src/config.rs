@@ -56,6 +56,11 @@ impl<'a> Settings<'a> {
         self.source.var(name)
     }
 
+    /// Records a problem with a setting, for `finish` to report.
+    pub fn problem(&mut self, problem: String) {
+        self.problems.push(problem);
+    }
+
     /// A setting parsed with `FromStr`, falling back to `default` when absent.
     pub fn parsed_or<T>(&mut self, name: &str, default: T) -> T
     where

@@ -36,10 +36,13 @@ use crate::batch::{self, Disposition, SqsRecord, Unreadable};
 use crate::config::Settings;
 use crate::domain::backoff::Backoff;
 use crate::domain::delivery::DeliveryMessage;
+use crate::domain::lifecycle::Event;
 use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
+use crate::domain::quiet_hours::{QuietHours, QuietHoursPolicy};
 use crate::domain::rate_limit::HourlyLimit;
 use crate::domain::send_rate::{Lane, SendRate, until};
 use crate::domain::stats::skipped_counter;
+use crate::domain::user::TimeZoneName;
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics::DeliveryMetric;
 use crate::pacing::{BatchDemand, Need, Pacer};
@@ -55,7 +58,7 @@ use crate::store::stats::{Counted, StatsRecorder, StatsStore};
 use crate::store::users::UserStore;
 
 /// How a dispatcher behaves (its settings).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DispatchSettings {
     pub backoff: Backoff,
     /// How long a claim holds a delivery: longer than the function's timeout, so a live
@@ -75,6 +78,8 @@ pub struct DispatchSettings {
     /// the same attempt (with jitter): 1 s, up to 8 (a provider's quota refills within a second);
     /// for a transactional send the first is two slot gaps at the channel's rate, if shorter.
     pub throttle_backoff: Backoff,
+    /// Quiet hours for users who set none (and their zone).
+    pub quiet_hours: QuietHoursPolicy,
 }
 
 /// The dispatch loop for provider `P`, over its ports: the delivery log `L`, redelivery `R`,
@@ -144,13 +149,17 @@ impl<P: Provider> Dispatcher<P> {
             retry_budget: settings.parsed_or("RETRY_BUDGET", 8u32).max(1),
             send_margin: Duration::from_secs(5),
             throttle_backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) },
+            quiet_hours: QuietHoursPolicy {
+                default_zone: optional_setting(settings, "DEFAULT_TIME_ZONE", TimeZoneName::parse),
+                default_window: optional_setting(settings, "DEFAULT_QUIET_HOURS", QuietHours::parse_range),
+            },
         };
         let rate_limits = settings.required("RATE_LIMITS_TABLE");
         let sqs = aws_sdk_sqs::Client::new(sdk);
         Self::new(
             provider,
             NotificationStore::new(dynamodb.clone(), settings.required("NOTIFICATIONS_TABLE")),
-            QueueRedelivery::load(sqs, settings),
+            QueueRedelivery::load(sqs, aws_sdk_scheduler::Client::new(sdk), settings),
             UserStore::new(dynamodb.clone(), settings.required("USERS_TABLE")),
             RateLimiter::new(dynamodb.clone(), rate_limits.clone(), per_hour),
             StatsStore::new(dynamodb.clone(), settings.required("STATS_TABLE")),
@@ -205,14 +214,25 @@ where
     async fn deliver(&self, record: SqsRecord<DeliveryMessage<P::Content>>, batch: &Batch) -> Disposition {
         let message = &record.body;
         let (id, delivery_id) = (&message.notification_id, &message.delivery_id);
-        let mut need = batch.demand.need(Lane::of(message.transactional));
         let now_ms = crate::time::now_epoch_millis();
+        // Not yet due (a delay stops at 15 minutes): back to wait, the log untouched.
+        if let Some(due_ms) = message.deliver_after.filter(|due_ms| *due_ms > now_ms) {
+            batch.demand.settle();
+            return self.defer(&record, &record.raw_body, due_ms).await;
+        }
+        let mut need = batch.demand.need(Lane::of(message.transactional));
+        // A message with a time is a scheduled (or held) delivery's: its release comes first.
+        let first = if message.deliver_after.is_some() { Event::Release } else { Event::Claim };
         let (lease, failures, waits) = match self
             .log
-            .claim(id, delivery_id, P::CHANNEL, now_ms, self.settings.lease)
+            .claim_first(first, id, delivery_id, P::CHANNEL, now_ms, self.settings.lease)
             .await
         {
             Ok(Claim::Taken { lease, failures, waits }) => (lease, failures, waits),
+            Ok(Claim::NotDue { until_ms }) => {
+                tracing::info!(notification_id = %id, delivery_id = %delivery_id, until_ms, "held until later by a newer copy of this message; acknowledged");
+                return Disposition::Done;
+            }
             Ok(Claim::Finished(status)) => {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, ?status, "already finished; acknowledged");
                 return Disposition::Done;
@@ -289,6 +309,12 @@ where
         }
         if suppressed {
             return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::Suppressed)).await;
+        }
+        if message.quiet_hours
+            && !message.transactional
+            && let Some(until_ms) = self.settings.quiet_hours.hold_until(&recipient, crate::time::now_epoch_millis())
+        {
+            return self.hold(record, lease, until_ms).await;
         }
         if !message.transactional
             && !self.allowance.try_take(&message.user_id, channel, id, crate::time::now_epoch_seconds()).await?
@@ -474,7 +500,7 @@ where
                 None
             }
             // Not outcomes: the delivery comes back (their callers count them).
-            AttemptOutcome::Retrying(_) | AttemptOutcome::Waiting(_) => None,
+            AttemptOutcome::Retrying(_) | AttemptOutcome::Waiting(_) | AttemptOutcome::Held { .. } => None,
         };
         if let Some(counter) = counter {
             let counted = Counted { app_key: &message.app_key, template: message.template.as_str() };
@@ -488,6 +514,50 @@ where
             "delivery finished"
         );
         Ok(Disposition::Done)
+    }
+
+    /// The recipient is in quiet hours until `until_ms`: a copy of the message that says so
+    /// waits for then, and only once it does is the delivery recorded as held (so a held
+    /// delivery always has a message coming).
+    async fn hold(
+        &self,
+        record: &SqsRecord<DeliveryMessage<P::Content>>,
+        lease: Lease,
+        until_ms: i64,
+    ) -> Result<Disposition, DependencyError> {
+        let message = &record.body;
+        let mut body: serde_json::Value = serde_json::from_str(&record.raw_body).map_err(|error| DependencyError {
+            class: FailureClass::Permanent,
+            service: "sqs",
+            operation: "ReceiveMessage",
+            code: "UnreadableMessage".into(),
+            message: error.to_string(),
+        })?;
+        body["deliver_after"] = serde_json::json!(until_ms);
+        self.redelivery.defer(&record.source, &body.to_string(), until_ms).await?;
+        self.log
+            .record(
+                &message.notification_id,
+                &message.delivery_id,
+                P::CHANNEL,
+                lease,
+                &AttemptOutcome::Held { until_ms },
+            )
+            .await?;
+        tracing::info!(notification_id = %message.notification_id, delivery_id = %message.delivery_id, until_ms, "held for the recipient's quiet hours");
+        Ok(Disposition::Done)
+    }
+
+    /// A message that came before its time: a copy waits for it, and this one is acknowledged
+    /// (if the copy cannot be made, this one comes back soon to try again).
+    async fn defer<M>(&self, record: &SqsRecord<M>, body: &str, due_ms: i64) -> Disposition {
+        match self.redelivery.defer(&record.source, body, due_ms).await {
+            Ok(()) => Disposition::Done,
+            Err(error) => {
+                tracing::warn!(message_id = %record.message_id, error = %error, "could not defer the message; it comes back");
+                self.retry_after(record, self.backoff_delay(1)).await
+            }
+        }
     }
 
     /// A message no dispatcher can read: straight to the DLQ, for on-call.
@@ -523,6 +593,19 @@ where
         }
         Disposition::Retry
     }
+}
+
+/// A setting that may be absent or empty (a template parameter left blank): `None` then, and
+/// a problem for init to report when it does not parse.
+fn optional_setting<T>(
+    settings: &mut Settings<'_>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    let raw = settings.optional(name).filter(|raw| !raw.trim().is_empty())?;
+    parse(raw.trim())
+        .map_err(|problem| settings.problem(format!("environment variable {name}={raw:?} is invalid: {problem}")))
+        .ok()
 }
 
 fn failure(error: &DependencyError) -> DeliveryFailure {

@@ -27,7 +27,7 @@ use crate::store::suppressions::Suppression;
 /// A logged notification with one delivery (`delivery_id` on `channel`, in `status`), as a
 /// test starts from.
 pub fn logged(id: &str, delivery_id: &str, channel: Channel, status: DeliveryStatus) -> NotificationRecord {
-    let mut delivery = DeliveryRecord::queued(channel, "+12015550123".into(), "t");
+    let mut delivery = DeliveryRecord::queued(channel, "+12015550123".into(), "t", None);
     delivery.status = status;
     NotificationRecord {
         id: id.into(),
@@ -45,6 +45,7 @@ pub fn logged(id: &str, delivery_id: &str, channel: Channel, status: DeliverySta
         sweep_at: None,
         cancellation_key: None,
         cancel_scope: None,
+        send_at: None,
     }
 }
 
@@ -200,8 +201,9 @@ impl DeliveryLog for MemoryLog {
         Ok(self.records.lock().unwrap().get(id).cloned())
     }
 
-    async fn claim(
+    async fn claim_first(
         &self,
+        first: Event,
         id: &NotificationId,
         delivery_id: &DeliveryId,
         channel: Channel,
@@ -209,7 +211,7 @@ impl DeliveryLog for MemoryLog {
         lease: Duration,
     ) -> Result<Claim, DependencyError> {
         let lease = Lease::starting(now_ms, lease);
-        let mut claim = Event::Claim;
+        let mut claim = first;
         for _ in CLAIMS {
             let taken = self
                 .change(id, delivery_id, channel, claim.transition(), (None, now_ms), |delivery| {
@@ -257,6 +259,7 @@ impl DeliveryLog for MemoryLog {
                     }
                 }
                 AttemptOutcome::Skipped(reason) => delivery.skip_reason = Some(*reason),
+                AttemptOutcome::Held { until_ms } => delivery.deliver_after = Some(*until_ms),
             })
             .await?;
         Ok(recorded.is_ok())
@@ -422,6 +425,8 @@ impl DeliveryLog for MemoryLog {
 pub struct MemoryRedelivery {
     pub delays: Mutex<Vec<(String, Duration)>>,
     pub dead_letters: Mutex<Vec<String>>,
+    /// (body, due epoch ms) of each deferred copy.
+    pub deferred: Mutex<Vec<(String, i64)>>,
 }
 
 impl Redelivery for MemoryRedelivery {
@@ -434,6 +439,12 @@ impl Redelivery for MemoryRedelivery {
     async fn dead_letter(&self, body: &str) -> Result<(), DependencyError> {
         interleave(1).await;
         self.dead_letters.lock().unwrap().push(body.to_string());
+        Ok(())
+    }
+
+    async fn defer(&self, _source: &str, body: &str, due_ms: i64) -> Result<(), DependencyError> {
+        interleave(1).await;
+        self.deferred.lock().unwrap().push((body.to_string(), due_ms));
         Ok(())
     }
 }
@@ -486,6 +497,11 @@ pub struct MemoryAllowance {
 impl MemoryAllowance {
     pub fn new(limit: usize) -> Self {
         Self { limit, taken: Mutex::default() }
+    }
+
+    /// How many sends were counted against users' limits.
+    pub fn taken(&self) -> usize {
+        self.taken.lock().unwrap().values().map(Vec::len).sum()
     }
 }
 

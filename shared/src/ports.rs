@@ -55,6 +55,9 @@ pub enum Claim {
     Taken { lease: Lease, failures: u32, waits: u32 },
     /// Another attempt holds it until then (epoch milliseconds).
     Held { until_ms: i64 },
+    /// It is scheduled for later (epoch ms) than the message claiming it says: a stale copy
+    /// (the message deferred when it was held is the one that releases it).
+    NotDue { until_ms: i64 },
     /// It has an outcome already.
     Finished(DeliveryStatus),
     /// No such notification or delivery (expired from the log, or never logged).
@@ -76,6 +79,7 @@ impl Claim {
         match delivery.claim_decision(now_ms) {
             ClaimDecision::Finished(status) => Ok(Claim::Finished(status)),
             ClaimDecision::HeldUntil(until_ms) => Ok(Claim::Held { until_ms }),
+            ClaimDecision::NotDue(until_ms) => Ok(Claim::NotDue { until_ms }),
             ClaimDecision::Take(claim) if claim != tried => Err(claim),
             // The lease ran out between the write and now: come straight back.
             ClaimDecision::Take(_) => Ok(Claim::Held { until_ms: now_ms }),
@@ -98,6 +102,11 @@ pub enum AttemptOutcome {
     Waiting(Option<DeliveryFailure>),
     /// A transient failure that spent the retry budget: the message is in the DLQ.
     Parked(DeliveryFailure),
+    /// The recipient is in quiet hours: scheduled until they end (epoch ms), its message
+    /// deferred until then.
+    Held {
+        until_ms: i64,
+    },
 }
 
 impl AttemptOutcome {
@@ -110,6 +119,7 @@ impl AttemptOutcome {
             AttemptOutcome::Retrying(_) => Event::Retrying,
             AttemptOutcome::Waiting(_) => Event::Waiting,
             AttemptOutcome::Parked(_) => Event::Parked,
+            AttemptOutcome::Held { .. } => Event::Hold,
         }
     }
 }
@@ -165,6 +175,20 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// `now_ms + lease`.
     fn claim(
         &self,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
+        channel: Channel,
+        now_ms: i64,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Claim, DependencyError>> + Send {
+        self.claim_first(Event::Claim, id, delivery_id, channel, now_ms, lease)
+    }
+
+    /// [`claim`](Self::claim), trying claim `first` first: the one the message suggests (a
+    /// scheduled delivery's is its release), so the usual case costs one write.
+    fn claim_first(
+        &self,
+        first: Event,
         id: &NotificationId,
         delivery_id: &DeliveryId,
         channel: Channel,
@@ -262,6 +286,12 @@ pub trait Redelivery: Send + Sync + 'static {
 
     /// Puts a copy of the message (its body) in the channel's DLQ, for on-call.
     fn dead_letter(&self, body: &str) -> impl Future<Output = Result<(), DependencyError>> + Send;
+
+    /// Puts a copy of the message (`body`) back on its queue (`source`), to be received no
+    /// earlier than `due_ms` (epoch ms): delayed on the queue if that is within SQS's 15
+    /// minutes, else kept by a one-time schedule that sends it then (nothing is received, and
+    /// nothing billed, while it waits). The received message is then acknowledged.
+    fn defer(&self, source: &str, body: &str, due_ms: i64) -> impl Future<Output = Result<(), DependencyError>> + Send;
 }
 
 /// What the slots taken say of a lane's traffic, kept beside the channel's timeline for on-call

@@ -55,12 +55,30 @@ impl LaneQueues {
     }
 }
 
+/// The longest delay SQS gives a message.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
+
+/// The delay of a message due at `due_ms` sent at `now_ms`: the time left, rounded up to
+/// whole seconds (never early), up to SQS's 15 minutes.
+pub fn queue_delay(due_ms: i64, now_ms: i64) -> Duration {
+    let seconds = ((due_ms - now_ms).max(0) as u64).div_ceil(1000);
+    Duration::from_secs(seconds).min(MAX_QUEUE_DELAY)
+}
+
+/// `MAX_QUEUE_DELAY_SECONDS`: the longest wait kept on a queue as a delay (SQS's 15 minutes,
+/// the default; lower in tests, to exercise the schedules that keep longer waits).
+fn max_queue_delay(settings: &mut Settings<'_>) -> Duration {
+    Duration::from_secs(settings.parsed_or("MAX_QUEUE_DELAY_SECONDS", MAX_QUEUE_DELAY.as_secs())).min(MAX_QUEUE_DELAY)
+}
+
 /// The queue URLs of each channel and lane.
 #[derive(Clone, Debug)]
 pub struct ChannelQueues {
     pub push: LaneQueues,
     pub sms: LaneQueues,
     pub email: LaneQueues,
+    /// The longest delay a message is sent with.
+    pub max_delay: Duration,
 }
 
 impl ChannelQueues {
@@ -69,6 +87,7 @@ impl ChannelQueues {
             push: LaneQueues::load(settings, "PUSH_"),
             sms: LaneQueues::load(settings, "SMS_"),
             email: LaneQueues::load(settings, "EMAIL_"),
+            max_delay: max_queue_delay(settings),
         }
     }
 
@@ -92,6 +111,9 @@ pub struct Outgoing {
     pub delivery_id: DeliveryId,
     pub channel: Channel,
     pub lane: Lane,
+    /// Not to be received before this (epoch ms): sent with a delay of up to SQS's 15 minutes;
+    /// a dispatcher defers it further if it comes earlier.
+    pub deliver_after: Option<i64>,
     pub body: String,
 }
 
@@ -105,11 +127,13 @@ impl Outgoing {
         deliveries
             .filter_map(|(delivery_id, delivery)| {
                 let body = delivery.message.clone()?;
+                let reference = serde_json::from_str::<DeliveryRef>(&body).ok();
                 Some(Outgoing {
                     notification_id: notification_id.clone(),
                     delivery_id: delivery_id.clone(),
                     channel: delivery.channel,
                     lane: DeliveryRef::lane_of(&body),
+                    deliver_after: reference.and_then(|reference| reference.deliver_after),
                     body,
                 })
             })
@@ -158,13 +182,18 @@ impl Enqueuer {
     }
 
     async fn send_chunk(&self, queue_url: &str, chunk: &[&Outgoing]) -> Vec<NotEnqueued> {
+        let now_ms = crate::time::now_epoch_millis();
         let entries = chunk
             .iter()
             .enumerate()
             .map(|(index, message)| {
+                let delay = message
+                    .deliver_after
+                    .map(|due| queue_delay(due, now_ms).min(self.queues.max_delay).as_secs() as i32);
                 SendMessageBatchRequestEntry::builder()
                     .id(index.to_string())
                     .message_body(&message.body)
+                    .set_delay_seconds(delay.filter(|seconds| *seconds > 0))
                     .build()
                     .expect("id and body are set")
             })
@@ -208,30 +237,133 @@ impl Enqueue for Enqueuer {
 }
 
 /// How a message received from one of a channel's queues comes back (its visibility, set by
-/// the dispatcher's backoff), or is given up on: moved to the channel's DLQ.
+/// the dispatcher's backoff), waits for its time (a delayed copy, or a one-time EventBridge
+/// Scheduler schedule for a longer wait), or is given up on: moved to the channel's DLQ.
 pub struct QueueRedelivery {
     client: Client,
     queues: LaneQueues,
     dead_letter_url: String,
+    schedules: Schedules,
+}
+
+/// Where long waits are kept: one-time schedules in the stack's group, which send the message
+/// to its queue as the scheduler's role, and delete themselves once they have.
+struct Schedules {
+    client: aws_sdk_scheduler::Client,
+    group: String,
+    role_arn: String,
+    /// The channel's DLQ, where a send the scheduler could not make for a day goes.
+    dead_letter_arn: String,
+    /// The longest wait kept on the queue itself (`MAX_QUEUE_DELAY_SECONDS`).
+    max_queue_delay: Duration,
 }
 
 impl QueueRedelivery {
-    /// Settings: `QUEUE_URL`, `TRANSACTIONAL_QUEUE_URL` and `DEAD_LETTER_QUEUE_URL`.
-    pub fn load(client: Client, settings: &mut Settings<'_>) -> Self {
+    /// Settings: `QUEUE_URL`, `TRANSACTIONAL_QUEUE_URL`, `DEAD_LETTER_QUEUE_URL`,
+    /// `DEAD_LETTER_QUEUE_ARN`, `SCHEDULE_GROUP`, `SCHEDULER_ROLE_ARN` and
+    /// `MAX_QUEUE_DELAY_SECONDS` (900).
+    pub fn load(client: Client, scheduler: aws_sdk_scheduler::Client, settings: &mut Settings<'_>) -> Self {
         let queues = LaneQueues::load(settings, "");
-        Self { client, queues, dead_letter_url: settings.required("DEAD_LETTER_QUEUE_URL") }
+        let max_queue_delay = max_queue_delay(settings);
+        let schedules = Schedules {
+            client: scheduler,
+            group: settings.required("SCHEDULE_GROUP"),
+            role_arn: settings.required("SCHEDULER_ROLE_ARN"),
+            dead_letter_arn: settings.required("DEAD_LETTER_QUEUE_ARN"),
+            max_queue_delay,
+        };
+        Self { client, queues, dead_letter_url: settings.required("DEAD_LETTER_QUEUE_URL"), schedules }
+    }
+
+    fn queue_url(&self, source: &str, operation: &'static str) -> Result<&str, DependencyError> {
+        self.queues.url_of_arn(source).ok_or_else(|| DependencyError {
+            class: FailureClass::Permanent,
+            service: "sqs",
+            operation,
+            code: "UnknownQueue".into(),
+            message: format!("{source} is not one of this channel's queues"),
+        })
+    }
+}
+
+impl Schedules {
+    /// A one-time schedule that sends `body` to queue `queue_arn` at `due_ms`. Its name is the
+    /// delivery's and the time's, so a second deferral of the same wait (a retried attempt)
+    /// finds it made.
+    async fn create(&self, queue_arn: &str, body: &str, due_ms: i64) -> Result<(), DependencyError> {
+        use aws_sdk_scheduler::types::{
+            ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode, RetryPolicy, Target,
+        };
+        let reference: DeliveryRef = serde_json::from_str(body).map_err(|error| DependencyError {
+            class: FailureClass::Permanent,
+            service: "scheduler",
+            operation: "CreateSchedule",
+            code: "UnreadableMessage".into(),
+            message: error.to_string(),
+        })?;
+        // Whole seconds, rounded up: the schedule never fires before the delivery is due.
+        let due = crate::time::rfc3339_millis(due_ms + 999);
+        let at = due.trim_end_matches('Z');
+        let name = schedule_name(&reference.notification_id, &reference.delivery_id, due_ms);
+        let target = Target::builder()
+            .arn(queue_arn)
+            .role_arn(&self.role_arn)
+            .input(body)
+            // A send the scheduler cannot make for a day goes to the channel's DLQ, for on-call.
+            .retry_policy(
+                RetryPolicy::builder().maximum_event_age_in_seconds(86_400).maximum_retry_attempts(185).build(),
+            )
+            .dead_letter_config(DeadLetterConfig::builder().arn(&self.dead_letter_arn).build())
+            .build()
+            .map_err(|error| construction("CreateSchedule", error))?;
+        let created = self
+            .client
+            .create_schedule()
+            .name(&name)
+            .group_name(&self.group)
+            .schedule_expression(format!("at({at})"))
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(
+                FlexibleTimeWindow::builder()
+                    .mode(FlexibleTimeWindowMode::Off)
+                    .build()
+                    .map_err(|error| construction("CreateSchedule", error))?,
+            )
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .target(target)
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(error) if error.as_service_error().is_some_and(|service| service.is_conflict_exception()) => Ok(()),
+            Err(error) => Err(classify("scheduler", "CreateSchedule", error, &["ValidationException"])),
+        }
+    }
+}
+
+/// A schedule's name (at most 64 of `[0-9a-zA-Z-_.]`): the notification's id (a UUID), a hash
+/// of the delivery id and the due time.
+fn schedule_name(notification_id: &NotificationId, delivery_id: &DeliveryId, due_ms: i64) -> String {
+    let delivery = delivery_id
+        .as_str()
+        .bytes()
+        .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    format!("{}-{delivery:08x}-{}", notification_id.as_str(), due_ms / 1000)
+}
+
+fn construction(operation: &'static str, error: impl std::fmt::Display) -> DependencyError {
+    DependencyError {
+        class: FailureClass::Permanent,
+        service: "scheduler",
+        operation,
+        code: "Construction".into(),
+        message: error.to_string(),
     }
 }
 
 impl Redelivery for QueueRedelivery {
     async fn retry_after(&self, source: &str, receipt_handle: &str, delay: Duration) -> Result<(), DependencyError> {
-        let queue_url = self.queues.url_of_arn(source).ok_or_else(|| DependencyError {
-            class: FailureClass::Permanent,
-            service: "sqs",
-            operation: "ChangeMessageVisibility",
-            code: "UnknownQueue".into(),
-            message: format!("{source} is not one of this channel's queues"),
-        })?;
+        let queue_url = self.queue_url(source, "ChangeMessageVisibility")?;
         self.client
             .change_message_visibility()
             .queue_url(queue_url)
@@ -248,6 +380,22 @@ impl Redelivery for QueueRedelivery {
             .send_message()
             .queue_url(&self.dead_letter_url)
             .message_body(body)
+            .send()
+            .await
+            .map_err(|error| classify("sqs", "SendMessage", error, &[]))?;
+        Ok(())
+    }
+
+    async fn defer(&self, source: &str, body: &str, due_ms: i64) -> Result<(), DependencyError> {
+        let now_ms = crate::time::now_epoch_millis();
+        if due_ms - now_ms > self.schedules.max_queue_delay.as_millis() as i64 {
+            return self.schedules.create(source, body, due_ms).await;
+        }
+        self.client
+            .send_message()
+            .queue_url(self.queue_url(source, "SendMessage")?)
+            .message_body(body)
+            .delay_seconds(queue_delay(due_ms, now_ms).as_secs() as i32)
             .send()
             .await
             .map_err(|error| classify("sqs", "SendMessage", error, &[]))?;
@@ -449,8 +597,16 @@ mod tests {
             delivery_id: "email".into(),
             channel: Channel::Email,
             lane: Lane::Bulk,
+            deliver_after: None,
             body: "x".repeat(bytes),
         }
+    }
+
+    #[test]
+    fn a_delay_rounds_up_and_stops_at_fifteen_minutes() {
+        assert_eq!(queue_delay(10_001, 0), Duration::from_secs(11));
+        assert_eq!(queue_delay(0, 5_000), Duration::ZERO, "already due");
+        assert_eq!(queue_delay(3_600_000, 0), MAX_QUEUE_DELAY);
     }
 
     #[test]

@@ -23,6 +23,18 @@ pub fn now_epoch_micros() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64
 }
 
+/// An epoch-millisecond instant as RFC 3339 in UTC, to the second (how `send_at` and
+/// `deliver_after` are shown).
+pub fn rfc3339_millis(epoch_ms: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp(epoch_ms.div_euclid(1000)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    rfc3339(at)
+}
+
+/// Epoch milliseconds of an RFC 3339 timestamp (with its offset: `Z` or `±hh:mm`).
+pub fn parse_rfc3339_millis(text: &str) -> Option<i64> {
+    OffsetDateTime::parse(text, &Rfc3339).ok().map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 /// Epoch seconds of an RFC 3339 timestamp.
 pub fn parse_rfc3339_epoch(text: &str) -> Option<i64> {
     OffsetDateTime::parse(text, &Rfc3339).ok().map(OffsetDateTime::unix_timestamp)

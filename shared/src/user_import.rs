@@ -78,6 +78,7 @@ impl ImportRow {
             push: opt_in("push_opt_in", self.push_opt_in),
             sms: opt_in("sms_opt_in", self.sms_opt_in),
             email: opt_in("email_opt_in", self.email_opt_in),
+            quiet_hours: None,
         };
         let devices = parse_devices(self.devices.as_deref().unwrap_or_default())
             .map_err(|message| errors.push(FieldError::new("devices", message)))

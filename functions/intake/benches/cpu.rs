@@ -177,6 +177,8 @@ fn email_dispatch(profile: &UserProfile, template: &Template) -> (EmailMime, Str
         app_key: "ak_0123456789abcdef0123".into(),
         template: template.name.clone(),
         transactional: false,
+        quiet_hours: false,
+        deliver_after: None,
         content: EmailContent { to: profile.email.clone().unwrap(), subject, html, text },
     };
     (email, serde_json::to_string(&message).unwrap())

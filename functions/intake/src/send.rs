@@ -43,6 +43,22 @@ pub struct SendRequest {
     pub params: Map<String, Value>,
     pub channels: Option<Vec<Channel>>,
     pub cancellation_key: Option<CancellationKey>,
+    /// When to send (epoch ms), if later than now.
+    pub send_at: Option<i64>,
+}
+
+/// How far ahead `send_at` may be.
+pub const MAX_SCHEDULE_AHEAD_SECONDS: i64 = 30 * 24 * 3600;
+
+/// `send_at`: an RFC 3339 time with its offset, at most 30 days ahead; one in the past means
+/// now (`None`).
+fn send_at(raw: &Value, now_ms: i64) -> Result<Option<i64>, String> {
+    let invalid = "must be an RFC 3339 time with an offset, such as 2026-12-24T09:00:00+01:00";
+    let at = raw.as_str().and_then(notify::time::parse_rfc3339_millis).ok_or(invalid)?;
+    if at > now_ms + MAX_SCHEDULE_AHEAD_SECONDS * 1000 {
+        return Err("must be at most 30 days ahead".into());
+    }
+    Ok((at > now_ms).then_some(at))
 }
 
 impl SendRequest {
@@ -53,7 +69,7 @@ impl SendRequest {
         };
         let mut errors = Vec::new();
         for key in object.keys() {
-            if !["user_id", "template", "params", "channels", "cancellation_key"].contains(&key.as_str()) {
+            if !["user_id", "template", "params", "channels", "cancellation_key", "send_at"].contains(&key.as_str()) {
                 errors.push(FieldError::new(key, "is not a known field"));
             }
         }
@@ -112,9 +128,16 @@ impl SendRequest {
                 None
             }
         };
+        let send_at = match object.get("send_at") {
+            None | Some(Value::Null) => None,
+            Some(raw) => send_at(raw, notify::time::now_epoch_millis())
+                .map_err(|message| errors.push(FieldError::new("send_at", message)))
+                .ok()
+                .flatten(),
+        };
         match (user_id, template) {
             (Some(user_id), Some(template)) if errors.is_empty() => {
-                Ok(Self { user_id, template, params, channels, cancellation_key })
+                Ok(Self { user_id, template, params, channels, cancellation_key, send_at })
             }
             _ => Err(ApiError::Validation(errors)),
         }
@@ -484,14 +507,21 @@ fn accepted_body(record: &NotificationRecord) -> Value {
     let deliveries: Vec<Value> = record
         .deliveries
         .values()
-        .map(|delivery| json!({"channel": delivery.channel, "target": delivery.target, "status": "queued"}))
+        .map(|delivery| {
+            let status = if record.send_at.is_some() { "scheduled" } else { "queued" };
+            json!({"channel": delivery.channel, "target": delivery.target, "status": status})
+        })
         .collect();
-    json!({
+    let mut body = json!({
         "id": record.id,
-        "status": "accepted",
+        "status": if record.send_at.is_some() { "scheduled" } else { "accepted" },
         "deliveries": deliveries,
         "skipped": record.skipped,
-    })
+    });
+    if let Some(send_at) = &record.send_at {
+        body["send_at"] = json!(send_at);
+    }
+    body
 }
 
 /// The intake's own work on one notification between loading what it needs (user, template,
@@ -539,12 +569,21 @@ pub fn assemble(
             app_key: app.app_key.clone(),
             template: request.template.clone(),
             transactional: template.transactional,
+            quiet_hours: !template.transactional && (channel != Channel::Email || template.quiet_hours),
+            deliver_after: request.send_at,
             content,
         };
         let body = serde_json::to_string(&message).expect("delivery messages serialize");
         let lane = Lane::of(template.transactional);
-        outgoing.push(Outgoing { notification_id: id.clone(), delivery_id: delivery_id.clone(), channel, lane, body });
-        deliveries.insert(delivery_id, DeliveryRecord::queued(channel, target, &now));
+        outgoing.push(Outgoing {
+            notification_id: id.clone(),
+            delivery_id: delivery_id.clone(),
+            channel,
+            lane,
+            deliver_after: request.send_at,
+            body,
+        });
+        deliveries.insert(delivery_id, DeliveryRecord::queued(channel, target, &now, request.send_at));
     }
     // SQS takes 256 KiB per message and DynamoDB 400 KB per item (a record whose enqueue
     // fails stores its messages for the sweep): refuse here what could never be enqueued or
@@ -573,15 +612,21 @@ pub fn assemble(
         user_id: request.user_id.to_string(),
         template: request.template.to_string(),
         created_at: now.clone(),
-        expires_at: now_epoch + RETENTION_SECONDS,
+        // Kept for the retention period after it is due.
+        expires_at: request.send_at.map_or(now_epoch, |at| at / 1000) + RETENTION_SECONDS,
         // Joins the sweep's index only if its enqueue fails (`enqueue`).
         sweep_shard: None,
         sweep_at: None,
         cancel_scope: request.cancellation_key.as_ref().map(|key| key.scope_of(&app.app_key, &id)),
         cancellation_key: request.cancellation_key.clone(),
+        send_at: request.send_at.map(notify::time::rfc3339_millis),
         deliveries,
         skipped: plan.skipped,
-        events: vec![TimelineEvent { at: now, kind: TimelineKind::Accepted, channel: None }],
+        events: [TimelineKind::Accepted]
+            .into_iter()
+            .chain(request.send_at.map(|_| TimelineKind::Scheduled))
+            .map(|kind| TimelineEvent { at: now.clone(), kind, channel: None })
+            .collect(),
     };
     Ok(Prepared { record, outgoing })
 }

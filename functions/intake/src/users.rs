@@ -141,7 +141,7 @@ impl Intake {
         let user_id = user_id(request)?;
         let patch: PreferencesPatch = typed(body)?;
         if patch == PreferencesPatch::default() {
-            return Err(ApiError::invalid("body", "give at least one of push, sms, email"));
+            return Err(ApiError::invalid("body", "give at least one of push, sms, email, quiet_hours"));
         }
         let preferences = self
             .users

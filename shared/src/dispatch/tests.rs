@@ -121,6 +121,7 @@ fn settings() -> DispatchSettings {
             base: Duration::from_millis(2),
             cap: Duration::from_millis(16),
         },
+        quiet_hours: Default::default(),
     }
 }
 
@@ -164,6 +165,8 @@ fn message(transactional: bool) -> DeliveryMessage<SmsContent> {
         app_key: "ak_0123456789abcdef0123".into(),
         template: TemplateName::parse("t").unwrap(),
         transactional,
+        quiet_hours: true,
+        deliver_after: None,
         content: SmsContent { to: PhoneNumber::parse("+12015550123").unwrap(), body: "hi".into() },
     }
 }
@@ -600,5 +603,103 @@ proptest! {
     #[test]
     fn duplicate_attempts_and_feedback_in_any_order_send_at_most_once_outside_the_window(run in runs()) {
         check(run)?;
+    }
+}
+
+/// The message of a delivery scheduled for `due_ms`, as SQS hands it out.
+fn scheduled_receive(receive: u32, due_ms: i64) -> SqsRecord<DeliveryMessage<SmsContent>> {
+    let mut record = super::tests::receive(receive, false);
+    record.body.deliver_after = Some(due_ms);
+    record.raw_body = serde_json::to_string(&record.body).unwrap();
+    record
+}
+
+/// A dispatcher whose delivery is logged `scheduled` for `due_ms`.
+fn scheduled_dispatcher(due_ms: i64) -> TestDispatcher {
+    let dispatcher = dispatcher(10);
+    let mut record = crate::memory::logged(ID, DELIVERY, Channel::Sms, DeliveryStatus::Scheduled);
+    record.deliveries.get_mut(DELIVERY).unwrap().deliver_after = Some(due_ms);
+    dispatcher.log.insert(record);
+    dispatcher
+}
+
+#[tokio::test]
+async fn a_message_that_comes_before_its_time_waits_again_without_touching_the_log() {
+    let due = crate::time::now_epoch_millis() + 3_600_000;
+    let dispatcher = scheduled_dispatcher(due);
+    let record = scheduled_receive(1, due);
+    let raw = record.raw_body.clone();
+    assert_eq!(dispatcher.deliver_as(1, record).await, Disposition::Done);
+    assert_eq!(dispatcher.events(), [], "no claim, no write");
+    assert_eq!(*dispatcher.redelivery.deferred.lock().unwrap(), [(raw, due)]);
+    assert_eq!(dispatcher.provider.sends(), 0);
+}
+
+#[tokio::test]
+async fn a_due_scheduled_delivery_is_released_and_sent_once() {
+    let due = crate::time::now_epoch_millis() - 1;
+    let dispatcher = scheduled_dispatcher(due);
+    assert_eq!(dispatcher.deliver_as(1, scheduled_receive(1, due)).await, Disposition::Done);
+    assert_eq!(dispatcher.events(), [Event::Release, Event::Sent]);
+    // A second copy (a replay's, or a schedule that fired twice): acknowledged, not sent.
+    assert_eq!(dispatcher.deliver_as(2, scheduled_receive(2, due)).await, Disposition::Done);
+    assert_eq!(dispatcher.provider.sends(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_copy_of_a_delivery_held_until_later_is_acknowledged_unsent() {
+    let later = crate::time::now_epoch_millis() + 3_600_000;
+    let dispatcher = scheduled_dispatcher(later);
+    let stale = scheduled_receive(1, crate::time::now_epoch_millis() - 1);
+    assert_eq!(dispatcher.deliver_as(1, stale).await, Disposition::Done);
+    assert_eq!((dispatcher.status(), dispatcher.provider.sends()), (DeliveryStatus::Scheduled, 0));
+}
+
+/// A user whose quiet hours (UTC) cover now, for about a minute or more.
+fn in_quiet_hours() -> UserProfile {
+    let now = time::OffsetDateTime::now_utc();
+    let minutes = u16::from(now.hour()) * 60 + u16::from(now.minute());
+    let at = |m: u16| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
+    let window = serde_json::json!({"start": at(minutes), "end": at(minutes + 2)});
+    let mut profile = profile();
+    profile.preferences.quiet_hours = Some(serde_json::from_value(window).unwrap());
+    profile
+}
+
+#[tokio::test]
+async fn a_delivery_in_the_users_quiet_hours_is_held_until_they_end_and_then_sent() {
+    let dispatcher = dispatcher(10);
+    dispatcher.users.profiles.lock().unwrap().insert(user(), in_quiet_hours());
+    assert_eq!(dispatcher.receive_as(1).await, Disposition::Done);
+    assert_eq!(dispatcher.events(), [Event::Claim, Event::Hold]);
+    let held = dispatcher.delivery();
+    let until = held.deliver_after.unwrap();
+    assert_eq!(held.status, DeliveryStatus::Scheduled);
+    assert!(until > crate::time::now_epoch_millis() && until % 60_000 == 0, "{until}");
+    let deferred = dispatcher.redelivery.deferred.lock().unwrap().clone();
+    let copy: DeliveryMessage<SmsContent> = serde_json::from_str(&deferred[0].0).unwrap();
+    assert_eq!((copy.deliver_after, deferred[0].1), (Some(until), until), "the copy says when it is due");
+    assert_eq!(dispatcher.provider.sends(), 0);
+    assert_eq!(dispatcher.allowance.taken(), 0, "holding spends none of the user's hourly allowance");
+    // Once the window has ended (the user cleared it, here), the copy releases it.
+    dispatcher.users.profiles.lock().unwrap().insert(user(), profile());
+    let mut copy_record = scheduled_receive(2, until);
+    copy_record.body.deliver_after = Some(crate::time::now_epoch_millis() - 1);
+    let mut record = dispatcher.log.get(&ID.into()).await.unwrap().unwrap();
+    record.deliveries.get_mut(DELIVERY).unwrap().deliver_after = Some(crate::time::now_epoch_millis() - 1);
+    dispatcher.log.insert(record);
+    assert_eq!(dispatcher.deliver_as(2, copy_record).await, Disposition::Done);
+    assert_eq!(dispatcher.events(), [Event::Claim, Event::Hold, Event::Release, Event::Sent]);
+}
+
+#[tokio::test]
+async fn transactional_messages_and_messages_that_do_not_ask_are_never_held() {
+    for (transactional, quiet_hours) in [(true, true), (false, false)] {
+        let dispatcher = dispatcher(10);
+        dispatcher.users.profiles.lock().unwrap().insert(user(), in_quiet_hours());
+        let mut record = receive(1, transactional);
+        record.body.quiet_hours = quiet_hours;
+        assert_eq!(dispatcher.deliver_as(1, record).await, Disposition::Done);
+        assert_eq!(dispatcher.events(), [Event::Claim, Event::Sent], "transactional {transactional}");
     }
 }

@@ -22,8 +22,15 @@ pub struct DeliveryMessage<C> {
     #[serde(default)]
     pub app_key: String,
     pub template: TemplateName,
-    /// Transactional messages bypass per-user rate limits.
+    /// Transactional messages bypass per-user rate limits and quiet hours.
     pub transactional: bool,
+    /// Held in the recipient's quiet hours (push and SMS unless transactional; email when
+    /// the template asks).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quiet_hours: bool,
+    /// Not sent before this (epoch ms): a `send_at`, or the end of the recipient's quiet hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_after: Option<i64>,
     #[serde(flatten)]
     pub content: C,
 }
@@ -36,6 +43,8 @@ pub struct DeliveryRef {
     pub delivery_id: DeliveryId,
     #[serde(default)]
     pub transactional: bool,
+    #[serde(default)]
+    pub deliver_after: Option<i64>,
 }
 
 impl DeliveryRef {
@@ -132,6 +141,8 @@ mod tests {
             app_key: "ak_0123456789abcdef0123".into(),
             template: TemplateName::parse("welcome").unwrap(),
             transactional: false,
+            quiet_hours: true,
+            deliver_after: Some(1_800_000_000_000),
             content: OutboundContent::Sms(SmsContent {
                 to: PhoneNumber::parse("+12015550123").unwrap(),
                 body: "hi".into(),
@@ -141,6 +152,7 @@ mod tests {
         assert!(body.contains(r#""channel":"sms""#), "{body}");
         let inbound: DeliveryMessage<SmsContent> = serde_json::from_str(&body).unwrap();
         assert_eq!(inbound.content.to.as_str(), "+12015550123");
+        assert_eq!((inbound.quiet_hours, inbound.deliver_after), (true, Some(1_800_000_000_000)));
         assert!(serde_json::from_str::<DeliveryMessage<EmailContent>>(&body).is_err());
     }
 }

@@ -12,7 +12,8 @@
 //!   parked ◀──parked──────┘
 //!     └───────claim after redrive──▶ sending
 //!   sending (lease expired: its attempt died) ──take over──▶ sending
-//!   queued, parked ──cancel──▶ cancelled
+//!   queued, parked, scheduled ──cancel──▶ cancelled
+//!   scheduled ──release (when due)──▶ sending ──held (quiet hours)──▶ scheduled
 //! ```
 //!
 //! Each row also says what it does to the delivery's retry budget (its `failures`: the failed
@@ -22,8 +23,8 @@
 //!
 //! A cancel moves only a delivery no attempt holds: one `sending` is never cancelled (its
 //! attempt may be calling the provider), and a claim never takes a cancelled one, so a delivery
-//! is sent or cancelled, never both. A new status (scheduled) is a variant of `DeliveryStatus`
-//! and rows here; the adapters follow.
+//! is sent or cancelled, never both. A scheduled delivery is released (claimed) only once it is
+//! due, by whichever of its messages comes first: a second release finds it taken.
 
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +60,14 @@ pub enum Event {
     Complained,
     /// Email feedback: SES rejected what it had accepted.
     Rejected,
-    /// The caller cancelled a delivery not yet sending (waiting in its queue, or parked).
+    /// The caller cancelled a delivery not yet sending (waiting in its queue, scheduled, or
+    /// parked).
     Cancel,
+    /// An attempt takes a scheduled delivery that is due, with a lease.
+    Release,
+    /// The attempt found the recipient in quiet hours: the delivery is scheduled for when they
+    /// end (its message deferred until then). Not a failure, not a wait.
+    Hold,
 }
 
 /// What a transition checks beyond the delivery's status.
@@ -73,6 +80,8 @@ pub enum Guard {
     OwnLease,
     /// The delivery's lease has expired (the attempt holding it died).
     ExpiredLease,
+    /// The delivery is due: its `deliver_after` has passed.
+    Due,
 }
 
 /// What a transition does to the delivery's retry budget.
@@ -104,7 +113,7 @@ use DeliveryStatus as S;
 const AFTER_SEND: &[DeliveryStatus] = &[S::Sent, S::Delivered];
 
 /// The table.
-pub const TRANSITIONS: [Transition; 14] = [
+pub const TRANSITIONS: [Transition; 16] = [
     row(Event::Claim, &[S::Queued], Guard::None, S::Sending, TimelineKind::Sending, Budget::Keep),
     row(Event::ClaimAfterRedrive, &[S::Parked], Guard::None, S::Sending, TimelineKind::Sending, Budget::Renew),
     row(Event::TakeOver, &[S::Sending], Guard::ExpiredLease, S::Sending, TimelineKind::Sending, Budget::Spend),
@@ -118,7 +127,16 @@ pub const TRANSITIONS: [Transition; 14] = [
     row(Event::Bounced, AFTER_SEND, Guard::None, S::Bounced, TimelineKind::Bounced, Budget::Keep),
     row(Event::Complained, AFTER_SEND, Guard::None, S::Complained, TimelineKind::Complained, Budget::Keep),
     row(Event::Rejected, &[S::Sent], Guard::None, S::Failed, TimelineKind::Failed, Budget::Keep),
-    row(Event::Cancel, &[S::Queued, S::Parked], Guard::None, S::Cancelled, TimelineKind::Cancelled, Budget::Keep),
+    row(
+        Event::Cancel,
+        &[S::Queued, S::Parked, S::Scheduled],
+        Guard::None,
+        S::Cancelled,
+        TimelineKind::Cancelled,
+        Budget::Keep,
+    ),
+    row(Event::Release, &[S::Scheduled], Guard::Due, S::Sending, TimelineKind::Released, Budget::Keep),
+    row(Event::Hold, &[S::Sending], Guard::OwnLease, S::Scheduled, TimelineKind::HeldQuietHours, Budget::Keep),
 ];
 
 const fn row(
@@ -133,7 +151,7 @@ const fn row(
 }
 
 /// The claims: whichever row's status and guard the delivery meets takes it for an attempt.
-pub const CLAIMS: [Event; 3] = [Event::Claim, Event::ClaimAfterRedrive, Event::TakeOver];
+pub const CLAIMS: [Event; 4] = [Event::Claim, Event::ClaimAfterRedrive, Event::TakeOver, Event::Release];
 
 impl Event {
     /// This event's row.
@@ -148,6 +166,8 @@ pub struct Current {
     pub status: DeliveryStatus,
     /// Until when (epoch ms) an attempt holds it, while `sending`.
     pub lease_until: Option<i64>,
+    /// When (epoch ms) a scheduled delivery is due.
+    pub deliver_after: Option<i64>,
 }
 
 impl Transition {
@@ -159,6 +179,7 @@ impl Transition {
             Guard::None => from,
             Guard::OwnLease => from && lease.is_some() && current.lease_until == lease,
             Guard::ExpiredLease => from && current.lease_until.is_none_or(|until| until < now_ms),
+            Guard::Due => from && current.deliver_after.is_none_or(|due| due <= now_ms),
         }
     }
 }
@@ -186,10 +207,16 @@ pub enum TimelineKind {
     Opened,
     Clicked,
     Cancelled,
+    /// Logged with a `send_at` in the future: released when due.
+    Scheduled,
+    /// A scheduled delivery fell due and was taken for sending.
+    Released,
+    /// Held until the recipient's quiet hours end.
+    HeldQuietHours,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 16] = [
+    pub const ALL: [TimelineKind; 19] = [
         TimelineKind::Accepted,
         TimelineKind::Sending,
         TimelineKind::Sent,
@@ -206,6 +233,9 @@ impl TimelineKind {
         TimelineKind::Opened,
         TimelineKind::Clicked,
         TimelineKind::Cancelled,
+        TimelineKind::Scheduled,
+        TimelineKind::Released,
+        TimelineKind::HeldQuietHours,
     ];
 
     /// As the timeline spells it (the serde name).
@@ -227,6 +257,9 @@ impl TimelineKind {
             TimelineKind::Opened => "opened",
             TimelineKind::Clicked => "clicked",
             TimelineKind::Cancelled => "cancelled",
+            TimelineKind::Scheduled => "scheduled",
+            TimelineKind::Released => "released",
+            TimelineKind::HeldQuietHours => "held_quiet_hours",
         }
     }
 }
@@ -241,7 +274,7 @@ impl std::fmt::Display for TimelineKind {
 mod tests {
     use super::*;
 
-    const ALL: [DeliveryStatus; 10] = [
+    const ALL: [DeliveryStatus; 11] = [
         S::Queued,
         S::Sending,
         S::Parked,
@@ -252,8 +285,9 @@ mod tests {
         S::Failed,
         S::Skipped,
         S::Cancelled,
+        S::Scheduled,
     ];
-    const EVENTS: [Event; 14] = [
+    const EVENTS: [Event; 16] = [
         Event::Claim,
         Event::ClaimAfterRedrive,
         Event::TakeOver,
@@ -268,12 +302,14 @@ mod tests {
         Event::Complained,
         Event::Rejected,
         Event::Cancel,
+        Event::Release,
+        Event::Hold,
     ];
     const NOW: i64 = 1_000;
     const LEASE: i64 = 5_000;
 
     fn current(status: DeliveryStatus, lease_until: Option<i64>) -> Current {
-        Current { status, lease_until }
+        Current { status, lease_until, deliver_after: None }
     }
 
     /// Every (event, status) pair the machine allows, for a delivery holding `LEASE` when it is
@@ -311,6 +347,9 @@ mod tests {
             (Rejected, S::Sent),
             (Cancel, S::Queued),
             (Cancel, S::Parked),
+            (Cancel, S::Scheduled),
+            (Release, S::Scheduled),
+            (Hold, S::Sending),
         ];
         assert_eq!(allowed(), expected);
     }
@@ -370,12 +409,25 @@ mod tests {
         for status in ALL {
             for lease in [None, Some(NOW - 1), Some(LEASE)] {
                 let cancellable = cancel.allows(current(status, lease), NOW, None);
-                assert_eq!(cancellable, matches!(status, S::Queued | S::Parked), "{status:?} {lease:?}");
+                assert_eq!(cancellable, matches!(status, S::Queued | S::Parked | S::Scheduled), "{status:?} {lease:?}");
             }
         }
         for claim in CLAIMS {
             assert!(!claim.transition().allows(current(S::Cancelled, None), NOW, None), "{claim:?}");
         }
+    }
+
+    #[test]
+    fn a_scheduled_delivery_is_released_only_when_due_and_a_hold_needs_the_lease() {
+        let release = Event::Release.transition();
+        let scheduled = |due| Current { status: S::Scheduled, lease_until: None, deliver_after: Some(due) };
+        assert!(!release.allows(scheduled(NOW + 1), NOW, None), "not yet due");
+        assert!(release.allows(scheduled(NOW), NOW, None));
+        assert!(!Event::Claim.transition().allows(scheduled(NOW - 1), NOW, None), "only the release takes it");
+        let hold = Event::Hold.transition();
+        assert!(hold.allows(current(S::Sending, Some(LEASE)), NOW, Some(LEASE)));
+        assert!(!hold.allows(current(S::Sending, Some(LEASE)), NOW, Some(LEASE + 1)));
+        assert_eq!((hold.to, hold.budget), (S::Scheduled, Budget::Keep));
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod email_event;
 pub mod lifecycle;
 pub mod notification;
 pub mod plan;
+pub mod quiet_hours;
 pub mod rate_limit;
 pub mod send_rate;
 pub mod stats;

@@ -111,12 +111,17 @@ pub enum DeliveryStatus {
     Skipped,
     /// The caller cancelled it before it started sending.
     Cancelled,
+    /// Waiting for its `deliver_after` (a `send_at`, or the end of the recipient's quiet hours).
+    Scheduled,
 }
 
 impl DeliveryStatus {
     /// Whether the delivery has an outcome: it is never attempted again.
     pub fn is_final(self) -> bool {
-        !matches!(self, DeliveryStatus::Queued | DeliveryStatus::Sending | DeliveryStatus::Parked)
+        !matches!(
+            self,
+            DeliveryStatus::Queued | DeliveryStatus::Sending | DeliveryStatus::Parked | DeliveryStatus::Scheduled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -131,6 +136,7 @@ impl DeliveryStatus {
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Skipped => "skipped",
             DeliveryStatus::Cancelled => "cancelled",
+            DeliveryStatus::Scheduled => "scheduled",
         }
     }
 }
@@ -208,6 +214,9 @@ pub struct DeliveryRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clicks: Option<u64>,
     pub updated_at: String,
+    /// While `scheduled` (and after, as a record of it): when (epoch ms) it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_after: Option<i64>,
     /// The queue message body, stored only when SQS did not take it (the recovery sweep's
     /// outbox). An enqueued message lives in SQS alone: keeping every body in the record would
     /// bill each of its later writes by the body's size (an email's HTML is often many KB).
@@ -216,12 +225,13 @@ pub struct DeliveryRecord {
 }
 
 impl DeliveryRecord {
-    /// A delivery as intake logs it: queued, never attempted.
-    pub fn queued(channel: Channel, target: String, now: &str) -> Self {
+    /// A delivery as intake logs it: queued, never attempted; `scheduled` when it is due only
+    /// at `deliver_after` (epoch ms).
+    pub fn queued(channel: Channel, target: String, now: &str, deliver_after: Option<i64>) -> Self {
         Self {
             channel,
             target,
-            status: DeliveryStatus::Queued,
+            status: if deliver_after.is_some() { DeliveryStatus::Scheduled } else { DeliveryStatus::Queued },
             attempts: 0,
             waits: 0,
             failures: 0,
@@ -232,6 +242,7 @@ impl DeliveryRecord {
             opened_at: None,
             clicks: None,
             updated_at: now.to_string(),
+            deliver_after,
             message: None,
         }
     }
@@ -246,6 +257,9 @@ pub enum ClaimDecision {
     Take(Event),
     /// Another attempt holds an unexpired lease: come back when it ends.
     HeldUntil(i64),
+    /// It is scheduled for later (epoch ms) than the message that came for it says: a message
+    /// deferred after this one holds it.
+    NotDue(i64),
     /// It has an outcome already: acknowledge without calling the provider.
     Finished(DeliveryStatus),
 }
@@ -257,7 +271,7 @@ fn is_zero(count: &u32) -> bool {
 impl DeliveryRecord {
     /// The delivery as the lifecycle table's guards see it.
     pub fn current(&self) -> Current {
-        Current { status: self.status, lease_until: self.lease_until }
+        Current { status: self.status, lease_until: self.lease_until, deliver_after: self.deliver_after }
     }
 
     /// What the lifecycle table says of a claim now.
@@ -266,6 +280,7 @@ impl DeliveryRecord {
         match (claim, self.status, self.lease_until) {
             (Some(claim), _, _) => ClaimDecision::Take(claim),
             (None, DeliveryStatus::Sending, Some(until)) => ClaimDecision::HeldUntil(until),
+            (None, DeliveryStatus::Scheduled, _) => ClaimDecision::NotDue(self.deliver_after.unwrap_or(now_ms)),
             (None, status, _) => ClaimDecision::Finished(status),
         }
     }
@@ -314,6 +329,9 @@ pub struct NotificationRecord {
     /// sparse `cancellation` index ([`CancellationKey::scope`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_scope: Option<String>,
+    /// The caller's `send_at`, normalised to UTC, when it was in the future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<String>,
 }
 
 /// A caller's name for notifications it may cancel together (`POST /v1/notifications/cancel`).
@@ -402,12 +420,15 @@ impl NotificationRecord {
                 if let Some(clicks) = delivery.clicks {
                     body["clicks"] = json!(clicks);
                 }
+                if let Some(due) = delivery.deliver_after {
+                    body["deliver_after"] = json!(crate::time::rfc3339_millis(due));
+                }
                 body
             })
             .collect();
         let mut view = json!({
             "id": self.id,
-            "status": if self.finished() { "completed" } else { "accepted" },
+            "status": self.status(),
             "user_id": self.user_id,
             "template": self.template,
             "created_at": self.created_at,
@@ -418,7 +439,24 @@ impl NotificationRecord {
         if let Some(key) = &self.cancellation_key {
             view["cancellation_key"] = json!(key);
         }
+        if let Some(send_at) = &self.send_at {
+            view["send_at"] = json!(send_at);
+        }
         view
+    }
+
+    /// `completed` once every delivery has an outcome; `scheduled` while every one without an
+    /// outcome waits for its time; else `accepted`.
+    pub fn status(&self) -> &'static str {
+        let unfinished: Vec<DeliveryStatus> =
+            self.deliveries.values().map(|delivery| delivery.status).filter(|status| !status.is_final()).collect();
+        if unfinished.is_empty() {
+            "completed"
+        } else if unfinished.iter().all(|status| *status == DeliveryStatus::Scheduled) {
+            "scheduled"
+        } else {
+            "accepted"
+        }
     }
 
     /// The deliveries a cancel would move now (the lifecycle table's cancel row allows it).
@@ -438,10 +476,10 @@ impl NotificationRecord {
 
     /// Deliveries whose message may be gone: never attempted (the enqueue after the log write
     /// was lost), or whose attempt died holding an expired lease. Deliveries retrying through
-    /// SQS (or parked in a DLQ) have a message and are left alone.
+    /// SQS (or parked in a DLQ, or held for quiet hours) have a message and are left alone.
     pub fn stranded(&self, now_ms: i64) -> impl Iterator<Item = (&DeliveryId, &DeliveryRecord)> {
         self.deliveries.iter().filter(move |(_, delivery)| match delivery.status {
-            DeliveryStatus::Queued => delivery.attempts == 0,
+            DeliveryStatus::Queued | DeliveryStatus::Scheduled => delivery.attempts == 0,
             DeliveryStatus::Sending => delivery.lease_until.is_none_or(|until| until < now_ms),
             _ => false,
         })
@@ -457,7 +495,7 @@ mod tests {
     use super::*;
 
     fn delivery(status: DeliveryStatus, lease_until: Option<i64>) -> DeliveryRecord {
-        let queued = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "t");
+        let queued = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), "t", None);
         DeliveryRecord { status, attempts: 1, lease_until, ..queued }
     }
 
@@ -502,6 +540,7 @@ mod tests {
             sweep_at: None,
             cancellation_key: None,
             cancel_scope: None,
+            send_at: None,
         };
         let stranded: Vec<&str> = record.stranded(1_000).map(|(id, _)| id.as_str()).collect();
         assert_eq!(stranded, vec!["a", "c"]);

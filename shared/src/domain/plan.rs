@@ -155,6 +155,7 @@ mod tests {
             default_locale: "en".into(),
             transactional: true,
             tracking: false,
+            quiet_hours: false,
             locales: BTreeMap::from([("en".into(), content)]),
             updated_at: "2026-01-01T00:00:00Z".into(),
             compiled: Default::default(),

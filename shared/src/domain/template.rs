@@ -86,6 +86,10 @@ pub struct Template {
     /// Open and click tracking of email (see `domain::tracking`); off unless the template asks.
     #[serde(default)]
     pub tracking: bool,
+    /// Whether its email is held in the recipient's quiet hours (push and SMS always are,
+    /// unless the template is transactional).
+    #[serde(default)]
+    pub quiet_hours: bool,
     /// Content per locale; `default_locale` must be one of the keys.
     pub locales: BTreeMap<String, LocalizedContent>,
     pub updated_at: String,
@@ -132,6 +136,8 @@ pub struct TemplateInput {
     pub transactional: bool,
     #[serde(default)]
     pub tracking: bool,
+    #[serde(default)]
+    pub quiet_hours: bool,
     pub locales: BTreeMap<String, LocalizedContent>,
 }
 
@@ -170,6 +176,7 @@ impl TemplateInput {
             default_locale: self.default_locale,
             transactional: self.transactional,
             tracking: self.tracking,
+            quiet_hours: self.quiet_hours,
             locales: self.locales,
             updated_at: now.to_string(),
             compiled: CompiledParts::default(),
@@ -393,6 +400,7 @@ mod tests {
             default_locale: "en".into(),
             transactional: false,
             tracking: false,
+            quiet_hours: false,
             locales: BTreeMap::from([("en".into(), english), ("pt".into(), portuguese)]),
             updated_at: "2026-01-01T00:00:00Z".into(),
             compiled: Default::default(),

@@ -8,6 +8,7 @@ use super::FieldError;
 use super::channel::Channel;
 use super::contact::{EmailAddress, PhoneNumber};
 use super::delivery::Platform;
+use super::quiet_hours::QuietHours;
 
 /// A caller-chosen user id: 1–128 characters of letters, digits and `._:@-`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -38,11 +39,15 @@ pub struct Preferences {
     pub push: bool,
     pub sms: bool,
     pub email: bool,
+    /// Non-urgent messages are held while the user's local time is inside this window (the
+    /// deployment's default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
 }
 
 impl Default for Preferences {
     fn default() -> Self {
-        Self { push: true, sms: true, email: true }
+        Self { push: true, sms: true, email: true, quiet_hours: None }
     }
 }
 
@@ -252,6 +257,16 @@ pub struct PreferencesPatch {
     pub push: Option<bool>,
     pub sms: Option<bool>,
     pub email: Option<bool>,
+    /// Absent: unchanged; `null`: cleared (the deployment's default applies); a window: set.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<Option<QuietHours>>,
+}
+
+/// A field that may be given as `null`: `Some(None)`, told apart from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 #[cfg(test)]
@@ -287,6 +302,22 @@ mod tests {
         assert!(DeviceToken::parse(Platform::Android, "short").is_err());
         assert!(DeviceToken::parse(Platform::Android, &format!("{fcm} space")).is_err());
         assert_eq!(DeviceToken::parse(Platform::Ios, &apns).unwrap().key().len(), 64);
+    }
+
+    #[test]
+    fn quiet_hours_are_kept_cleared_or_set_by_a_patch() {
+        let absent: PreferencesPatch = serde_json::from_str(r#"{"sms": false}"#).unwrap();
+        assert_eq!(absent.quiet_hours, None);
+        let cleared: PreferencesPatch = serde_json::from_str(r#"{"quiet_hours": null}"#).unwrap();
+        assert_eq!(cleared.quiet_hours, Some(None));
+        let set: PreferencesPatch =
+            serde_json::from_str(r#"{"quiet_hours": {"start": "22:00", "end": "07:00"}}"#).unwrap();
+        assert!(matches!(set.quiet_hours, Some(Some(_))));
+        assert!(
+            serde_json::from_str::<PreferencesPatch>(r#"{"quiet_hours": {"start": "25:00", "end": "07:00"}}"#).is_err()
+        );
+        let stored: Preferences = serde_json::from_str(r#"{"push": true, "sms": true, "email": true}"#).unwrap();
+        assert_eq!(stored.quiet_hours, None, "records written before the field read as none");
     }
 
     #[test]

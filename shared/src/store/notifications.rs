@@ -114,6 +114,13 @@ impl StatusChange {
                     "{status_is_from} AND (attribute_not_exists(#deliveries.#d.#lease) OR #deliveries.#d.#lease < :now)"
                 )
             }
+            Guard::Due => {
+                self.values.insert(":now".into(), AttributeValue::N(now_ms.to_string()));
+                self.names.insert("#due".into(), "deliver_after".into());
+                format!(
+                    "{status_is_from} AND (attribute_not_exists(#deliveries.#d.#due) OR #deliveries.#d.#due <= :now)"
+                )
+            }
         }
     }
 
@@ -331,8 +338,9 @@ impl DeliveryLog for NotificationStore {
         NotificationStore::get(self, id).await
     }
 
-    async fn claim(
+    async fn claim_first(
         &self,
+        first: Event,
         id: &NotificationId,
         delivery_id: &DeliveryId,
         channel: Channel,
@@ -340,7 +348,7 @@ impl DeliveryLog for NotificationStore {
         lease: Duration,
     ) -> Result<Claim, DependencyError> {
         let lease = Lease::starting(now_ms, lease);
-        let mut claim = Event::Claim;
+        let mut claim = first;
         for _ in CLAIMS {
             let mut change = StatusChange::new(delivery_id.as_str(), claim.transition(), channel, None, now_ms)?;
             change.take(lease);
@@ -389,6 +397,7 @@ impl DeliveryLog for NotificationStore {
                 }
             }
             AttemptOutcome::Skipped(reason) => change.set("skip_reason", string(reason.as_str())),
+            AttemptOutcome::Held { until_ms } => change.set("deliver_after", AttributeValue::N(until_ms.to_string())),
         }
         if Self::refused(change.update(self, id).send().await)?.is_some() {
             tracing::info!(notification_id = %id, delivery_id = %delivery_id, "another attempt took the delivery over");

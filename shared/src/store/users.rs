@@ -186,9 +186,18 @@ impl UserStore {
                 values.insert(format!(":{channel}"), AttributeValue::Bool(value));
             }
         }
+        let mut expression = String::new();
+        match patch.quiet_hours {
+            None => {}
+            Some(None) => expression = " REMOVE preferences.quiet_hours".into(),
+            Some(Some(window)) => {
+                sets.push("preferences.quiet_hours = :quiet_hours".into());
+                values.insert(":quiet_hours".into(), AttributeValue::M(to_item("UpdateItem", &window)?));
+            }
+        }
         let result = self
             .update_profile(user_id)
-            .update_expression(format!("SET {}", sets.join(", ")))
+            .update_expression(format!("SET {}{expression}", sets.join(", ")))
             .condition_expression("attribute_exists(pk)")
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)

@@ -95,6 +95,7 @@ pub async fn seed(clients: &Clients, deployed: &Deployed) -> Result<DemoApp, Sta
             default_locale: "en".into(),
             transactional: false,
             tracking: false,
+            quiet_hours: false,
             locales: BTreeMap::from([("en".into(), english)]),
             updated_at: now,
             compiled: Default::default(),

@@ -14,6 +14,7 @@ pub mod provision;
 pub mod relay;
 pub mod resolve;
 pub mod scheduler;
+pub mod schedules;
 pub mod spec;
 pub mod template;
 
@@ -62,6 +63,7 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     pub sesv2: aws_sdk_sesv2::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
     pub region: String,
     pub endpoint: String,
 }
@@ -74,6 +76,7 @@ impl Clients {
             sns: aws_sdk_sns::Client::new(sdk),
             sesv2: aws_sdk_sesv2::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            scheduler: aws_sdk_scheduler::Client::new(sdk),
             region: sdk.region().map(|region| region.to_string()).unwrap_or_else(|| "us-east-1".into()),
             endpoint: sdk.endpoint_url().unwrap_or("the default AWS endpoints").to_string(),
         }
@@ -201,6 +204,34 @@ impl LocalStack {
                     deployed.region.clone(),
                     deployed.account_id.clone(),
                 ));
+            }
+        }
+        // The emulator stores one-time schedules; the local stack fires them (as AWS would).
+        if let Some(enforcement) = &enforcement {
+            let groups: Vec<String> = deployed
+                .resources
+                .values()
+                .filter_map(|physical| match physical {
+                    Physical::ScheduleGroup { name, .. } => Some(name.clone()),
+                    _ => None,
+                })
+                .collect();
+            let queue_urls = deployed
+                .resources
+                .values()
+                .filter_map(|physical| match physical {
+                    Physical::Queue { url, arn, .. } => Some((arn.clone(), url.clone())),
+                    _ => None,
+                })
+                .collect();
+            let senders = enforcement
+                .service_role_configs
+                .iter()
+                .map(|(arn, config)| (arn.clone(), aws_sdk_sqs::Client::new(config)))
+                .collect();
+            if !groups.is_empty() {
+                let firing = schedules::Firing { scheduler: clients.scheduler.clone(), groups, senders, queue_urls };
+                tasks.spawn(schedules::run(firing));
             }
         }
         let routes = Arc::new(routes);

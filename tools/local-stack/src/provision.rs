@@ -172,6 +172,35 @@ pub async fn deploy(
         resolver.resources.insert(secret.logical_id.clone(), physical);
     }
 
+    // Named as CloudFormation names them (`<stack>-<logical id>`), as the IAM layer does.
+    for role in &spec.roles {
+        let name = format!("{stack_name}-{}", role.logical_id);
+        let arn = format!("arn:aws:iam::{}:role/{name}", resolver.account_id);
+        resolver.resources.insert(role.logical_id.clone(), Physical::Role { name, arn });
+    }
+    for group in &spec.schedule_groups {
+        let name = physical_name(stack_name, &group.logical_id, 64);
+        // A stack started again against the same endpoint keeps its group and its schedules.
+        // Looked up first: the emulator's CreateScheduleGroup replaces an existing group (and
+        // drops its schedules) where AWS answers ConflictException.
+        let existing = clients.scheduler.get_schedule_group().name(&name).send().await;
+        let arn = match existing {
+            Ok(group) => group.arn.unwrap_or_default(),
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                clients
+                    .scheduler
+                    .create_schedule_group()
+                    .name(&name)
+                    .send()
+                    .await
+                    .map_err(|error| aws_error(format!("creating schedule group {}", group.logical_id), error))?
+                    .schedule_group_arn
+            }
+            Err(error) => return Err(aws_error(format!("reading schedule group {}", group.logical_id), error)),
+        };
+        resolver.resources.insert(group.logical_id.clone(), Physical::ScheduleGroup { name, arn });
+    }
+
     // Only SNS → SQS subscriptions have a local effect (email ones need a person to confirm).
     for subscription in &spec.subscriptions {
         let properties = resolver.resolve(&Value::Object(subscription.properties.clone()))?;

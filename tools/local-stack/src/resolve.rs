@@ -32,6 +32,15 @@ pub enum Physical {
         name: String,
         arn: String,
     },
+    /// An IAM role (named only: the local IAM layer enforces its policies).
+    Role {
+        name: String,
+        arn: String,
+    },
+    ScheduleGroup {
+        name: String,
+        arn: String,
+    },
     /// A resource served locally without an emulator resource (the HTTP API).
     Local {
         id: String,
@@ -247,6 +256,7 @@ impl<'a> Resolver<'a> {
                         Physical::Topic { arn, .. } => arn.clone(),
                         Physical::Function { name, .. } => name.clone(),
                         Physical::Secret { arn, .. } => arn.clone(),
+                        Physical::Role { name, .. } | Physical::ScheduleGroup { name, .. } => name.clone(),
                         Physical::Local { id } => id.clone(),
                     }
                 }
@@ -274,6 +284,7 @@ impl<'a> Resolver<'a> {
             (Physical::Topic { arn, .. }, "TopicArn") => arn,
             (Physical::Topic { name, .. }, "TopicName") => name,
             (Physical::Function { arn, .. }, "Arn") => arn,
+            (Physical::Role { arn, .. } | Physical::ScheduleGroup { arn, .. }, "Arn") => arn,
             (_, other) => return Err(bad(format!("{logical_id}.{other} is not an attribute the local stack knows"))),
         };
         Ok(Value::String(value.clone()))

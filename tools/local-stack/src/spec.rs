@@ -17,6 +17,8 @@ pub const SUBSCRIPTION: &str = "AWS::SNS::Subscription";
 pub const CONFIGURATION_SET: &str = "AWS::SES::ConfigurationSet";
 pub const SECRET: &str = "AWS::SecretsManager::Secret";
 pub const FUNCTION: &str = "AWS::Serverless::Function";
+pub const ROLE: &str = "AWS::IAM::Role";
+pub const SCHEDULE_GROUP: &str = "AWS::Scheduler::ScheduleGroup";
 
 /// Resource types that exist only in AWS: alarms are never evaluated by the emulator, log
 /// groups have no local effect, resource policies are not enforced by it, it emits no SES events
@@ -122,6 +124,10 @@ pub struct StackSpec {
     pub subscriptions: Vec<ResourceSpec>,
     pub configuration_sets: Vec<ResourceSpec>,
     pub secrets: Vec<ResourceSpec>,
+    /// Roles other than the functions' (SAM makes those): only named locally, their policies
+    /// enforced by the IAM layer.
+    pub roles: Vec<ResourceSpec>,
+    pub schedule_groups: Vec<ResourceSpec>,
     pub functions: Vec<FunctionSpec>,
     /// Resource types in the template that this stack neither creates nor knows to skip.
     pub unknown_kinds: Vec<String>,
@@ -147,6 +153,8 @@ impl StackSpec {
                 SUBSCRIPTION => spec.subscriptions.push(ResourceSpec::of(logical_id, resource)),
                 CONFIGURATION_SET => spec.configuration_sets.push(ResourceSpec::of(logical_id, resource)),
                 SECRET => spec.secrets.push(ResourceSpec::of(logical_id, resource)),
+                ROLE => spec.roles.push(ResourceSpec::of(logical_id, resource)),
+                SCHEDULE_GROUP => spec.schedule_groups.push(ResourceSpec::of(logical_id, resource)),
                 FUNCTION => spec.functions.push(function(logical_id, resource)?),
                 kind if NOT_EMULATED.contains(&kind) => {}
                 kind => spec.unknown_kinds.push(format!("{logical_id} ({kind})")),

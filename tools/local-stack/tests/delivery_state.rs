@@ -298,6 +298,9 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
     parked.api.stack.stop().await;
 }
 
+/// When a delivery `reach` holds (`scheduled`) is due: already.
+const DUE: i64 = 1_000;
+
 /// Drives a fresh delivery to `status` through the log's own transitions, claimed at `claimed`;
 /// returns the lease it holds when `sending`.
 async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, claimed: i64) -> Option<Lease> {
@@ -318,6 +321,7 @@ async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, clai
     };
     let outcome = match status {
         DeliveryStatus::Sending => return Some(lease),
+        DeliveryStatus::Scheduled => AttemptOutcome::Held { until_ms: DUE },
         DeliveryStatus::Parked => AttemptOutcome::Parked(failure),
         DeliveryStatus::Failed => AttemptOutcome::Failed(failure),
         DeliveryStatus::Skipped => AttemptOutcome::Skipped(SkipReason::RateLimited),
@@ -344,17 +348,19 @@ async fn apply(store: &NotificationStore, id: &str, event: Event, lease: Lease, 
         store.record(&id.into(), &"sms".into(), Channel::Sms, lease, &outcome).await.unwrap()
     };
     match event {
-        Event::Claim | Event::ClaimAfterRedrive | Event::TakeOver => {
-            let before = store.get(&id.into()).await.unwrap().unwrap().deliveries["sms"].failures;
+        Event::Claim | Event::ClaimAfterRedrive | Event::TakeOver | Event::Release => {
+            let delivery = store.get(&id.into()).await.unwrap().unwrap().deliveries["sms"].clone();
             let claimed = store.claim(&id.into(), &"sms".into(), Channel::Sms, now, Duration::from_secs(60)).await;
             let Claim::Taken { failures, .. } = claimed.unwrap() else { return (false, false) };
             let applied = match failures {
-                0 if before > 0 => Event::ClaimAfterRedrive,
-                after if after == before + 1 => Event::TakeOver,
+                _ if delivery.status == DeliveryStatus::Scheduled => Event::Release,
+                0 if delivery.failures > 0 => Event::ClaimAfterRedrive,
+                after if after == delivery.failures + 1 => Event::TakeOver,
                 _ => Event::Claim,
             };
             (applied == event, applied != event)
         }
+        Event::Hold => (record(AttemptOutcome::Held { until_ms: DUE }).await, false),
         Event::Sent => (record(AttemptOutcome::Sent { provider_message_id: "p".into() }).await, false),
         Event::Retrying => (record(AttemptOutcome::Retrying(failure)).await, false),
         Event::Waiting => (record(AttemptOutcome::Waiting(None)).await, false),
@@ -387,6 +393,7 @@ async fn the_dynamodb_log_applies_exactly_what_the_lifecycle_table_allows() {
         DeliveryStatus::Failed,
         DeliveryStatus::Skipped,
         DeliveryStatus::Cancelled,
+        DeliveryStatus::Scheduled,
     ];
     // Each status, and `sending` once more with its lease expired (its attempt died).
     let states = statuses.into_iter().map(|status| (status, now)).chain([(DeliveryStatus::Sending, now - 120_000)]);
@@ -399,7 +406,8 @@ async fn the_dynamodb_log_applies_exactly_what_the_lifecycle_table_allows() {
             let lease = held.unwrap_or(Lease::starting(now, Duration::from_secs(60)));
             let before = parked.api.notification(&id).await["events"].as_array().unwrap().len();
             let (applied, another_applied) = apply(&store, &id, transition.event, lease, now).await;
-            let current = Current { status, lease_until: held.map(|lease| lease.until_ms()) };
+            let deliver_after = (status == DeliveryStatus::Scheduled).then_some(DUE);
+            let current = Current { status, lease_until: held.map(|lease| lease.until_ms()), deliver_after };
             let allowed = transition.allows(current, now, Some(lease.until_ms()));
             if applied != allowed {
                 disagreements

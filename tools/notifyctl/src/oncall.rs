@@ -5,7 +5,7 @@ use aws_config::SdkConfig;
 use clap::Subcommand;
 use notify::domain::channel::Channel;
 use notify::domain::delivery::DeliveryRef;
-use notify::domain::notification::NotificationRecord;
+use notify::domain::notification::{DeliveryStatus, NotificationRecord};
 use notify::outputs::Outputs;
 use notify::redrive::RedriveReport;
 use notify::store::notifications::NotificationStore;
@@ -69,14 +69,23 @@ pub fn print_status(record: &NotificationRecord, json: bool) {
         ("ATTEMPTS", Align::Right),
         ("ERROR", Align::Left),
     ]);
+    if let Some(send_at) = &record.send_at {
+        println!("scheduled for {send_at}");
+        println!();
+    }
     for (id, delivery) in &record.deliveries {
         let error =
             delivery.error.as_ref().map(|e| format!("{} {}: {}", e.class, e.code, e.message)).unwrap_or_default();
+        let status = match (delivery.status, delivery.deliver_after) {
+            // Held or scheduled: until when.
+            (DeliveryStatus::Scheduled, Some(due)) => format!("scheduled until {}", notify::time::rfc3339_millis(due)),
+            (status, _) => status.as_str().into(),
+        };
         table.row(vec![
             id.to_string(),
             delivery.channel.to_string(),
             delivery.target.clone(),
-            delivery.status.as_str().into(),
+            status,
             delivery.attempts.to_string(),
             error,
         ]);

@@ -25,7 +25,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
     let id = uuid::Uuid::now_v7().to_string();
     let now = notify::time::now_rfc3339();
     let body = json!({"notification_id": id, "delivery_id": "sms", "user_id": "u", "template": "t", "transactional": false, "channel": "sms", "to": "+12015550123", "body": "hi"}).to_string();
-    let delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), &now);
+    let delivery = DeliveryRecord::queued(Channel::Sms, "+12015550123".into(), &now, None);
     let record = NotificationRecord {
         id: id.as_str().into(),
         app_key: "ak_test".into(),
@@ -42,6 +42,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
         sweep_at: None,
         cancellation_key: None,
         cancel_scope: None,
+        send_at: None,
     };
     store.create(&record, notify::time::now_epoch_seconds()).await.unwrap();
     let now_ms = notify::time::now_epoch_millis();

@@ -232,7 +232,7 @@ fn access_denied(service: Option<Service>, message: &str) -> Response {
             "application/x-amz-json-1.1",
             serde_json::json!({"__type": "AccessDeniedException", "Message": message}),
         ),
-        Some(Service::SesV2) => Response::builder()
+        Some(Service::SesV2 | Service::Scheduler) => Response::builder()
             .status(StatusCode::FORBIDDEN)
             .header("content-type", "application/json")
             .header("x-amzn-errortype", "AccessDeniedException")

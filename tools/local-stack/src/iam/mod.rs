@@ -33,6 +33,9 @@ pub struct Enforcement {
     pub authorizer: std::sync::Arc<Authorizer>,
     /// By function logical id.
     pub function_configs: BTreeMap<String, SdkConfig>,
+    /// The roles services assume (the scheduler's), by role ARN: what the local stand-ins for
+    /// those services sign with.
+    pub service_role_configs: BTreeMap<String, SdkConfig>,
 }
 
 /// Starts enforcing the functions' roles in front of `sdk`'s endpoint, with the account's
@@ -50,7 +53,7 @@ pub async fn enforce(
     let mut resolver = Resolver::new(template, parameters, &deployed.region, &deployed.stack_name)?;
     resolver.account_id = deployed.account_id.clone();
     resolver.resources = deployed.resources.clone();
-    let roles = roles::function_roles(&translated, &resolver)?;
+    let roles::TemplateRoles { functions: roles, services: service_roles } = roles::roles(&translated, &resolver)?;
 
     let mut principals = BTreeMap::from([(notify::outputs::LOCAL_ADMIN_ACCESS_KEY_ID.to_string(), Principal::Admin)]);
     for spec in &deployed.spec.functions {
@@ -70,26 +73,34 @@ pub async fn enforce(
             },
         );
     }
+    for (logical_id, role) in &service_roles {
+        principals.insert(
+            function_access_key_id(logical_id),
+            Principal::Function {
+                logical_id: logical_id.clone(),
+                role_name: role.name.clone(),
+                session_name: "local-stack".into(),
+                statements: role.statements.clone(),
+            },
+        );
+    }
     let scope = request::Scope {
         region: deployed.region.clone(),
         account_id: deployed.account_id.clone(),
         secrets: deployed.secrets(),
     };
     let authorizer = Authorizer::start(upstream, principals, scope, providers).await?;
-    let function_configs = deployed
-        .spec
-        .functions
-        .iter()
-        .map(|spec| {
-            let credentials =
-                Credentials::new(function_access_key_id(&spec.logical_id), "local-stack", None, None, "local-stack");
-            let config = sdk
-                .to_builder()
-                .endpoint_url(&authorizer.url)
-                .credentials_provider(SharedCredentialsProvider::new(credentials))
-                .build();
-            (spec.logical_id.clone(), config)
-        })
-        .collect();
-    Ok(Some(Enforcement { authorizer: std::sync::Arc::new(authorizer), function_configs }))
+    let signing_as = |logical_id: &str| {
+        let credentials =
+            Credentials::new(function_access_key_id(logical_id), "local-stack", None, None, "local-stack");
+        sdk.to_builder()
+            .endpoint_url(&authorizer.url)
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .build()
+    };
+    let function_configs =
+        deployed.spec.functions.iter().map(|spec| (spec.logical_id.clone(), signing_as(&spec.logical_id))).collect();
+    let service_role_configs =
+        service_roles.iter().map(|(logical_id, role)| (role.arn.clone(), signing_as(logical_id))).collect();
+    Ok(Some(Enforcement { authorizer: std::sync::Arc::new(authorizer), function_configs, service_role_configs }))
 }

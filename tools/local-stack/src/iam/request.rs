@@ -22,6 +22,8 @@ pub enum Service {
     SesV2,
     /// AWS JSON 1.1, `X-Amz-Target: secretsmanager.<Operation>`.
     SecretsManager,
+    /// REST-JSON: `POST /schedules/<name>` creates a schedule.
+    Scheduler,
 }
 
 impl Service {
@@ -33,6 +35,7 @@ impl Service {
             Service::Sns => "sns",
             Service::SesV2 => "ses",
             Service::SecretsManager => "secretsmanager",
+            Service::Scheduler => "scheduler",
         }
     }
 }
@@ -96,6 +99,10 @@ pub fn needed(request: &Request<'_>, scope: &Scope) -> Result<Needed, Unknown> {
     if request.path.starts_with("/v2/email/") {
         let (operation, permissions) = sesv2_permissions(request, scope).ok_or_else(unknown)?;
         return Ok(Needed { service: Service::SesV2, operation, permissions });
+    }
+    if request.signing_service == Some("scheduler") {
+        let (operation, permissions) = scheduler_permissions(request, scope).ok_or_else(unknown)?;
+        return Ok(Needed { service: Service::Scheduler, operation, permissions });
     }
     if request.signing_service == Some("sns") {
         let form: BTreeMap<String, String> = form_urlencoded::parse(request.body).into_owned().collect();
@@ -186,6 +193,23 @@ fn secret_permissions(operation: &str, body: &Value, scope: &Scope) -> Option<Ve
         if id.starts_with("arn:") { id.to_string() } else { arn("secretsmanager", scope, &format!("secret:{id}")) }
     });
     Some(vec![Permission::new(format!("secretsmanager:{operation}"), resource)])
+}
+
+/// Creating a schedule needs the action on the schedule (in its group) and passing its target's
+/// role to the scheduler.
+fn scheduler_permissions(request: &Request<'_>, scope: &Scope) -> Option<(String, Vec<Permission>)> {
+    let name = request.path.strip_prefix("/schedules/")?;
+    if request.method != "POST" || name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let body: Value = serde_json::from_slice(request.body).ok()?;
+    let group = body.get("GroupName").and_then(Value::as_str).unwrap_or("default");
+    let mut permissions =
+        vec![Permission::new("scheduler:CreateSchedule", arn("scheduler", scope, &format!("schedule/{group}/{name}")))];
+    if let Some(role) = body.pointer("/Target/RoleArn").and_then(Value::as_str) {
+        permissions.push(Permission::new("iam:PassRole", role));
+    }
+    Some(("CreateSchedule".into(), permissions))
 }
 
 fn sns_permissions(operation: &str, form: &BTreeMap<String, String>) -> Option<Vec<Permission>> {

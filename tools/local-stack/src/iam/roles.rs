@@ -89,10 +89,17 @@ pub async fn translate(source: &str, region: &str) -> Result<Value, StackError> 
     Ok(translated)
 }
 
-/// The role of each function (by logical id), its intrinsics resolved by `resolver`, which knows
-/// every resource the stack created. Role names follow CloudFormation's
-/// `<stack>-<logical id>` pattern.
-pub fn function_roles(translated: &Value, resolver: &Resolver<'_>) -> Result<BTreeMap<String, Role>, StackError> {
+/// The template's roles: each function's, and those services assume.
+pub struct TemplateRoles {
+    /// By function logical id.
+    pub functions: BTreeMap<String, Role>,
+    /// By the role's own logical id (the scheduler's).
+    pub services: BTreeMap<String, Role>,
+}
+
+/// The template's roles, their intrinsics resolved by `resolver`, which knows every resource the
+/// stack created. Role names follow CloudFormation's `<stack>-<logical id>` pattern.
+pub fn roles(translated: &Value, resolver: &Resolver<'_>) -> Result<TemplateRoles, StackError> {
     let bad = |message: String| StackError::Template(format!("the functions' roles: {message}"));
     let resources = translated.get("resources").and_then(Value::as_object).cloned().unwrap_or_default();
     let managed: BTreeMap<String, Value> =
@@ -154,5 +161,7 @@ pub fn function_roles(translated: &Value, resolver: &Resolver<'_>) -> Result<BTr
         let role = roles.get(role_id).cloned().ok_or_else(|| bad(format!("{function}'s role {role_id} is missing")))?;
         by_function.insert(function, role);
     }
-    Ok(by_function)
+    let function_roles: Vec<String> = by_function.values().map(|role| role.name.clone()).collect();
+    roles.retain(|_, role| !function_roles.contains(&role.name));
+    Ok(TemplateRoles { functions: by_function, services: roles })
 }

@@ -19,6 +19,15 @@ pub struct Api {
     pub app: DemoApp,
     http: reqwest::Client,
     openapi: Value,
+    started: Started,
+}
+
+/// What the stack was started with, to start it again.
+struct Started {
+    sdk: aws_config::SdkConfig,
+    template: local_stack::template::Template,
+    parameters: BTreeMap<String, String>,
+    quotas: Quotas,
 }
 
 pub struct Reply {
@@ -57,7 +66,35 @@ impl Api {
         let (stack, clients) =
             local_stack::start_project(&sdk, &template, &name, &parameters, address, quotas).await.unwrap();
         let app = demo::seed(&clients, &stack.deployed).await.expect("demo data is seeded");
-        Self { stack, clients, app, http: reqwest::Client::new(), openapi: serde_json::from_str(OPENAPI).unwrap() }
+        let started = Started { sdk, template, parameters, quotas };
+        Self {
+            stack,
+            clients,
+            app,
+            http: reqwest::Client::new(),
+            openapi: serde_json::from_str(OPENAPI).unwrap(),
+            started,
+        }
+    }
+
+    /// Stops the stack's functions, pollers and servers and starts them again against the same
+    /// emulator and resources (what lives there, queued messages and schedules, stays).
+    pub async fn restart(self) -> Self {
+        let Api { stack, app, http, openapi, started, .. } = self;
+        let name = stack.deployed.stack_name.clone();
+        stack.stop().await;
+        let address = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (stack, clients) = local_stack::start_project(
+            &started.sdk,
+            &started.template,
+            &name,
+            &started.parameters,
+            address,
+            started.quotas,
+        )
+        .await
+        .unwrap();
+        Self { stack, clients, app, http, openapi, started }
     }
 
     pub async fn call_as(

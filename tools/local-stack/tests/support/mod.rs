@@ -6,6 +6,7 @@
 pub mod api;
 pub mod fault_proxy;
 pub mod reliability;
+pub mod replay;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -17,6 +17,7 @@ use local_stack::template::Template;
 use local_stack::{Clients, LocalStack};
 use notify::domain::app::Scope;
 use notify::domain::channel::Channel;
+use notify::domain::lifecycle::TimelineKind;
 use notify::domain::notification::{DeliveryStatus, NotificationRecord};
 use notify::store::apps::AppStore;
 use notify::store::rate_limits::record_key;
@@ -352,6 +353,17 @@ pub struct PipelineRun {
 /// iOS and an Android device).
 const CHANNELS: [&str; 3] = ["sms", "email", "push"];
 
+/// Every fourth notification is scheduled a few seconds after it is sent; every eighth (of
+/// those) 30 s after, with the run's cancellation key, and the key is cancelled once every
+/// notification is accepted: some of them are taken back, the rest were sent already.
+fn schedule_of(index: usize, now_ms: i64, key: &str) -> Value {
+    match index % 8 {
+        1 => json!({"send_at": notify::time::rfc3339_millis(now_ms + 30_000), "cancellation_key": key}),
+        5 => json!({"send_at": notify::time::rfc3339_millis(now_ms + 2_000 + (index as i64 % 10) * 1_000)}),
+        _ => json!({}),
+    }
+}
+
 /// `run.notifications` notifications across every channel through the whole stack while a
 /// share of provider sends, SQS and DynamoDB requests fail, and the stack is killed (every task
 /// aborted mid-flight) and restarted `run.restarts` times. The client retries refused requests
@@ -437,13 +449,16 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     proxy.set_infrastructure_share(run.infrastructure_faults);
     let run_tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let order_of = |index: usize| format!("rel{run_tag}n{index:05}");
+    let cancellation_key = format!("rel{run_tag}-campaign");
     let accepted = AtomicUsize::new(0);
     let refused = AtomicUsize::new(0);
     let submit = futures::stream::iter(0..run.notifications)
         .map(|index| {
             let channel = CHANNELS[index % CHANNELS.len()];
-            let body = json!({"user_id": users[index % users.len()], "template": template_name,
+            let mut body = json!({"user_id": users[index % users.len()], "template": template_name,
                               "params": {"order": order_of(index)}, "channels": [channel]});
+            let schedule = schedule_of(index, notify::time::now_epoch_millis(), &cancellation_key);
+            body.as_object_mut().unwrap().extend(schedule.as_object().unwrap().clone());
             let key = format!("{run_tag}-{index}");
             let (accepted, refused, call) = (&accepted, &refused, &call);
             async move {
@@ -488,6 +503,26 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     };
     let (ids, ()) = tokio::join!(submit, chaos);
     let submitted_in = started.elapsed();
+
+    // The campaign is called off: every call until one completes, retried as callers do.
+    let mut cancelled_ids: BTreeSet<String> = BTreeSet::new();
+    let cancel_deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let body = json!({"cancellation_key": cancellation_key});
+        let reply = call(Method::POST, "/v1/notifications/cancel".into(), body, None).await;
+        if let Ok(reply) = reply
+            && reply.status() == StatusCode::OK
+        {
+            let answer: Value = reply.json().await.unwrap();
+            let listed = answer["notifications"].as_array().unwrap().iter().filter_map(Value::as_str);
+            cancelled_ids.extend(listed.map(str::to_string));
+            if answer["complete"] == true {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < cancel_deadline, "the campaign's cancel never completed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Wait until every accepted notification has an outcome for every delivery. A delivery
     // that exhausted its receives waits in its DLQ, which pages on-call; they redrive it (as
@@ -536,6 +571,8 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
         run.restarts
     ));
     let mut exactly_once = Figure::new("… and each sent delivery is one provider send, the others none");
+    let mut scheduled =
+        Figure::new("… scheduled ones are sent no earlier than due, and the campaign's cancelled ones never");
     let mut statuses: BTreeMap<&str, usize> = BTreeMap::new();
     for (index, id) in &ids {
         let record = records.get(id.as_str());
@@ -555,6 +592,18 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
             .map(|((_, destination), count)| (destination.clone(), *count))
             .collect();
         expected.retain(|_, count| *count > 0);
+        if let Some(due) = record.send_at.as_deref().and_then(notify::time::parse_rfc3339_millis) {
+            let sent = record.events.iter().filter(|event| event.kind == TimelineKind::Sent);
+            let early = sent.filter(|event| notify::time::parse_rfc3339_millis(&event.at).is_none_or(|at| at < due));
+            scheduled.check(early.count() == 0, || {
+                format!("notification {index} ({id}) sent before its send_at: {}", describe(record))
+            });
+        }
+        if cancelled_ids.contains(id) {
+            scheduled.check(recorded.is_empty(), || {
+                format!("notification {index} ({id}) cancelled, yet sent: {recorded:?}")
+            });
+        }
         exactly_once.check(recorded == expected, || {
             format!(
                 "notification {index} ({id}): sent deliveries by destination {expected:?}, provider sends {recorded:?}"
@@ -576,8 +625,13 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     ));
     outcomes.notes.push(format!("on-call redrove {redriven} messages parked in the DLQs"));
     exactly_once.notes.push(format!("{} provider sends counted in the emulator", sends.values().sum::<usize>()));
+    let scheduled_count = final_records.values().filter(|record| record.send_at.is_some()).count();
+    scheduled.notes.push(format!(
+        "{scheduled_count} scheduled; {} cancelled by the campaign's key after every notification was accepted",
+        cancelled_ids.len()
+    ));
     let rate_limits = deployed.table("RateLimitsTable").unwrap();
-    vec![outcomes, exactly_once, rate_limits_count_the_sent(&direct, rate_limits, &final_records).await]
+    vec![outcomes, exactly_once, scheduled, rate_limits_count_the_sent(&direct, rate_limits, &final_records).await]
 }
 
 /// Each user's rate-limit record on each channel (the table is this run's own) names exactly
