@@ -231,14 +231,16 @@ async fn scheduled_notifications_are_cancelled_by_id_and_by_key_and_a_cancel_rac
     api.stack.stop().await;
 }
 
-/// Quiet hours that cross midnight and cover now in `zone`: from two minutes ahead round to
-/// one minute ahead, local time (all but one minute of the day), so they end within a minute.
+/// Quiet hours that cross midnight and cover now in `zone`: from a minute after their end round
+/// to their end, local time (all but one minute of the day), ending at the next minute boundary
+/// at least 20 s away (so the dispatcher is sure to find itself inside them).
 fn quiet_hours_now(zone: &str) -> Value {
     let zone = jiff::tz::TimeZone::get(zone).unwrap();
     let local = jiff::Timestamp::now().to_zoned(zone);
     let minutes = local.hour() as i32 * 60 + local.minute() as i32;
+    let end = minutes + if local.second() < 40 { 1 } else { 2 };
     let at = |m: i32| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
-    json!({"start": at(minutes + 2), "end": at(minutes + 1)})
+    json!({"start": at(end + 1), "end": at(end)})
 }
 
 #[tokio::test]
@@ -292,5 +294,32 @@ async fn quiet_hours_hold_push_and_sms_until_they_end_in_the_users_zone_but_not_
     assert_eq!(cleared.status, 200);
     assert!(cleared.body.get("quiet_hours").is_none(), "{}", cleared.body);
     assert!(api.stack.denials().is_empty(), "{:?}", api.stack.denials());
+    api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_scheduler_role_without_the_queue_is_denied_and_the_delivery_waits_for_the_fix() {
+    // The scheduler's role loses the SMS queue: its schedules cannot send, as in AWS.
+    let text = short_queue_delays();
+    let granted = "                  - !GetAtt SmsQueue.Arn\n                  - !GetAtt SmsTransactionalQueue.Arn\n";
+    assert!(text.contains(granted));
+    let text = text.replacen(granted, "                  - !GetAtt SmsTransactionalQueue.Arn\n", 1);
+    let api = Api::start_from(&text, &support::endpoint(), BTreeMap::new()).await;
+    let template = sms_template(&api, false).await;
+    let user = api.users_with_phone(1).await.remove(0);
+    // Far enough ahead that the wait outlasts the queue's 2 s delay and goes into a schedule.
+    let due_ms = (notify::time::now_epoch_millis() / 1000 + 15) * 1000;
+    let reply = send(&api, &user, &template, &unique("text"), json!({"send_at": in_plus_two(due_ms)})).await;
+    let id = reply.body["id"].as_str().unwrap().to_string();
+
+    let denial = eventually(Duration::from_secs(45), "the scheduler role's send to be denied", || async {
+        api.stack.denials().into_iter().find(|denial| denial.principal == "DeliverySchedulerRole")
+    })
+    .await;
+    assert_eq!(denial.permission.unwrap().action, "sqs:SendMessage");
+    assert_eq!(denial.operation, "SendMessage");
+    // Nothing is lost: the schedule keeps trying, and the delivery stays scheduled.
+    assert_eq!(schedules_waiting(&api).await, 1);
+    assert_eq!(api.notification(&id).await["deliveries"][0]["status"], "scheduled");
     api.stack.stop().await;
 }
