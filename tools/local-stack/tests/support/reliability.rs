@@ -599,7 +599,10 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
                 format!("notification {index} ({id}) sent before its send_at: {}", describe(record))
             });
         }
-        if cancelled_ids.contains(id) {
+        // Reported cancelled by the call that completed, or by an earlier one whose answer a
+        // fault took (the log says so): never sent.
+        let cancelled_here = record.deliveries.values().any(|delivery| delivery.status == DeliveryStatus::Cancelled);
+        if cancelled_ids.contains(id) || cancelled_here {
             scheduled.check(recorded.is_empty(), || {
                 format!("notification {index} ({id}) cancelled, yet sent: {recorded:?}")
             });
@@ -626,8 +629,12 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     outcomes.notes.push(format!("on-call redrove {redriven} messages parked in the DLQs"));
     exactly_once.notes.push(format!("{} provider sends counted in the emulator", sends.values().sum::<usize>()));
     let scheduled_count = final_records.values().filter(|record| record.send_at.is_some()).count();
+    let cancelled_count = final_records
+        .values()
+        .filter(|record| record.deliveries.values().any(|delivery| delivery.status == DeliveryStatus::Cancelled))
+        .count();
     scheduled.notes.push(format!(
-        "{scheduled_count} scheduled; {} cancelled by the campaign's key after every notification was accepted",
+        "{scheduled_count} scheduled; {cancelled_count} cancelled by the campaign's key once every notification was accepted ({} named by the call that completed; the others by earlier calls whose answers a fault took)",
         cancelled_ids.len()
     ));
     let rate_limits = deployed.table("RateLimitsTable").unwrap();
