@@ -1,5 +1,5 @@
 //! EventBridge Scheduler's one-time schedules, fired locally: the emulator stores `at(...)`
-//! schedules and never runs them. Every half second this reads the stack's schedule groups,
+//! schedules and never runs them. Every second this reads the stack's schedule groups,
 //! and sends each due schedule's input to its target queue, signing as the schedule's role
 //! (so the role's own policy is enforced, as AWS does), then deletes the schedule (its
 //! `ActionAfterCompletion` is DELETE). The schedules live in the emulator: a restarted stack
@@ -33,7 +33,9 @@ pub struct Firing {
 /// Runs until aborted.
 pub async fn run(firing: Firing) {
     let mut known: BTreeMap<(String, String), Due> = BTreeMap::new();
-    let mut ticks = tokio::time::interval(Duration::from_millis(500));
+    // Once a second: the precision of the scheduler's own one-time schedules, and one request a
+    // second per stack on an emulator that the tests' stacks share.
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
