@@ -158,7 +158,9 @@ async fn the_email_rate_is_capped_at_the_accounts_ses_quota() {
         times.push(sent_at(&view).unwrap());
     }
     let seconds = (*times.iter().max().unwrap() - *times.iter().min().unwrap()).as_seconds_f64();
-    assert!(seconds >= 2.5, "12 emails 250 ms apart took {seconds:.1} s");
+    // 11 gaps of 250 ms: 2.75 s. Measured between `sent` writes, which land a moment after each
+    // send (more under load), so the bound leaves room; a burst would also be throttled below.
+    assert!(seconds >= 2.0, "12 emails 250 ms apart took {seconds:.1} s");
     assert_eq!(api.stack.providers.sends(Channel::Email).throttled, 0, "paced, not throttled");
     api.stack.stop().await;
 }
