@@ -344,10 +344,7 @@ impl Schedules {
 /// A schedule's name (at most 64 of `[0-9a-zA-Z-_.]`): the notification's id (a UUID), a hash
 /// of the delivery id and the due time.
 fn schedule_name(notification_id: &NotificationId, delivery_id: &DeliveryId, due_ms: i64) -> String {
-    let delivery = delivery_id
-        .as_str()
-        .bytes()
-        .fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
+    let delivery = crate::domain::notification::fnv1a(delivery_id.as_str());
     format!("{}-{delivery:08x}-{}", notification_id.as_str(), due_ms / 1000)
 }
 

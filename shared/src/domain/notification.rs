@@ -364,10 +364,13 @@ impl CancellationKey {
     /// The partition notification `id` goes in: a shard picked by its id (FNV-1a), so one key's
     /// notifications spread evenly and a replay of the same request picks the same.
     pub fn scope_of(&self, app_key: &str, id: &NotificationId) -> String {
-        let hash =
-            id.as_str().bytes().fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193));
-        self.scope(app_key, hash % CANCELLATION_SHARDS)
+        self.scope(app_key, fnv1a(id.as_str()) % CANCELLATION_SHARDS)
     }
+}
+
+/// FNV-1a of `text`: a stable, evenly spread hash for picking shards and short names.
+pub fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5_u32, |hash, byte| (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193))
 }
 
 /// Shards of the `pending` index, so its writes spread over partitions.
