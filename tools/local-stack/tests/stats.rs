@@ -56,7 +56,11 @@ async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
     })
     .await;
     assert_eq!(email["rates"], json!({"delivery_rate": 0.5, "open_rate": 0.5, "click_rate": 0.5}));
-    let sms = stats(format!("template={template}&channel=sms")).await;
+    let sms = api
+        .wait_for_stats(&format!("template={template}&channel=sms"), "the SMS sends in the stats", |counts| {
+            counts["sent"] == 1
+        })
+        .await;
     assert_eq!(
         sms["counts"],
         json!({"accepted": 2, "sent": 1, "delivered": 0, "failed": 0, "bounced": 0, "complained": 0, "skipped": {"no_contact": 1}, "cancelled": 0, "opened": 0, "clicked": 0, "clicks": 0})
@@ -121,8 +125,12 @@ async fn an_app_sees_the_counts_of_its_own_notifications_only() {
     })
     .await;
     assert_eq!(mine["accepted"], 2, "{mine}");
-    let theirs = counts((other.app_key.clone(), other.app_secret.clone())).await;
-    assert_eq!((theirs["accepted"].clone(), theirs["sent"].clone()), (json!(1), json!(1)), "{theirs}");
+    let theirs = eventually(Duration::from_secs(30), "the other app's send in its stats", || async {
+        let counts = counts((other.app_key.clone(), other.app_secret.clone())).await;
+        (counts["sent"] == 1).then_some(counts)
+    })
+    .await;
+    assert_eq!(theirs["accepted"], 1, "{theirs}");
     // And another app's notification is not the demo app's to read.
     let foreign = api.call(Method::GET, &format!("/v1/notifications/{}", ids[2]), None).await;
     assert_eq!(foreign.status, 404);

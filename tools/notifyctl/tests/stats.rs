@@ -4,7 +4,6 @@
 mod stack;
 mod support;
 
-use reqwest::Method;
 use serde_json::json;
 use stack::api::{Api, every_delivery_sent};
 use stack::endpoint;
@@ -21,13 +20,9 @@ async fn the_cli_reports_what_the_api_reports() {
     let now = notify::time::now_epoch_seconds();
     let at = |epoch| notify::time::rfc3339(time::OffsetDateTime::from_unix_timestamp(epoch).unwrap());
     let (from, to) = (at(now - 3600), at(now + 3600));
-    let from_api =
-        api.call(Method::GET, &format!("/v1/stats?template={template}&from={from}&to={to}"), None).await.body;
-    assert_eq!(
-        (from_api["counts"]["accepted"].clone(), from_api["counts"]["sent"].clone()),
-        (json!(1), json!(1)),
-        "{from_api}"
-    );
+    let query = format!("template={template}&from={from}&to={to}");
+    let from_api = api.wait_for_stats(&query, "the send in the stats", |counts| counts["sent"] == 1).await;
+    assert_eq!(from_api["counts"]["accepted"], json!(1), "{from_api}");
     let from_cli = notifyctl(&outputs, &["stats", "--template", &template, "--from", &from, "--to", &to]).await;
     assert_eq!(from_cli, from_api);
     api.stack.stop().await;

@@ -152,6 +152,16 @@ impl Api {
         .await
     }
 
+    /// Polls `GET /v1/stats?{query}` until `done` holds for its counts; returns the report. A
+    /// dispatcher writes its counters after its batch, so they trail the notification's view.
+    pub async fn wait_for_stats(&self, query: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        super::eventually(std::time::Duration::from_secs(30), what, || async {
+            let report = self.call(Method::GET, &format!("/v1/stats?{query}"), None).await.body;
+            done(&report["counts"]).then_some(report)
+        })
+        .await
+    }
+
     /// A user reachable on every channel (phone, email, an iOS device) and a template from
     /// [`every_channel_template`]; returns the user's id and the template's name.
     pub async fn user_and_template_on_every_channel(&self) -> (String, String) {
