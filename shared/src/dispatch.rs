@@ -323,7 +323,7 @@ where
         }
 
         let lane = need.lane();
-        let mut slot = self.pacer.slot(need, crate::time::now_epoch_micros()).await?;
+        let mut slot = self.pacer.slot(need, crate::time::now_epoch_micros).await?;
         let mut throttles = 0;
         loop {
             if slot > batch.latest_slot_us {
@@ -346,7 +346,10 @@ where
                     tracing::warn!(notification_id = %id, delivery_id = %delivery_id, error = %error, "throttled by the provider; sending again in a later slot");
                     let now_us = crate::time::now_epoch_micros();
                     let pause = self.throttle_pause(lane, throttles).as_micros() as i64;
-                    let next = self.pacer.slot(&mut BatchDemand::new(1, None).need(lane), now_us).await?;
+                    let next = self
+                        .pacer
+                        .slot(&mut BatchDemand::new(1, None).need(lane), crate::time::now_epoch_micros)
+                        .await?;
                     if now_us + pause > batch.latest_slot_us {
                         self.pacer.give_back(lane, next).await;
                         let wait = self.settings.backoff.delay(waits + 1, &mut rand::rng());

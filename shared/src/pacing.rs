@@ -99,29 +99,41 @@ impl<T: SendTimeline> Pacer<T> {
         &self.timeline
     }
 
-    /// The send slot (epoch µs) of the record whose part is `need`, at `now_us`: an unused one
-    /// of this instance's, or the first of the slots taken now for every record of its batch
-    /// still to ask. A slot more than one gap in the past is dropped: the timeline has moved on,
-    /// and sending in it now would go over the rate.
-    pub async fn slot(&self, need: &mut Need<'_>, now_us: i64) -> Result<i64, DependencyError> {
+    /// The send slot (epoch µs) of the record whose part is `need`: an unused one of this
+    /// instance's, or the first of the slots taken now for every record of its batch still to
+    /// ask. A slot more than one gap in the past is dropped: the timeline has moved on, and
+    /// sending in it now would go over the rate (several such sends at once are a burst the
+    /// provider throttles). `now` (epoch µs) is read once the lane's slots are this record's to
+    /// use: another record may have held them through a slow take.
+    pub async fn slot(&self, need: &mut Need<'_>, now: impl Fn() -> i64) -> Result<i64, DependencyError> {
         let lane = need.lane();
         let mut unused = self.unused[index(lane)].lock().await;
-        let stale_before = now_us - self.rate.gap_us();
-        while unused.front().is_some_and(|slot| *slot < stale_before) {
-            unused.pop_front();
-        }
+        self.drop_stale(&mut unused, now());
         if unused.is_empty() {
             let count = need.demand.pending.load(Ordering::SeqCst).max(1);
             let mark =
                 FlowMark { lane, slots: count, rate: self.rate, oldest_enqueued_ms: need.demand.oldest_enqueued_ms };
+            let now_us = now();
             let first_free = self.timeline.take(Slots::span_us(count, self.rate), now_us, mark).await?;
             unused.extend(Slots::taken(lane, count, first_free, now_us, self.rate).times_us());
+            // A take slower than a gap returns slots already past; the latest is kept, so the
+            // take serves at least this record.
+            let latest = *unused.back().expect("a slot was just taken");
+            self.drop_stale(&mut unused, now().min(latest + self.rate.gap_us()));
         }
         if !need.settled {
             need.settled = true;
             need.demand.settle();
         }
-        Ok(unused.pop_front().expect("a slot was just taken"))
+        Ok(unused.pop_front().expect("a slot is left"))
+    }
+
+    /// Drops the slots more than one gap before `now_us`.
+    fn drop_stale(&self, unused: &mut VecDeque<i64>, now_us: i64) {
+        let stale_before = now_us - self.rate.gap_us();
+        while unused.front().is_some_and(|slot| *slot < stale_before) {
+            unused.pop_front();
+        }
     }
 
     /// A slot this invocation could not use (after its deadline), kept for the next.
@@ -147,7 +159,7 @@ mod tests {
         let demand = BatchDemand::new(3, Some(5));
         let mut slots = Vec::new();
         for _ in 0..3 {
-            slots.push(pacer.slot(&mut demand.need(Lane::Bulk), 1_000_000).await.unwrap());
+            slots.push(pacer.slot(&mut demand.need(Lane::Bulk), || 1_000_000).await.unwrap());
         }
         assert_eq!(slots, vec![1_000_000, 1_100_000, 1_200_000]);
         let mark = FlowMark { lane: Lane::Bulk, slots: 3, rate: pacer.rate(), oldest_enqueued_ms: Some(5) };
@@ -160,7 +172,7 @@ mod tests {
         let demand = BatchDemand::new(4, None);
         drop(demand.need(Lane::Bulk));
         demand.settle();
-        pacer.slot(&mut demand.need(Lane::Bulk), 0).await.unwrap();
+        pacer.slot(&mut demand.need(Lane::Bulk), || 0).await.unwrap();
         assert_eq!(pacer.timeline.takes()[0].slots, 2);
     }
 
@@ -171,26 +183,39 @@ mod tests {
         let (one, two) = (Pacer::new(timeline.clone(), rate), Pacer::new(timeline, rate));
         let batch = BatchDemand::new(2, None);
         let first = [
-            one.slot(&mut batch.need(Lane::Bulk), 0).await.unwrap(),
-            one.slot(&mut batch.need(Lane::Bulk), 0).await.unwrap(),
+            one.slot(&mut batch.need(Lane::Bulk), || 0).await.unwrap(),
+            one.slot(&mut batch.need(Lane::Bulk), || 0).await.unwrap(),
         ];
-        let second = two.slot(&mut BatchDemand::new(1, None).need(Lane::Bulk), 0).await.unwrap();
+        let second = two.slot(&mut BatchDemand::new(1, None).need(Lane::Bulk), || 0).await.unwrap();
         assert_eq!((first, second), ([0, 200_000], 400_000), "after the two slots of the first instance");
-        let transactional = two.slot(&mut BatchDemand::new(1, None).need(Lane::Transactional), 10).await.unwrap();
+        let transactional = two.slot(&mut BatchDemand::new(1, None).need(Lane::Transactional), || 10).await.unwrap();
         assert_eq!(transactional, 10, "ahead of the bulk slots");
-        let bulk = one.slot(&mut BatchDemand::new(1, None).need(Lane::Bulk), 20).await.unwrap();
+        let bulk = one.slot(&mut BatchDemand::new(1, None).need(Lane::Bulk), || 20).await.unwrap();
         assert_eq!(bulk, 800_000, "the bulk lane gave the transactional send its slot");
+    }
+
+    #[tokio::test]
+    async fn slots_a_slow_take_returns_already_past_are_dropped_but_the_latest() {
+        let pacer = pacer(10.0);
+        let demand = BatchDemand::new(5, None);
+        // The take is asked at 0 and answers a second later.
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        let clock = || if reads.fetch_add(1, Ordering::SeqCst) < 2 { 0 } else { 1_000_000 };
+        assert_eq!(pacer.slot(&mut demand.need(Lane::Bulk), clock).await.unwrap(), 400_000, "the latest of 5");
+        let next = pacer.slot(&mut demand.need(Lane::Bulk), || 1_000_000).await.unwrap();
+        assert_eq!(next, 1_000_000, "a new take for the records left");
+        assert_eq!(pacer.timeline.takes().iter().map(|mark| mark.slots).collect::<Vec<_>>(), vec![5, 4]);
     }
 
     #[tokio::test]
     async fn stale_slots_are_dropped_and_given_back_ones_reused() {
         let pacer = pacer(10.0);
         let demand = BatchDemand::new(3, None);
-        let first = pacer.slot(&mut demand.need(Lane::Bulk), 0).await.unwrap();
+        let first = pacer.slot(&mut demand.need(Lane::Bulk), || 0).await.unwrap();
         pacer.give_back(Lane::Bulk, first).await;
-        assert_eq!(pacer.slot(&mut demand.need(Lane::Bulk), 0).await.unwrap(), first);
+        assert_eq!(pacer.slot(&mut demand.need(Lane::Bulk), || 0).await.unwrap(), first);
         // The third slot (200 ms) is long past a second later: a new take.
-        let late = pacer.slot(&mut BatchDemand::new(1, None).need(Lane::Bulk), 1_000_000).await.unwrap();
+        let late = pacer.slot(&mut BatchDemand::new(1, None).need(Lane::Bulk), || 1_000_000).await.unwrap();
         assert_eq!(late, 1_000_000);
         assert_eq!(pacer.timeline.takes().len(), 2);
     }

@@ -14,7 +14,9 @@
 //!    idle; and exactly-once (each SMS text and each email recipient once in the emulator).
 //!
 //! The latency is the delivery's `accepted` → `sent` on its timeline (`sent` is written as the
-//! provider answers, a few milliseconds after the call).
+//! provider answers, a few milliseconds after the call). Beside it, the emulator's own latency
+//! (a GetItem every half second) in each phase: every step of a send waits for the emulator,
+//! which the drain keeps busy on this machine, as DynamoDB and SQS would not be.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -99,12 +101,14 @@ async fn completed(api: &Api, id: &str) -> Value {
     .await
 }
 
-/// Accept → sent of each delivery of `sent`, in seconds.
-async fn latencies(api: &Api, sent: &[Sent]) -> Vec<f64> {
+/// Accept → sent of each delivery of `sent`, in seconds, with its notification and channel.
+async fn latencies(api: &Api, sent: &[Sent]) -> Vec<(f64, String, String)> {
     let mut latencies = Vec::new();
     for notification in sent {
         let (accepted, sent) = times(&completed(api, &notification.id).await);
-        latencies.extend(sent.values().map(|at| (*at - accepted).as_seconds_f64()));
+        latencies.extend(
+            sent.into_iter().map(|(channel, at)| ((at - accepted).as_seconds_f64(), notification.id.clone(), channel)),
+        );
     }
     latencies
 }
@@ -127,6 +131,21 @@ async fn messages_in(api: &Api, queue: &str) -> u64 {
     attributes.values().filter_map(|count| count.parse::<u64>().ok()).sum()
 }
 
+/// Samples the emulator's latency (a GetItem of a key no one writes, every half second) until
+/// `stop` is set: the seconds each took.
+async fn emulator_latency(api: &Api, stop: &std::sync::atomic::AtomicBool) -> Vec<f64> {
+    let table = api.stack.deployed.table("RateLimitsTable").unwrap().to_string();
+    let mut samples = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let started = Instant::now();
+        let key = aws_sdk_dynamodb::types::AttributeValue::S("latency-probe".into());
+        api.clients.dynamodb.get_item().table_name(&table).key("key", key).send().await.unwrap();
+        samples.push(started.elapsed().as_secs_f64());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    samples
+}
+
 fn percentile(values: &[f64], share: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -145,12 +164,19 @@ async fn main() {
     let (bulk_people, transactional_people) = people.split_at(notifications);
 
     // 1. Idle.
-    let mut idle = Vec::new();
-    for person in &transactional_people[..TRANSACTIONAL] {
-        let sent = send_one(&api, person, &transactional).await;
-        completed(&api, &sent.id).await;
-        idle.push(sent);
-    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let probing = emulator_latency(&api, &stop);
+    let idling = async {
+        let mut idle = Vec::new();
+        for person in &transactional_people[..TRANSACTIONAL] {
+            let sent = send_one(&api, person, &transactional).await;
+            completed(&api, &sent.id).await;
+            idle.push(sent);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        idle
+    };
+    let (idle_emulator, idle) = futures::join!(probing, idling);
     let idle_latencies = latencies(&api, &idle).await;
 
     // 2. The backlog, as fast as the API takes it, then transactional sends spread over its drain.
@@ -177,11 +203,18 @@ async fn main() {
     let accepted_at = OffsetDateTime::now_utc();
     let drain = Duration::from_secs_f64(notifications as f64 / QUOTA);
     let spacing = drain / (TRANSACTIONAL as u32 + 1);
-    let mut during = Vec::new();
-    for person in &transactional_people[TRANSACTIONAL..] {
-        tokio::time::sleep(spacing).await;
-        during.push(send_one(&api, person, &transactional).await);
-    }
+    stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let probing = emulator_latency(&api, &stop);
+    let sending = async {
+        let mut during = Vec::new();
+        for person in &transactional_people[TRANSACTIONAL..] {
+            tokio::time::sleep(spacing).await;
+            during.push(send_one(&api, person, &transactional).await);
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        during
+    };
+    let (during_emulator, during) = futures::join!(probing, sending);
     let during_latencies = latencies(&api, &during).await;
     let mut bulk_sent: BTreeMap<String, Vec<OffsetDateTime>> = BTreeMap::new();
     let views: Vec<Value> =
@@ -246,9 +279,32 @@ async fn main() {
     println!(
         "\n| transactional accept → sent (s) | idle | during the backlog | ratio | goal |\n|---|---:|---:|---:|---|"
     );
+    let seconds = |latencies: &[(f64, String, String)]| latencies.iter().map(|(s, _, _)| *s).collect::<Vec<_>>();
+    let (idle_seconds, during_seconds) = (seconds(&idle_latencies), seconds(&during_latencies));
     for (name, share) in [("p50", 0.5), ("p99", 0.99)] {
-        let (idle, during) = (percentile(&idle_latencies, share), percentile(&during_latencies, share));
+        let (idle, during) = (percentile(&idle_seconds, share), percentile(&during_seconds, share));
         println!("| {name} | {idle:.3} | {during:.3} | {:.2} | ≤ 2 |", during / idle);
+    }
+    for (name, share) in [("p50", 0.5), ("p99", 0.99)] {
+        let (idle, during) = (percentile(&idle_emulator, share), percentile(&during_emulator, share));
+        println!("| emulator GetItem {name} | {idle:.3} | {during:.3} | {:.2} | |", during / idle);
+    }
+    let mut slowest = during_latencies.clone();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    println!("\nThe slowest transactional deliveries during the backlog, their timelines (s after accepted):");
+    for (seconds, id, channel) in slowest.iter().take(3) {
+        let view = api.notification(id).await;
+        let accepted = at(&view["events"][0]);
+        let events: Vec<String> = view["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["channel"].as_str().is_none_or(|of| of == channel))
+            .map(|event| {
+                format!("{} {:.3}", event["type"].as_str().unwrap_or("?"), (at(event) - accepted).as_seconds_f64())
+            })
+            .collect();
+        println!("- {id} {channel} {seconds:.3} s: {}", events.join(", "));
     }
 
     // Exactly once: each notification's SMS (by its text) and email (by its X-Notification-Id
