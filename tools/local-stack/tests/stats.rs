@@ -50,11 +50,11 @@ async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
         let api = &api;
         async move { api.call(Method::GET, &format!("/v1/stats?{query}"), None).await.body }
     };
-    let email = eventually(Duration::from_secs(30), "the feedback in the stats", || async {
-        let email = stats(format!("template={template}&channel=email")).await;
-        (email["counts"] == expected_email).then_some(email)
-    })
-    .await;
+    let email = api
+        .wait_for_stats(&format!("template={template}&channel=email"), "the feedback in the stats", |counts| {
+            *counts == expected_email
+        })
+        .await;
     assert_eq!(email["rates"], json!({"delivery_rate": 0.5, "open_rate": 0.5, "click_rate": 0.5}));
     let sms = api
         .wait_for_stats(&format!("template={template}&channel=sms"), "the SMS sends in the stats", |counts| {

@@ -601,8 +601,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
         }
         // Reported cancelled by the call that completed, or by an earlier one whose answer a
         // fault took (the log says so): never sent.
-        let cancelled_here = record.deliveries.values().any(|delivery| delivery.status == DeliveryStatus::Cancelled);
-        if cancelled_ids.contains(id) || cancelled_here {
+        if cancelled_ids.contains(id) || was_cancelled(record) {
             scheduled.check(recorded.is_empty(), || {
                 format!("notification {index} ({id}) cancelled, yet sent: {recorded:?}")
             });
@@ -629,10 +628,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
     outcomes.notes.push(format!("on-call redrove {redriven} messages parked in the DLQs"));
     exactly_once.notes.push(format!("{} provider sends counted in the emulator", sends.values().sum::<usize>()));
     let scheduled_count = final_records.values().filter(|record| record.send_at.is_some()).count();
-    let cancelled_count = final_records
-        .values()
-        .filter(|record| record.deliveries.values().any(|delivery| delivery.status == DeliveryStatus::Cancelled))
-        .count();
+    let cancelled_count = final_records.values().filter(|record| was_cancelled(record)).count();
     scheduled.notes.push(format!(
         "{scheduled_count} scheduled; {cancelled_count} cancelled by the campaign's key once every notification was accepted ({} named by the call that completed; the others by earlier calls whose answers a fault took)",
         cancelled_ids.len()
@@ -776,4 +772,9 @@ fn provider_sends(state: &Value, marker: &str) -> BTreeMap<(usize, String), usiz
         }
     }
     sends
+}
+
+/// Whether the log says a delivery of `record` was cancelled.
+fn was_cancelled(record: &NotificationRecord) -> bool {
+    record.deliveries.values().any(|delivery| delivery.status == DeliveryStatus::Cancelled)
 }
