@@ -49,6 +49,7 @@ pub mod plan;
 pub mod quiet_hours;
 pub mod rate_limit;
 pub mod send_rate;
+pub mod sms_route;
 pub mod stats;
 pub mod template;
 pub mod tracking;

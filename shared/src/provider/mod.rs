@@ -4,6 +4,7 @@
 pub mod email;
 pub mod push;
 pub mod sms;
+pub mod twilio;
 
 use std::future::Future;
 

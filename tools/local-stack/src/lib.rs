@@ -17,6 +17,7 @@ pub mod scheduler;
 pub mod schedules;
 pub mod spec;
 pub mod template;
+pub mod twilio;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
