@@ -12,6 +12,9 @@
 //!    to the last bulk send, over that time); messages in the DLQs; the provider's throttling
 //!    answers ÷ its accepted sends; the transactional latency p50 and p99 during the backlog ÷
 //!    idle; and exactly-once (each SMS text and each email recipient once in the emulator).
+//! 4. What the drain asked of the emulator: the requests each function made once the API had
+//!    taken the backlog, per operation, per send, and how long the emulator took to answer them
+//!    (counted by the stack's IAM authorizer, which every request of a function goes through).
 //!
 //! The latency is the delivery's `accepted` → `sent` on its timeline (`sent` is written as the
 //! provider answers, a few milliseconds after the call). Beside it, the emulator's own latency
@@ -25,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use local_stack::iam::{Traffic, TrafficKey};
 use local_stack::provider_account::Quotas;
 use notify::domain::channel::Channel;
 use reqwest::Method;
@@ -146,6 +150,10 @@ async fn emulator_latency(api: &Api, stop: &std::sync::atomic::AtomicBool) -> Ve
     samples
 }
 
+fn traffic(api: &Api) -> BTreeMap<TrafficKey, Traffic> {
+    api.stack.authorizer.as_ref().map(|authorizer| authorizer.traffic()).unwrap_or_default()
+}
+
 fn percentile(values: &[f64], share: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -201,6 +209,7 @@ async fn main() {
     }
     let accepted_in = started.elapsed();
     let accepted_at = OffsetDateTime::now_utc();
+    let traffic_accepted = traffic(&api);
     let drain = Duration::from_secs_f64(notifications as f64 / QUOTA);
     let spacing = drain / (TRANSACTIONAL as u32 + 1);
     stop.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -219,6 +228,7 @@ async fn main() {
     let mut bulk_sent: BTreeMap<String, Vec<OffsetDateTime>> = BTreeMap::new();
     let views: Vec<Value> =
         futures::stream::iter(&backlog).map(|sent| completed(&api, &sent.id)).buffered(8).collect().await;
+    let traffic_drained = traffic(&api);
     for view in &views {
         for (channel, at) in times(view).1 {
             bulk_sent.entry(channel).or_default().push(at);
@@ -305,6 +315,33 @@ async fn main() {
             })
             .collect();
         println!("- {id} {channel} {seconds:.3} s: {}", events.join(", "));
+    }
+
+    // What the drain asked of the emulator, once the API had taken the backlog: the requests the
+    // functions and the stack's pollers (`operator`, with the bench's own reads) made per send.
+    let sends_after: usize = bulk_sent.values().flatten().filter(|at| **at >= accepted_at).count()
+        + transactional_sent.values().flatten().filter(|at| **at >= accepted_at).count();
+    let mut drained: Vec<(&TrafficKey, u64, f64)> = traffic_drained
+        .iter()
+        .map(|(key, now)| {
+            let before = traffic_accepted.get(key).copied().unwrap_or_default();
+            (key, now.requests - before.requests, now.seconds - before.seconds)
+        })
+        .filter(|(_, requests, _)| *requests > 0)
+        .collect();
+    drained.sort_by_key(|(_, requests, _)| std::cmp::Reverse(*requests));
+    let total: u64 = drained.iter().map(|(_, requests, _)| requests).sum();
+    println!(
+        "\nEmulator requests after the backlog was accepted: {total} for {sends_after} sends ({:.1} per send)\n",
+        total as f64 / sends_after as f64
+    );
+    println!("| caller | operation | requests | per send | mean answer (ms) |\n|---|---|---:|---:|---:|");
+    for ((caller, operation), requests, seconds) in drained.iter().take(16) {
+        println!(
+            "| {caller} | {operation} | {requests} | {:.2} | {:.0} |",
+            *requests as f64 / sends_after as f64,
+            1000.0 * seconds / *requests as f64
+        );
     }
 
     // Exactly once: each notification's SMS (by its text) and email (by its X-Notification-Id

@@ -39,6 +39,17 @@ pub struct Denial {
     pub message: String,
 }
 
+/// The requests the authorizer passed on for one caller and operation: how many, and the time
+/// the emulator took to answer them all (its queueing included).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Traffic {
+    pub requests: u64,
+    pub seconds: f64,
+}
+
+/// The caller (a function's logical id, or `operator`) and the operation of passed requests.
+pub type TrafficKey = (String, String);
+
 struct Shared {
     upstream: String,
     http: reqwest::Client,
@@ -46,6 +57,7 @@ struct Shared {
     scope: Scope,
     account_id: String,
     denials: Mutex<Vec<Denial>>,
+    traffic: Mutex<BTreeMap<TrafficKey, Traffic>>,
     /// The providers' side of the account (quotas), which answers before the emulator.
     providers: Arc<ProviderAccount>,
 }
@@ -74,6 +86,7 @@ impl Authorizer {
             account_id: scope.account_id.clone(),
             scope,
             denials: Mutex::new(Vec::new()),
+            traffic: Mutex::new(BTreeMap::new()),
             providers,
         });
         let app = axum::Router::new().fallback(authorize).with_state(shared.clone());
@@ -98,6 +111,12 @@ impl Authorizer {
     /// Every request refused so far.
     pub fn denials(&self) -> Vec<Denial> {
         self.shared.denials.lock().expect("denials lock").clone()
+    }
+
+    /// Every request passed on so far, per caller and operation (what a load makes the emulator
+    /// do, and what it would cost in AWS).
+    pub fn traffic(&self) -> BTreeMap<TrafficKey, Traffic> {
+        self.shared.traffic.lock().expect("traffic lock").clone()
     }
 }
 
@@ -180,7 +199,19 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request) -> Respo
     }
     let forwarded =
         upstream_request(&shared.http, &shared.upstream, &parts.method, &path_and_query, &parts.headers, body);
-    match Answer::fetch(forwarded).await {
+    let started = std::time::Instant::now();
+    let answer = Answer::fetch(forwarded).await;
+    let caller = match principal {
+        Some(Principal::Function { logical_id, .. }) => logical_id.as_str(),
+        _ => "operator",
+    };
+    let operation = needed.map_or_else(|_| parts.uri.path().to_string(), |needed| needed.operation);
+    let mut traffic = shared.traffic.lock().expect("traffic lock");
+    let tally = traffic.entry((caller.to_string(), operation)).or_default();
+    tally.requests += 1;
+    tally.seconds += started.elapsed().as_secs_f64();
+    drop(traffic);
+    match answer {
         Ok(answer) => answer.into_response(),
         Err(response) => response,
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
 
-pub use authorizer::{Authorizer, Denial, Principal};
+pub use authorizer::{Authorizer, Denial, Principal, Traffic, TrafficKey};
 
 use crate::StackError;
 use crate::provider_account::ProviderAccount;
