@@ -8,6 +8,7 @@ pub mod demo;
 pub mod functions;
 pub mod iam;
 pub mod lambda_api;
+pub mod loopback;
 pub mod poller;
 pub mod provider_account;
 pub mod provision;

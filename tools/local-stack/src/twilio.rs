@@ -15,7 +15,6 @@
 //!   (21408 for a country not enabled, 21211, 21610, 21614 for a number).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,12 +27,16 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use notify::provider::twilio::{SIGNATURE_HEADER, signature};
+
+use crate::loopback::LoopbackServer;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 const API_VERSION: &str = "2010-04-01";
 const MAX_BODY_CHARS: usize = 1600;
+/// The carrier's "Unreachable destination handset", reported on an `undelivered` message.
+const UNREACHABLE_HANDSET: u32 = 30003;
 
 /// A Twilio account: its SID (`AC` and 32 hex digits) and auth token.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +78,8 @@ struct Faults {
     every: Option<(u64, Fault)>,
     /// Error codes for destinations starting with a prefix (the longest wins).
     refused: BTreeMap<String, u32>,
+    /// Create Message requests so far (`every` counts them).
+    creates: u64,
 }
 
 /// One status callback the mock made, and how the stack answered it.
@@ -91,7 +96,6 @@ struct Shared {
     /// Message resources, oldest first.
     messages: Mutex<Vec<Value>>,
     faults: Mutex<Faults>,
-    creates: Mutex<u64>,
     callbacks: Mutex<Vec<Callback>>,
     /// Numbers whose messages the carrier does not deliver (`undelivered`, `30003`).
     unreachable: Mutex<Vec<String>>,
@@ -102,24 +106,16 @@ struct Shared {
 pub struct TwilioMock {
     pub url: String,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
+    _server: LoopbackServer,
 }
 
 impl TwilioMock {
     /// Starts serving `account` on a loopback port; a timeout fault holds its answer `hang`.
     pub async fn start(account: TwilioAccount, hang: Duration) -> std::io::Result<Self> {
-        Self::start_on(account, hang, 0).await
-    }
-
-    /// As [`TwilioMock::start`], on `port` (0: any free one).
-    pub async fn start_on(account: TwilioAccount, hang: Duration, port: u16) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {
             account,
             messages: Mutex::default(),
             faults: Mutex::default(),
-            creates: Mutex::default(),
             callbacks: Mutex::default(),
             unreachable: Mutex::default(),
             hang,
@@ -129,12 +125,8 @@ impl TwilioMock {
             .route("/2010-04-01/Accounts/{account}/Messages.json", get(list).post(create))
             .route("/2010-04-01/Accounts/{account}/Messages/{file}", get(fetch))
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(error = %error, "the Twilio mock stopped");
-            }
-        });
-        Ok(Self { url, shared, task })
+        let server = LoopbackServer::start(app, "the Twilio mock").await?;
+        Ok(Self { url: server.url(), shared, _server: server })
     }
 
     pub fn account(&self) -> &TwilioAccount {
@@ -174,12 +166,6 @@ impl TwilioMock {
     /// Every status callback made so far.
     pub fn callbacks(&self) -> Vec<Callback> {
         self.shared.callbacks.lock().expect("callbacks lock").clone()
-    }
-}
-
-impl Drop for TwilioMock {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -277,9 +263,9 @@ async fn create(
         if let Some((_, code)) = refused {
             return refusal(*code, to);
         }
-        let mut creates = shared.creates.lock().expect("creates lock");
-        *creates += 1;
-        let every = faults.every.filter(|(n, _)| *n > 0 && *creates % n == 0).map(|(_, fault)| fault);
+        faults.creates += 1;
+        let creates = faults.creates;
+        let every = faults.every.filter(|(n, _)| *n > 0 && creates % n == 0).map(|(_, fault)| fault);
         faults.next.pop_front().or(every)
     };
     match fault {
@@ -328,7 +314,7 @@ async fn create(
 async fn report(shared: Arc<Shared>, sid: String, callback: Option<String>, statuses: &'static [&'static str]) {
     for status in statuses {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let error_code = (*status == "undelivered").then_some("30003");
+        let error_code = (*status == "undelivered").then_some(UNREACHABLE_HANDSET);
         let message = {
             let mut messages = shared.messages.lock().expect("messages lock");
             let Some(message) = messages.iter_mut().find(|message| message["sid"] == sid.as_str()) else { return };
@@ -338,7 +324,7 @@ async fn report(shared: Arc<Shared>, sid: String, callback: Option<String>, stat
                 message["date_sent"] = message["date_updated"].clone();
             }
             if let Some(code) = error_code {
-                message["error_code"] = json!(code.parse::<u32>().expect("a numeric code"));
+                message["error_code"] = json!(code);
                 message["error_message"] = json!("Unreachable destination handset");
             }
             message.clone()

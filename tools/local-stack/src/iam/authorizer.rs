@@ -5,7 +5,6 @@
 //! function sees exactly what it would see in AWS, and is remembered for the tests.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, to_bytes};
@@ -15,6 +14,7 @@ use axum::response::Response;
 
 use super::policy::{Decision, Permission, Statement, decide};
 use super::request::{self, Scope, Service};
+use crate::loopback::LoopbackServer;
 use crate::provider_account::ProviderAccount;
 use crate::relay::{Answer, MAX_BODY_BYTES, upstream_request};
 
@@ -65,7 +65,7 @@ struct Shared {
 pub struct Authorizer {
     pub url: String,
     shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
+    _server: LoopbackServer,
 }
 
 impl Authorizer {
@@ -77,8 +77,6 @@ impl Authorizer {
         scope: Scope,
         providers: Arc<ProviderAccount>,
     ) -> Result<Self, std::io::Error> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {
             upstream: upstream.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
@@ -90,12 +88,8 @@ impl Authorizer {
             providers,
         });
         let app = axum::Router::new().fallback(authorize).with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::error!(error = %error, "the IAM authorizer stopped");
-            }
-        });
-        Ok(Self { url, shared, task })
+        let server = LoopbackServer::start(app, "the IAM authorizer").await?;
+        Ok(Self { url: server.url(), shared, _server: server })
     }
 
     /// What function `logical_id`'s role says about `permission` (`None`: no such function).
@@ -117,12 +111,6 @@ impl Authorizer {
     /// do, and what it would cost in AWS).
     pub fn traffic(&self) -> BTreeMap<TrafficKey, Traffic> {
         self.shared.traffic.lock().expect("traffic lock").clone()
-    }
-}
-
-impl Drop for Authorizer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

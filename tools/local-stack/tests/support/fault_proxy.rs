@@ -8,7 +8,7 @@
 //! requests whose body contains a given text (one particular write).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +16,7 @@ use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
+use local_stack::loopback::LoopbackServer;
 use local_stack::relay::{Answer, MAX_BODY_BYTES, upstream_request};
 use notify::domain::channel::Channel;
 use rand::Rng;
@@ -38,7 +39,7 @@ pub struct FaultProxy {
     recording: Arc<Mutex<Option<Vec<Recorded>>>>,
     targeted: Arc<Mutex<Option<Targeted>>>,
     pub targeted_faults: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    _server: LoopbackServer,
 }
 
 /// Requests to refuse: the next `remaining` whose body contains `needle`.
@@ -88,8 +89,6 @@ struct Upstream {
 impl FaultProxy {
     /// Starts a proxy to `upstream` throttling `share` (0.0–1.0) of provider sends.
     pub async fn start(upstream: &str, share: f64) -> Self {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let per_mille = Arc::new(AtomicU32::new((share * 1000.0) as u32));
         let failure_per_mille = Arc::new(AtomicU32::new(0));
         let infrastructure_per_mille = Arc::new(AtomicU32::new(0));
@@ -117,11 +116,9 @@ impl FaultProxy {
             forwarded_sends: forwarded_sends.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
+        let server = LoopbackServer::start(app, "the fault proxy").await.unwrap();
         Self {
-            url,
+            url: server.url(),
             per_mille,
             failure_per_mille,
             infrastructure_per_mille,
@@ -133,7 +130,7 @@ impl FaultProxy {
             recording,
             targeted,
             targeted_faults,
-            task,
+            _server: server,
         }
     }
 
@@ -173,12 +170,6 @@ impl FaultProxy {
     /// Changes the share (0.0–1.0) of SQS and DynamoDB requests failed from now on.
     pub fn set_infrastructure_share(&self, share: f64) {
         self.infrastructure_per_mille.store((share * 1000.0) as u32, Ordering::SeqCst);
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -3,7 +3,7 @@
 //! <https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html>
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::{get, post};
+use local_stack::loopback::LoopbackServer;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,7 +48,7 @@ pub struct RuntimeApi {
     first_poll: Option<oneshot::Receiver<Result<Instant, String>>>,
     events: mpsc::Sender<(String, Value)>,
     completions: mpsc::UnboundedReceiver<Completion>,
-    server: tokio::task::JoinHandle<()>,
+    _server: LoopbackServer,
 }
 
 impl RuntimeApi {
@@ -68,12 +69,15 @@ impl RuntimeApi {
             .route(&format!("{PREFIX}/invocation/{{id}}/error"), post(error))
             .route(&format!("{PREFIX}/init/error"), post(init_error))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Self { address, shared, first_poll: Some(first_poll), events, completions, server }
+        let server = LoopbackServer::start(app, "the runtime API").await.unwrap();
+        Self {
+            address: server.address().to_string(),
+            shared,
+            first_poll: Some(first_poll),
+            events,
+            completions,
+            _server: server,
+        }
     }
 
     /// When the function first asked for an invocation: the end of its init.
@@ -101,12 +105,6 @@ impl RuntimeApi {
             self.shared.handed_out.lock().unwrap().remove(&request_id).expect("handed out before answered");
         let output = completion.outcome?;
         Ok(Invocation { duration: completion.at - handed_out, output })
-    }
-}
-
-impl Drop for RuntimeApi {
-    fn drop(&mut self) {
-        self.server.abort();
     }
 }
 
