@@ -81,13 +81,18 @@ const THROTTLING_CODES: [&str; 7] = [
     "RequestLimitExceeded",
 ];
 
+/// What the services answer for a failure on their side while handling the request (500): it
+/// may have been carried out.
+const INTERNAL_ERROR_CODES: [&str; 3] = ["InternalError", "InternalFailure", "InternalServerError"];
+
 /// Classifies an SDK error. Errors whose code is in `permanent_codes` (the target or content is
 /// at fault) or names a malformed request are permanent: retrying cannot help. An IAM denial is
 /// access denied (reported: see [`report_access_denied`]); a rate refusal is throttled.
-/// Everything else, including 5xx, timeouts, network failures and codes we do not know, is
-/// transient: a
-/// wrongly transient error costs a few retries and ends in a DLQ with an alarm, a wrongly
-/// permanent one silently drops a notification.
+/// A failure that may have come after the service carried the request out (a timeout, an
+/// unreadable or missing response, an internal error) is ambiguous; only a connection refused
+/// is known not to have reached the service. Everything else, including other 5xx and codes we
+/// do not know, is transient: a wrongly transient error costs a few retries and ends in a DLQ
+/// with an alarm, a wrongly permanent one silently drops a notification.
 pub fn classify<E, R>(
     service: &'static str,
     operation: &'static str,
@@ -112,6 +117,13 @@ where
         SdkError::ConstructionFailure(_) => ("Construction".to_string(), DisplayErrorContext(&error).to_string()),
         _ => ("Unknown".to_string(), DisplayErrorContext(&error).to_string()),
     };
+    let ambiguous = match &error {
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => {
+            !failure.as_connector_error().is_some_and(|error| connection_refused(error))
+        }
+        _ => INTERNAL_ERROR_CODES.contains(&code.as_str()),
+    };
     let class = if ACCESS_DENIED_CODES.contains(&code.as_str()) {
         report_access_denied(service, operation, &message);
         FailureClass::AccessDenied
@@ -119,10 +131,38 @@ where
         FailureClass::Permanent
     } else if THROTTLING_CODES.contains(&code.as_str()) {
         FailureClass::Throttled
+    } else if ambiguous {
+        FailureClass::Ambiguous
     } else {
         FailureClass::Transient
     };
     DependencyError { class, service, operation, code, message }
+}
+
+/// `error` and its sources, as one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(error) = source {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        source = error.source();
+    }
+    text
+}
+
+/// Whether `error` is, at its root, a connection the endpoint refused: nothing was sent.
+pub fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// What an IAM denial names: who (the role's session: Lambda names it after the function), which
@@ -243,6 +283,19 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_that_may_follow_the_call_being_carried_out_is_ambiguous() {
+        let class = |error| classify("sns", "Publish", error, &[]).class;
+        assert_eq!(class(service_error("InternalError")), FailureClass::Ambiguous);
+        assert_eq!(class(SdkError::timeout_error("read timed out")), FailureClass::Ambiguous);
+        let io = |kind| {
+            let error = std::io::Error::new(kind, "socket");
+            SdkError::dispatch_failure(aws_sdk_dynamodb::error::ConnectorError::io(error.into()))
+        };
+        assert_eq!(class(io(std::io::ErrorKind::ConnectionReset)), FailureClass::Ambiguous);
+        assert_eq!(class(io(std::io::ErrorKind::ConnectionRefused)), FailureClass::Transient);
+    }
+
+    #[test]
     fn a_malformed_request_is_permanent_a_rate_refusal_throttled_and_unknown_codes_are_transient() {
         let class = |error| classify("dynamodb", "UpdateItem", error, &[]).class;
         assert_eq!(class(service_error("ValidationException")), FailureClass::Permanent);
@@ -251,6 +304,7 @@ mod tests {
             assert_eq!(class(service_error(throttling)), FailureClass::Throttled, "{throttling}");
         }
         assert_eq!(class(service_error("SomethingNew")), FailureClass::Transient);
+        assert_eq!(class(service_error("ServiceUnavailable")), FailureClass::Transient);
         assert_eq!(
             classify("sns", "Publish", service_error("InvalidParameter"), &["InvalidParameter"]).class,
             FailureClass::Permanent

@@ -36,6 +36,7 @@ use crate::batch::{self, Disposition, SqsRecord, Unreadable};
 use crate::config::Settings;
 use crate::domain::backoff::Backoff;
 use crate::domain::delivery::DeliveryMessage;
+use crate::domain::failover::{self, ProviderTrail};
 use crate::domain::lifecycle::Event;
 use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
 use crate::domain::quiet_hours::{QuietHours, QuietHoursPolicy};
@@ -47,7 +48,7 @@ use crate::error::{DependencyError, FailureClass};
 use crate::metrics::DeliveryMetric;
 use crate::pacing::{BatchDemand, Need, Pacer};
 use crate::ports::{
-    Allowance, AttemptOutcome, Claim, Counters, DeliveryLog, Lease, Recipients, Redelivery, SendTimeline,
+    Allowance, AttemptOutcome, Claim, Claiming, Counters, DeliveryLog, Lease, Recipients, Redelivery, SendTimeline,
 };
 use crate::provider::Provider;
 use crate::queue::QueueRedelivery;
@@ -193,6 +194,10 @@ where
         Self { provider, log, redelivery, users, allowance, stats: StatsRecorder::new(counters), pacer, settings }
     }
 
+    pub fn provider(&self) -> &P {
+        &self.provider
+    }
+
     /// Handles a batch in an invocation that must end by `deadline_ms` (epoch ms).
     pub async fn handle_batch(&self, event: SqsEvent, deadline_ms: i64) -> SqsBatchResponse {
         let batch = Batch {
@@ -223,12 +228,13 @@ where
         let mut need = batch.demand.need(Lane::of(message.transactional));
         // A message with a time is a scheduled (or held) delivery's: its release comes first.
         let first = if message.deliver_after.is_some() { Event::Release } else { Event::Claim };
-        let (lease, failures, waits) = match self
-            .log
-            .claim_first(first, id, delivery_id, P::CHANNEL, now_ms, self.settings.lease)
-            .await
+        let route = self.provider.route(message).await;
+        let claiming = Claiming { first, provider: route[0], now_ms, lease: self.settings.lease };
+        let (lease, failures, waits, routing) = match self.log.claim_first(id, delivery_id, P::CHANNEL, claiming).await
         {
-            Ok(Claim::Taken { lease, failures, waits }) => (lease, failures, waits),
+            Ok(Claim::Taken { lease, failures, waits, trail, took_over }) => {
+                (lease, failures, waits, Routing { route, trail, took_over })
+            }
             Ok(Claim::NotDue { until_ms }) => {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, until_ms, "held until later by a newer copy of this message; acknowledged");
                 return Disposition::Done;
@@ -260,10 +266,11 @@ where
                 class: FailureClass::Transient,
                 code: "RetryBudgetSpent".into(),
                 message: format!("{failures} attempts failed or ended without an outcome"),
+                provider: None,
             };
             self.park(&record, lease, failure).await
         } else {
-            self.attempt(&record, lease, (failures, waits), &mut need, batch).await
+            self.attempt(&record, lease, (failures, waits), routing, &mut need, batch).await
         };
         match attempted {
             Ok(outcome) => outcome,
@@ -281,12 +288,14 @@ where
     }
 
     /// The attempt of a delivery this dispatcher has claimed: re-check, wait for the send rate,
-    /// send, record. `history`: the retry budget spent and the waits before this attempt.
+    /// send, record. `history`: the retry budget spent and the waits before this attempt;
+    /// `routing`: the providers it may send through.
     async fn attempt(
         &self,
         record: &SqsRecord<DeliveryMessage<P::Content>>,
         lease: Lease,
         history: (u32, u32),
+        routing: Routing,
         need: &mut Need<'_>,
         batch: &Batch,
     ) -> Result<Disposition, DependencyError> {
@@ -322,6 +331,18 @@ where
             return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::RateLimited)).await;
         }
 
+        // The provider, named on the delivery before it is called (the claim named the route's
+        // first): failing over, or pinned to the one that may have sent it already.
+        let choice = failover::choose(&routing.route, &routing.trail, routing.took_over);
+        let named = routing.trail.provider.as_deref() == Some(choice.provider.as_str());
+        if (!named || choice.pinned != routing.trail.pinned)
+            && !self.log.reroute(id, delivery_id, channel, lease, &choice.provider, choice.pinned).await?
+        {
+            return Ok(Disposition::Done);
+        }
+        let mut provider = choice.provider;
+        let mut declined: Vec<String> = Vec::new();
+
         let lane = need.lane();
         let mut slot = self.pacer.slot(need, crate::time::now_epoch_micros).await?;
         let mut throttles = 0;
@@ -333,12 +354,16 @@ where
             }
             tokio::time::sleep(until(slot, crate::time::now_epoch_micros())).await;
             let started = std::time::Instant::now();
-            let sent = self.provider.send(message, &recipient).await;
+            let sent = self.provider.send(message, &recipient, &provider).await;
             crate::metrics::provider_latency(channel, started.elapsed());
+            let outcome = sent.as_ref().map(|_| ()).map_err(|error| error.class);
+            crate::metrics::provider_call(channel, &provider, outcome.is_err_and(FailureClass::is_providers_fault));
+            self.provider.observe(&provider, outcome).await;
             let error = match sent {
                 Ok(provider_message_id) => return Ok(self.finish_sent(record, lease, provider_message_id).await),
                 Err(error) => error,
             };
+            let failure = provider_failure(&error, &provider);
             match error.class {
                 FailureClass::Throttled => {
                     throttles += 1;
@@ -353,18 +378,39 @@ where
                     if now_us + pause > batch.latest_slot_us {
                         self.pacer.give_back(lane, next).await;
                         let wait = self.settings.backoff.delay(waits + 1, &mut rand::rng());
-                        return self.wait(record, lease, Some(failure(&error)), wait).await;
+                        return self.wait(record, lease, Some(failure), wait).await;
                     }
                     slot = next.max(now_us + pause);
+                }
+                // Not this provider's destination: the next of the route, at once.
+                FailureClass::Unserved => {
+                    declined.push(std::mem::take(&mut provider));
+                    let Some(next) = failover::after_refusal(&routing.route, &declined) else {
+                        tracing::error!(notification_id = %id, delivery_id = %delivery_id, declined = ?declined, error = %error, "no provider of the route serves this destination");
+                        let unserved = DeliveryFailure {
+                            class: FailureClass::Permanent,
+                            message: format!(
+                                "no provider of the route serves this destination ({})",
+                                declined.join(", ")
+                            ),
+                            ..failure
+                        };
+                        return self.finish(message, lease, AttemptOutcome::Failed(unserved)).await;
+                    };
+                    tracing::warn!(notification_id = %id, delivery_id = %delivery_id, error = %error, next, "the provider does not serve this destination; trying the next of the route");
+                    if !self.log.reroute(id, delivery_id, channel, lease, next, false).await? {
+                        return Ok(Disposition::Done);
+                    }
+                    provider = next.to_string();
                 }
                 FailureClass::Permanent => {
                     tracing::error!(notification_id = %id, delivery_id = %delivery_id, error = %error, "send failed permanently");
                     self.provider.on_permanent_failure(message, &error).await?;
-                    return self.finish(message, lease, AttemptOutcome::Failed(failure(&error))).await;
+                    return self.finish(message, lease, AttemptOutcome::Failed(failure)).await;
                 }
-                FailureClass::Transient | FailureClass::AccessDenied => {
+                FailureClass::Transient | FailureClass::AccessDenied | FailureClass::Ambiguous => {
                     tracing::warn!(notification_id = %id, delivery_id = %delivery_id, failures = failures + 1, error = %error, "send failed; will retry");
-                    return self.failed(record, lease, failures + 1, failure(&error)).await;
+                    return self.failed(record, lease, failures + 1, failure).await;
                 }
             }
         }
@@ -612,7 +658,20 @@ fn optional_setting<T>(
 }
 
 fn failure(error: &DependencyError) -> DeliveryFailure {
-    DeliveryFailure { class: error.class, code: error.code.clone(), message: error.message.clone() }
+    DeliveryFailure { class: error.class, code: error.code.clone(), message: error.message.clone(), provider: None }
+}
+
+/// A failure `provider` answered.
+fn provider_failure(error: &DependencyError, provider: &str) -> DeliveryFailure {
+    DeliveryFailure { provider: Some(provider.to_string()), ..failure(error) }
+}
+
+/// The providers an attempt may send through: its route now, and what the delivery's record
+/// says of the attempts before.
+struct Routing {
+    route: Vec<&'static str>,
+    trail: ProviderTrail,
+    took_over: bool,
 }
 
 impl<P, L, R, U, A, C, T> crate::function::Function for Dispatcher<P, L, R, U, A, C, T>

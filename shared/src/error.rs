@@ -4,7 +4,11 @@
 //! refused the call for its rate, not for the call) waits and is tried again without spending
 //! the retry budget; *access denied* (the function's role does not allow the call) is the
 //! deployment's configuration error: retried like a transient one, so nothing is lost and a
-//! fixed grant delivers it, but alarmed at once.
+//! fixed grant delivers it, but alarmed at once; *unserved* (the provider does not serve the
+//! destination: another provider may) moves the delivery to the next provider of its route;
+//! *ambiguous* (a transient failure after the request was written: a timeout, a connection
+//! dropped mid-response, a provider's internal error) is retried like a transient one, but only
+//! through the same provider, since the message may have gone out.
 //! Request problems that the caller must fix (validation, auth) are the HTTP boundary's own
 //! enum in `intake`.
 
@@ -17,6 +21,17 @@ pub enum FailureClass {
     Permanent,
     Throttled,
     AccessDenied,
+    Unserved,
+    Ambiguous,
+}
+
+impl FailureClass {
+    /// Whether a provider's answer of this class is a failure on the provider's side (what its
+    /// failure rate counts, and what takes it out of rotation): not a refusal of the recipient
+    /// or of the destination, and not a throttle.
+    pub fn is_providers_fault(self) -> bool {
+        matches!(self, FailureClass::Transient | FailureClass::Ambiguous | FailureClass::AccessDenied)
+    }
 }
 
 impl fmt::Display for FailureClass {
@@ -26,6 +41,8 @@ impl fmt::Display for FailureClass {
             FailureClass::Permanent => "permanent",
             FailureClass::Throttled => "throttled",
             FailureClass::AccessDenied => "access_denied",
+            FailureClass::Unserved => "unserved",
+            FailureClass::Ambiguous => "ambiguous",
         })
     }
 }

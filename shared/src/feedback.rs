@@ -95,7 +95,12 @@ impl<L: DeliveryLog, S: Suppressions, C: Counters> EmailFeedback<L, S, C> {
             }
         }
         let permanent = |code: &str, message: &str| {
-            Some(DeliveryFailure { class: FailureClass::Permanent, code: code.into(), message: message.into() })
+            Some(DeliveryFailure {
+                class: FailureClass::Permanent,
+                code: code.into(),
+                message: message.into(),
+                provider: Some(Channel::Email.aws_provider().into()),
+            })
         };
         let (change, error, metric) = match &feedback {
             Feedback::Delivered => (Event::Delivered, None, DeliveryMetric::Delivered),

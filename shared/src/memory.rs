@@ -17,8 +17,8 @@ use crate::domain::send_rate::advance;
 use crate::domain::user::{UserId, UserProfile};
 use crate::error::{DependencyError, FailureClass};
 use crate::ports::{
-    Allowance, AttemptOutcome, Claim, Counters, DeadLetter, DeadLetters, DeliveryLog, Engaged, Engagement, Enqueue,
-    FeedbackRecorded, FlowMark, Lease, Recipients, Redelivery, SendTimeline, Suppressions,
+    Allowance, AttemptOutcome, Claim, Claiming, Counters, DeadLetter, DeadLetters, DeliveryLog, Engaged, Engagement,
+    Enqueue, FeedbackRecorded, FlowMark, Lease, Receipt, Recipients, Redelivery, SendTimeline, Suppressions,
 };
 use crate::queue::{NotEnqueued, Outgoing};
 use crate::store::stats::Tally;
@@ -165,8 +165,7 @@ impl MemoryLog {
         }
         delivery.status = transition.to;
         delivery.updated_at = crate::time::now_rfc3339();
-        if lease.is_some() {
-            // The attempt's outcome ends its lease.
+        if transition.ends_lease() {
             delivery.lease_until = None;
         }
         match transition.budget {
@@ -203,13 +202,12 @@ impl DeliveryLog for MemoryLog {
 
     async fn claim_first(
         &self,
-        first: Event,
         id: &NotificationId,
         delivery_id: &DeliveryId,
         channel: Channel,
-        now_ms: i64,
-        lease: Duration,
+        claiming: Claiming<'_>,
     ) -> Result<Claim, DependencyError> {
+        let Claiming { first, provider, now_ms, lease } = claiming;
         let lease = Lease::starting(now_ms, lease);
         let mut claim = first;
         for _ in CLAIMS {
@@ -217,11 +215,18 @@ impl DeliveryLog for MemoryLog {
                 .change(id, delivery_id, channel, claim.transition(), (None, now_ms), |delivery| {
                     delivery.lease_until = Some(lease.until_ms());
                     delivery.attempts += 1;
+                    delivery.provider.get_or_insert_with(|| provider.to_string());
                 })
                 .await?;
             let found = match taken {
                 Ok(delivery) => {
-                    return Ok(Claim::Taken { lease, failures: delivery.failures, waits: delivery.waits });
+                    return Ok(Claim::Taken {
+                        lease,
+                        failures: delivery.failures,
+                        waits: delivery.waits,
+                        trail: delivery.trail(),
+                        took_over: claim == Event::TakeOver,
+                    });
                 }
                 Err(found) => found,
             };
@@ -231,6 +236,54 @@ impl DeliveryLog for MemoryLog {
             }
         }
         Ok(Claim::Held { until_ms: now_ms })
+    }
+
+    async fn reroute(
+        &self,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
+        channel: Channel,
+        lease: Lease,
+        provider: &str,
+        pinned: bool,
+    ) -> Result<bool, DependencyError> {
+        let now_ms = crate::time::now_epoch_millis();
+        let rerouted = self
+            .change(id, delivery_id, channel, Event::Reroute.transition(), (Some(lease), now_ms), |delivery| {
+                delivery.provider = Some(provider.to_string());
+                delivery.pinned |= pinned;
+            })
+            .await?;
+        Ok(rerouted.is_ok())
+    }
+
+    async fn record_receipt(
+        &self,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
+        channel: Channel,
+        receipt: &Receipt,
+    ) -> Result<FeedbackRecorded, DependencyError> {
+        let through = |record: &NotificationRecord| {
+            record.deliveries.get(delivery_id).and_then(|delivery| delivery.provider.clone())
+        };
+        let found = self.records.lock().unwrap().get(id).cloned();
+        if found.as_ref().and_then(through).is_some_and(|provider| provider != receipt.provider) {
+            return Ok(FeedbackRecorded::refused(found.as_ref(), delivery_id));
+        }
+        let now_ms = crate::time::now_epoch_millis();
+        let recorded = self
+            .change(id, delivery_id, channel, receipt.event.transition(), (None, now_ms), |delivery| {
+                delivery.provider_message_id.get_or_insert_with(|| receipt.provider_message_id.clone());
+                if let Some(error) = &receipt.error {
+                    delivery.error = Some(error.clone());
+                }
+            })
+            .await?;
+        Ok(match recorded {
+            Ok(_) => FeedbackRecorded::Recorded,
+            Err(found) => FeedbackRecorded::refused(found.as_ref(), delivery_id),
+        })
     }
 
     async fn record(
@@ -251,6 +304,7 @@ impl DeliveryLog for MemoryLog {
                 AttemptOutcome::Failed(failure)
                 | AttemptOutcome::Retrying(failure)
                 | AttemptOutcome::Parked(failure) => {
+                    delivery.pinned |= failure.pins();
                     delivery.error = Some(failure.clone());
                 }
                 AttemptOutcome::Waiting(throttled) => {

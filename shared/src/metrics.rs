@@ -7,6 +7,9 @@
 //! the `ProviderLatency` histogram (milliseconds). `Sent` is also counted per lane (dimensions
 //! `Channel`, `Lane`): the send rate the backlog alarms divide the queue depth by. The stats
 //! table counts the same events.
+//! `ProviderCalls` and `ProviderFailures` (dimensions `Channel`, `Provider`) count each call to
+//! a provider and those that failed for the provider's sake (an error on its side, a timeout,
+//! its refusal of our credentials): a provider's failure rate, alarmed per provider.
 //! `AccessDenied` (no dimension) counts the AWS calls a function's role refused: a
 //! configuration error, alarmed at the first.
 
@@ -83,6 +86,22 @@ pub fn access_denied() {
 pub fn provider_latency(channel: Channel, latency: Duration) {
     collector();
     metrics::histogram!("ProviderLatency", "Channel" => channel.as_str()).record(latency.as_secs_f64() * 1000.0);
+}
+
+/// A call to `provider`, and whether it failed for the provider's sake.
+pub fn provider_call(channel: Channel, provider: &str, failed: bool) {
+    collector();
+    let (channel, provider) = (channel.as_str(), provider.to_string());
+    metrics::counter!("ProviderCalls", "Channel" => channel, "Provider" => provider.clone()).increment(1);
+    if failed {
+        metrics::counter!("ProviderFailures", "Channel" => channel, "Provider" => provider).increment(1);
+    }
+}
+
+/// A provider taken out of rotation (fleet-wide: counted once per cool-down).
+pub fn provider_out_of_rotation(provider: &str) {
+    collector();
+    metrics::counter!("ProviderOutOfRotation", "Provider" => provider.to_string()).increment(1);
 }
 
 /// Writes what was recorded since the last flush as EMF to `writer` (and resets it).

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::domain::channel::Channel;
+use crate::domain::failover::ProviderTrail;
 use crate::domain::lifecycle::{Event, TimelineKind};
 use crate::domain::notification::{
     ClaimDecision, DeliveryFailure, DeliveryId, DeliveryStatus, NotificationId, NotificationRecord, SkipReason,
@@ -47,12 +48,13 @@ impl Lease {
 }
 
 /// What claiming a delivery for an attempt came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
     /// This attempt holds the delivery, with this lease; `failures`: the retry budget spent
     /// (failed attempts, and attempts that died, this claim's takeover included), `waits`: the
-    /// attempts that waited for the send rate.
-    Taken { lease: Lease, failures: u32, waits: u32 },
+    /// attempts that waited for the send rate; `trail`: the providers its attempts used, and
+    /// `took_over`: whether the previous attempt died holding it.
+    Taken { lease: Lease, failures: u32, waits: u32, trail: ProviderTrail, took_over: bool },
     /// Another attempt holds it until then (epoch milliseconds).
     Held { until_ms: i64 },
     /// It is scheduled for later (epoch ms) than the message claiming it says: a stale copy
@@ -85,6 +87,25 @@ impl Claim {
             ClaimDecision::Take(_) => Ok(Claim::Held { until_ms: now_ms }),
         }
     }
+}
+
+/// A claim's terms (see [`DeliveryLog::claim_first`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Claiming<'a> {
+    pub first: Event,
+    pub provider: &'a str,
+    pub now_ms: i64,
+    pub lease: Duration,
+}
+
+/// A provider's delivery receipt, as [`DeliveryLog::record_receipt`] records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub event: Event,
+    pub provider: String,
+    pub provider_message_id: String,
+    /// Why the carrier did not deliver it (an undelivered receipt).
+    pub error: Option<DeliveryFailure>,
 }
 
 /// How an attempt ended.
@@ -172,7 +193,7 @@ pub trait DeliveryLog: Send + Sync + 'static {
 
     /// Claims a delivery for an attempt (whichever of the table's [`CLAIMS`](crate::domain::lifecycle::CLAIMS) its state allows:
     /// it is tried first as queued, the usual case): it becomes `sending`, with a lease until
-    /// `now_ms + lease`.
+    /// `now_ms + lease`, through the channel's own provider if no attempt named one before.
     fn claim(
         &self,
         id: &NotificationId,
@@ -181,20 +202,44 @@ pub trait DeliveryLog: Send + Sync + 'static {
         now_ms: i64,
         lease: Duration,
     ) -> impl Future<Output = Result<Claim, DependencyError>> + Send {
-        self.claim_first(Event::Claim, id, delivery_id, channel, now_ms, lease)
+        let claim = Claiming { first: Event::Claim, provider: channel.aws_provider(), now_ms, lease };
+        self.claim_first(id, delivery_id, channel, claim)
     }
 
-    /// [`claim`](Self::claim), trying claim `first` first: the one the message suggests (a
-    /// scheduled delivery's is its release), so the usual case costs one write.
+    /// [`claim`](Self::claim) as `claim` says: trying its `first` claim first (the one the
+    /// message suggests: a scheduled delivery's is its release, so the usual case costs one
+    /// write), and naming its `provider` if no earlier attempt named one (one write: an attempt
+    /// that dies calling it leaves the name for the one taking over).
     fn claim_first(
         &self,
-        first: Event,
         id: &NotificationId,
         delivery_id: &DeliveryId,
         channel: Channel,
-        now_ms: i64,
-        lease: Duration,
+        claim: Claiming<'_>,
     ) -> impl Future<Output = Result<Claim, DependencyError>> + Send;
+
+    /// Moves the attempt holding `lease` to `provider` (pinning the delivery to it if
+    /// `pinned`), before it calls it: whether the attempt still holds the delivery.
+    fn reroute(
+        &self,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
+        channel: Channel,
+        lease: Lease,
+        provider: &str,
+        pinned: bool,
+    ) -> impl Future<Output = Result<bool, DependencyError>> + Send;
+
+    /// Records a provider's delivery receipt (`event`: one of the receipt rows) for the
+    /// delivery it sent as `provider_message_id` through `provider`, if the table allows it from
+    /// the delivery's status and its latest attempt (if any) went through `provider`.
+    fn record_receipt(
+        &self,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
+        channel: Channel,
+        receipt: &Receipt,
+    ) -> impl Future<Output = Result<FeedbackRecorded, DependencyError>> + Send;
 
     /// Records how an attempt ended, if the attempt still holds the delivery under `lease`
     /// (else another attempt took over and records its own outcome): whether this recorded it.

@@ -7,6 +7,6 @@ use notify::function::Function;
 async fn main() -> Result<(), Error> {
     notify::telemetry::init();
     let sdk = notify::aws::load_sdk_config().await;
-    let dispatcher = &dispatch_sms::load(&sdk, &ProcessEnv)?;
+    let dispatcher = &dispatch_sms::load(&sdk, &ProcessEnv).await?;
     run(service_fn(move |event| dispatcher.handle(event))).await
 }

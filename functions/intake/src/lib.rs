@@ -6,6 +6,7 @@ mod cancel;
 mod problem;
 #[cfg(test)]
 mod properties;
+mod receipts;
 mod request;
 mod send;
 /// Exposed for the CPU benchmark (`benches/cpu.rs`).
@@ -30,6 +31,7 @@ use notify::domain::template::{Template, TemplateName};
 use notify::domain::user::{UserId, UserProfile};
 use notify::function::Function;
 use notify::link_keys::LinkKeys;
+use notify::provider::twilio::TwilioSecret;
 use notify::queue::{ChannelQueues, Enqueuer};
 use notify::store::apps::AppStore;
 use notify::store::notifications::NotificationStore;
@@ -67,6 +69,7 @@ pub const ROUTES: &[&str] = &[
     "GET /t/c/{token}",
     "GET /t/o/{token}",
     "GET /v1/stats",
+    "POST /v1/receipts/twilio",
 ];
 
 /// The OpenAPI 3.1 document of this API, served at `GET /v1/openapi.json`.
@@ -92,6 +95,8 @@ pub struct Intake {
     link_keys: LinkKeys,
     /// Base of tracking links; without it, the domain a send request came in on.
     public_api_url: Option<String>,
+    /// Verifies Twilio's status callbacks (when the stack sends through Twilio).
+    twilio: Option<TwilioSecret>,
 }
 
 impl Intake {
@@ -107,8 +112,17 @@ impl Intake {
         let queues = ChannelQueues::load(&mut settings);
         let ttl = Duration::from_secs(settings.parsed_or("CACHE_TTL_SECONDS", 5u64));
         let public_api_url = settings.optional("PUBLIC_API_URL");
+        let twilio = settings
+            .optional("TWILIO_SECRET_ARN")
+            .filter(|arn| !arn.trim().is_empty())
+            .map(|arn| TwilioSecret::new(aws_sdk_secretsmanager::Client::new(sdk), arn));
         settings.finish()?;
         link_keys.read().await?;
+        if let Some(twilio) = &twilio {
+            twilio.read().await.map_err(|error| ConfigError {
+                problems: vec![format!("cannot read the Twilio credentials (TWILIO_SECRET_ARN): {error}")],
+            })?;
+        }
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
             apps: AppStore::new(dynamodb.clone(), tables.apps),
@@ -124,6 +138,7 @@ impl Intake {
             suppression_cache: TtlCache::new(ttl, CACHE_CAPACITY),
             link_keys,
             public_api_url,
+            twilio,
         })
     }
 
@@ -155,6 +170,7 @@ impl Intake {
             "POST /v1/unsubscribe/{token}" => self.unsubscribe(request).await,
             "GET /t/c/{token}" => self.click(request).await,
             "GET /t/o/{token}" => self.open(request).await,
+            "POST /v1/receipts/twilio" => self.twilio_receipt(request, &body(request)?).await,
             "PUT /v1/users/{user_id}" => {
                 self.authenticate(request, Scope::Users).await?;
                 self.put_user(request, &body(request)?).await

@@ -16,6 +16,8 @@ pub enum ApiError {
     /// A valid app without the route's scope.
     Forbidden(Scope),
     NotFound(String),
+    /// A request that names no app but proves itself otherwise (a signature), and does not.
+    Refused(String),
     /// The body is not JSON or not an object.
     Malformed(String),
     PayloadTooLarge(usize),
@@ -49,6 +51,7 @@ impl ApiError {
                 None,
             ),
             ApiError::NotFound(what) => (404, "not-found", "Not Found", what.clone(), None),
+            ApiError::Refused(reason) => (403, "refused", "Forbidden", reason.clone(), None),
             ApiError::Malformed(reason) => (400, "malformed-body", "Malformed request body", reason.clone(), None),
             ApiError::PayloadTooLarge(limit) => (
                 413,

@@ -41,6 +41,10 @@ struct ScriptedSms {
     answers: Mutex<VecDeque<(u32, Option<FailureClass>)>>,
     accepted: Mutex<Vec<u32>>,
     permanent_failures: Mutex<u32>,
+    /// The route it reports (SNS alone when empty).
+    route: Mutex<Vec<&'static str>>,
+    /// The provider of every call, in order.
+    calls: Mutex<Vec<String>>,
 }
 
 impl ScriptedSms {
@@ -51,17 +55,28 @@ impl ScriptedSms {
     fn sends(&self) -> usize {
         self.accepted.lock().unwrap().len()
     }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
 }
 
 impl Provider for ScriptedSms {
     type Content = SmsContent;
     const CHANNEL: Channel = Channel::Sms;
 
+    async fn route(&self, _message: &DeliveryMessage<SmsContent>) -> Vec<&'static str> {
+        let route = self.route.lock().unwrap().clone();
+        if route.is_empty() { vec!["sns"] } else { route }
+    }
+
     async fn send(
         &self,
         _message: &DeliveryMessage<SmsContent>,
         _recipient: &UserProfile,
+        provider: &str,
     ) -> Result<String, DependencyError> {
+        self.calls.lock().unwrap().push(provider.to_string());
         let (yields, failure) = self.answers.lock().unwrap().pop_front().unwrap_or((1, None));
         for _ in 0..yields {
             tokio::task::yield_now().await;
@@ -78,6 +93,8 @@ impl Provider for ScriptedSms {
                 code: match class {
                     FailureClass::Permanent => "InvalidParameter".into(),
                     FailureClass::Throttled => "Throttling".into(),
+                    FailureClass::Unserved => "21408".into(),
+                    FailureClass::Ambiguous => "Timeout".into(),
                     _ => "InternalError".into(),
                 },
                 message: "scripted".into(),
@@ -702,4 +719,73 @@ async fn transactional_messages_and_messages_that_do_not_ask_are_never_held() {
         assert_eq!(dispatcher.deliver_as(1, record).await, Disposition::Done);
         assert_eq!(dispatcher.events(), [Event::Claim, Event::Sent], "transactional {transactional}");
     }
+}
+
+fn routed(route: Vec<&'static str>) -> TestDispatcher {
+    let dispatcher = dispatcher(10);
+    *dispatcher.provider.route.lock().unwrap() = route;
+    dispatcher
+}
+
+#[tokio::test]
+async fn a_transient_failure_moves_the_next_attempt_to_the_next_provider_of_the_route() {
+    let dispatcher = routed(vec!["sns", "twilio"]);
+    dispatcher.provider.answer(1, Some(FailureClass::Transient));
+    assert_eq!(dispatcher.receive_as(1).await, Disposition::Retry);
+    let failed = dispatcher.delivery();
+    assert_eq!((failed.provider.as_deref(), failed.error.unwrap().provider.as_deref()), (Some("sns"), Some("sns")));
+    assert_eq!(dispatcher.receive_as(2).await, Disposition::Done);
+    assert_eq!(dispatcher.provider.calls(), ["sns", "twilio"]);
+    let sent = dispatcher.delivery();
+    assert_eq!((sent.status, sent.provider.as_deref(), sent.pinned), (DeliveryStatus::Sent, Some("twilio"), false));
+    assert_eq!(dispatcher.events(), [Event::Claim, Event::Retrying, Event::Claim, Event::Reroute, Event::Sent]);
+}
+
+#[tokio::test]
+async fn an_ambiguous_answer_keeps_every_later_attempt_on_the_same_provider() {
+    let dispatcher = routed(vec!["twilio", "sns"]);
+    dispatcher.provider.answer(1, Some(FailureClass::Ambiguous));
+    dispatcher.provider.answer(1, Some(FailureClass::Transient));
+    for receive in 1..=2 {
+        assert_eq!(dispatcher.receive_as(receive).await, Disposition::Retry);
+    }
+    assert!(dispatcher.delivery().pinned);
+    assert_eq!(dispatcher.receive_as(3).await, Disposition::Done);
+    assert_eq!(dispatcher.provider.calls(), ["twilio", "twilio", "twilio"], "never another provider after a timeout");
+    assert_eq!(dispatcher.delivery().status, DeliveryStatus::Sent);
+}
+
+#[tokio::test]
+async fn an_attempt_that_died_pins_the_delivery_to_the_provider_it_was_calling() {
+    let dispatcher = routed(vec!["sns", "twilio"]);
+    let now = crate::time::now_epoch_millis();
+    let (id, delivery_id) = (ID.into(), DELIVERY.into());
+    let claim = dispatcher.log.claim(&id, &delivery_id, Channel::Sms, now - 120_000, Duration::from_secs(60)).await;
+    assert!(matches!(claim.unwrap(), Claim::Taken { .. }));
+    // Its lease has run out: this receive takes over, and sends through SNS alone.
+    dispatcher.provider.answer(1, Some(FailureClass::Transient));
+    assert_eq!(dispatcher.receive_as(2).await, Disposition::Retry);
+    assert_eq!(dispatcher.receive_as(3).await, Disposition::Done);
+    assert_eq!(dispatcher.provider.calls(), ["sns", "sns"]);
+    assert!(dispatcher.delivery().pinned);
+}
+
+#[tokio::test]
+async fn a_provider_that_does_not_serve_the_destination_hands_it_to_the_next_within_the_attempt() {
+    let dispatcher = routed(vec!["twilio", "sns"]);
+    dispatcher.provider.answer(1, Some(FailureClass::Unserved));
+    assert_eq!(dispatcher.receive_as(1).await, Disposition::Done);
+    assert_eq!(dispatcher.provider.calls(), ["twilio", "sns"]);
+    let sent = dispatcher.delivery();
+    assert_eq!((sent.status, sent.provider.as_deref(), sent.failures), (DeliveryStatus::Sent, Some("sns"), 0));
+
+    let nowhere = routed(vec!["twilio", "sns"]);
+    nowhere.provider.answer(1, Some(FailureClass::Unserved));
+    nowhere.provider.answer(1, Some(FailureClass::Unserved));
+    assert_eq!(nowhere.receive_as(1).await, Disposition::Done);
+    let failed = nowhere.delivery();
+    assert_eq!(failed.status, DeliveryStatus::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.class, FailureClass::Permanent);
+    assert!(error.message.contains("twilio, sns"), "{}", error.message);
 }

@@ -15,6 +15,15 @@ pub enum Channel {
 impl Channel {
     pub const ALL: [Channel; 3] = [Channel::Push, Channel::Sms, Channel::Email];
 
+    /// The AWS service that sends the channel's messages, the first provider of its route:
+    /// SNS (mobile push, SMS) and SES (email).
+    pub fn aws_provider(self) -> &'static str {
+        match self {
+            Channel::Push | Channel::Sms => "sns",
+            Channel::Email => "ses",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Push => "push",

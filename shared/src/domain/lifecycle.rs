@@ -14,6 +14,9 @@
 //!   sending (lease expired: its attempt died) ──take over──▶ sending
 //!   queued, parked, scheduled ──cancel──▶ cancelled
 //!   scheduled ──release (when due)──▶ sending ──held (quiet hours)──▶ scheduled
+//!   sending ──rerouted (to another provider, within the attempt)──▶ sending
+//!   queued, sending, parked ──receipt: sent──▶ sent
+//!   queued, sending, parked, sent ──receipt: delivered / undelivered──▶ delivered / failed
 //! ```
 //!
 //! Each row also says what it does to the delivery's retry budget (its `failures`: the failed
@@ -25,6 +28,11 @@
 //! attempt may be calling the provider), and a claim never takes a cancelled one, so a delivery
 //! is sent or cancelled, never both. A scheduled delivery is released (claimed) only once it is
 //! due, by whichever of its messages comes first: a second release finds it taken.
+//!
+//! A provider's delivery receipt (SMS) is the provider's word that it took the message, so it
+//! moves the delivery from any status an attempt can leave it in: a receipt for a message whose
+//! answer was lost (a timeout) finishes the delivery before its retry sends it again, and the
+//! retry's claim finds it finished.
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +76,16 @@ pub enum Event {
     /// The attempt found the recipient in quiet hours: the delivery is scheduled for when they
     /// end (its message deferred until then). Not a failure, not a wait.
     Hold,
+    /// The attempt moves to another provider (its first declined the destination, or the
+    /// delivery fails over): recorded before calling it, so an attempt that dies calling it
+    /// leaves its name for the one taking over.
+    Reroute,
+    /// The provider's receipt: it sent the message.
+    ReceiptSent,
+    /// The provider's receipt: the carrier delivered it.
+    ReceiptDelivered,
+    /// The provider's receipt: the carrier could not deliver it.
+    ReceiptUndelivered,
 }
 
 /// What a transition checks beyond the delivery's status.
@@ -111,9 +129,12 @@ pub struct Transition {
 use DeliveryStatus as S;
 
 const AFTER_SEND: &[DeliveryStatus] = &[S::Sent, S::Delivered];
+/// Where an attempt can leave a delivery that its provider may have sent.
+const MAYBE_SENT: &[DeliveryStatus] = &[S::Queued, S::Sending, S::Parked];
+const MAYBE_SENT_OR_SENT: &[DeliveryStatus] = &[S::Queued, S::Sending, S::Parked, S::Sent];
 
 /// The table.
-pub const TRANSITIONS: [Transition; 16] = [
+pub const TRANSITIONS: [Transition; 20] = [
     row(Event::Claim, &[S::Queued], Guard::None, S::Sending, TimelineKind::Sending, Budget::Keep),
     row(Event::ClaimAfterRedrive, &[S::Parked], Guard::None, S::Sending, TimelineKind::Sending, Budget::Renew),
     row(Event::TakeOver, &[S::Sending], Guard::ExpiredLease, S::Sending, TimelineKind::Sending, Budget::Spend),
@@ -137,6 +158,10 @@ pub const TRANSITIONS: [Transition; 16] = [
     ),
     row(Event::Release, &[S::Scheduled], Guard::Due, S::Sending, TimelineKind::Released, Budget::Keep),
     row(Event::Hold, &[S::Sending], Guard::OwnLease, S::Scheduled, TimelineKind::HeldQuietHours, Budget::Keep),
+    row(Event::Reroute, &[S::Sending], Guard::OwnLease, S::Sending, TimelineKind::Rerouted, Budget::Keep),
+    row(Event::ReceiptSent, MAYBE_SENT, Guard::None, S::Sent, TimelineKind::Sent, Budget::Keep),
+    row(Event::ReceiptDelivered, MAYBE_SENT_OR_SENT, Guard::None, S::Delivered, TimelineKind::Delivered, Budget::Keep),
+    row(Event::ReceiptUndelivered, MAYBE_SENT_OR_SENT, Guard::None, S::Failed, TimelineKind::Failed, Budget::Keep),
 ];
 
 const fn row(
@@ -171,6 +196,12 @@ pub struct Current {
 }
 
 impl Transition {
+    /// Whether recording it ends the attempt's lease: an outcome does; a reroute, which the
+    /// attempt records on its way on, does not.
+    pub fn ends_lease(&self) -> bool {
+        self.guard == Guard::OwnLease && self.to != DeliveryStatus::Sending
+    }
+
     /// Whether the transition may move a delivery that is `current` at `now_ms`, recorded by
     /// the attempt holding `lease` (for [`Guard::OwnLease`]).
     pub fn allows(&self, current: Current, now_ms: i64, lease: Option<i64>) -> bool {
@@ -213,10 +244,12 @@ pub enum TimelineKind {
     Released,
     /// Held until the recipient's quiet hours end.
     HeldQuietHours,
+    /// The attempt moved to another provider.
+    Rerouted,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 19] = [
+    pub const ALL: [TimelineKind; 20] = [
         TimelineKind::Accepted,
         TimelineKind::Sending,
         TimelineKind::Sent,
@@ -236,6 +269,7 @@ impl TimelineKind {
         TimelineKind::Scheduled,
         TimelineKind::Released,
         TimelineKind::HeldQuietHours,
+        TimelineKind::Rerouted,
     ];
 
     /// As the timeline spells it (the serde name).
@@ -260,6 +294,7 @@ impl TimelineKind {
             TimelineKind::Scheduled => "scheduled",
             TimelineKind::Released => "released",
             TimelineKind::HeldQuietHours => "held_quiet_hours",
+            TimelineKind::Rerouted => "rerouted",
         }
     }
 }
@@ -287,7 +322,7 @@ mod tests {
         S::Cancelled,
         S::Scheduled,
     ];
-    const EVENTS: [Event; 16] = [
+    const EVENTS: [Event; 20] = [
         Event::Claim,
         Event::ClaimAfterRedrive,
         Event::TakeOver,
@@ -304,6 +339,10 @@ mod tests {
         Event::Cancel,
         Event::Release,
         Event::Hold,
+        Event::Reroute,
+        Event::ReceiptSent,
+        Event::ReceiptDelivered,
+        Event::ReceiptUndelivered,
     ];
     const NOW: i64 = 1_000;
     const LEASE: i64 = 5_000;
@@ -350,6 +389,18 @@ mod tests {
             (Cancel, S::Scheduled),
             (Release, S::Scheduled),
             (Hold, S::Sending),
+            (Reroute, S::Sending),
+            (ReceiptSent, S::Queued),
+            (ReceiptSent, S::Sending),
+            (ReceiptSent, S::Parked),
+            (ReceiptDelivered, S::Queued),
+            (ReceiptDelivered, S::Sending),
+            (ReceiptDelivered, S::Parked),
+            (ReceiptDelivered, S::Sent),
+            (ReceiptUndelivered, S::Queued),
+            (ReceiptUndelivered, S::Sending),
+            (ReceiptUndelivered, S::Parked),
+            (ReceiptUndelivered, S::Sent),
         ];
         assert_eq!(allowed(), expected);
     }
@@ -428,6 +479,19 @@ mod tests {
         assert!(hold.allows(current(S::Sending, Some(LEASE)), NOW, Some(LEASE)));
         assert!(!hold.allows(current(S::Sending, Some(LEASE)), NOW, Some(LEASE + 1)));
         assert_eq!((hold.to, hold.budget), (S::Scheduled, Budget::Keep));
+    }
+
+    #[test]
+    fn a_receipt_finishes_a_delivery_whose_answer_was_lost_and_never_reopens_one() {
+        for receipt in [Event::ReceiptSent, Event::ReceiptDelivered, Event::ReceiptUndelivered] {
+            let transition = receipt.transition();
+            assert!(transition.allows(current(S::Queued, None), NOW, None), "{receipt:?}: a retry is pending");
+            assert!(!transition.allows(current(S::Cancelled, None), NOW, None), "{receipt:?}: never sent");
+            assert!(!transition.allows(current(S::Scheduled, None), NOW, None), "{receipt:?}: never sent");
+            assert!(transition.to.is_final());
+        }
+        let reroute = Event::Reroute.transition();
+        assert!(!reroute.allows(current(S::Sending, Some(LEASE)), NOW, Some(LEASE + 1)), "another attempt's lease");
     }
 
     #[test]

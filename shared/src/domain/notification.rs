@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::channel::Channel;
+use super::failover::ProviderTrail;
 use super::lifecycle::{CLAIMS, Current, Event, TimelineKind};
 use crate::error::FailureClass;
 
@@ -175,12 +176,23 @@ impl SkipReason {
     }
 }
 
+impl DeliveryFailure {
+    /// Whether it pins the delivery to the provider that answered it: that answer left it
+    /// unknown whether the message went out.
+    pub fn pins(&self) -> bool {
+        self.class == FailureClass::Ambiguous && self.provider.is_some()
+    }
+}
+
 /// Why a delivery failed: what on-call needs to explain it without reading logs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryFailure {
     pub class: FailureClass,
     pub code: String,
     pub message: String,
+    /// The provider that answered so (absent when the failure was our own state's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +215,12 @@ pub struct DeliveryRecord {
     /// While `sending`: until when (epoch milliseconds) the attempt holds the delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<i64>,
+    /// The provider the latest attempt sent through (written by its claim, before the call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// An answer from `provider` left it unknown whether it sent the message: only it may.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -237,6 +255,8 @@ impl DeliveryRecord {
             failures: 0,
             error: None,
             lease_until: None,
+            provider: None,
+            pinned: false,
             provider_message_id: None,
             skip_reason: None,
             opened_at: None,
@@ -275,6 +295,15 @@ impl DeliveryRecord {
     }
 
     /// What the lifecycle table says of a claim now.
+    /// What this record says about the providers its attempts used.
+    pub fn trail(&self) -> ProviderTrail {
+        let failed = self.error.as_ref().is_some_and(|error| {
+            error.provider == self.provider
+                && matches!(error.class, FailureClass::Transient | FailureClass::AccessDenied | FailureClass::Ambiguous)
+        });
+        ProviderTrail { provider: self.provider.clone(), pinned: self.pinned, failed }
+    }
+
     pub fn claim_decision(&self, now_ms: i64) -> ClaimDecision {
         let claim = CLAIMS.into_iter().find(|claim| claim.transition().allows(self.current(), now_ms, None));
         match (claim, self.status, self.lease_until) {
@@ -413,6 +442,9 @@ impl NotificationRecord {
                 }
                 if let Some(reason) = delivery.skip_reason {
                     body["reason"] = json!(reason);
+                }
+                if let Some(provider) = &delivery.provider {
+                    body["provider"] = json!(provider);
                 }
                 if let Some(id) = &delivery.provider_message_id {
                     body["provider_message_id"] = json!(id);

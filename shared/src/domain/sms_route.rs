@@ -54,12 +54,6 @@ impl Route {
     pub fn providers(&self) -> &[SmsProvider] {
         &self.0
     }
-
-    /// The provider after `provider` in this route, if any (failover's next choice).
-    pub fn after(&self, provider: SmsProvider) -> Option<SmsProvider> {
-        let position = self.0.iter().position(|candidate| *candidate == provider)?;
-        self.0.get(position + 1).copied()
-    }
 }
 
 /// A country calling code prefix of a route: `+` and 1 to 6 digits, not starting with 0
@@ -89,6 +83,11 @@ pub struct SmsRoutes {
 }
 
 impl SmsRoutes {
+    /// Every number through SNS: the routes of a stack without another provider.
+    pub fn sns_only() -> Self {
+        Self { default: Route(vec![SmsProvider::Sns]), by_prefix: BTreeMap::new() }
+    }
+
     /// The route of `number`: its longest matching prefix's, else the default.
     pub fn route(&self, number: &PhoneNumber) -> &Route {
         let number = number.as_str();
@@ -175,14 +174,6 @@ mod tests {
         assert_eq!(providers("+821012345678"), [SmsProvider::Twilio, SmsProvider::Sns]);
         assert_eq!(providers("+447700900123"), [SmsProvider::Sns, SmsProvider::Twilio]);
         assert_eq!(routes.providers(), [SmsProvider::Sns, SmsProvider::Twilio]);
-    }
-
-    #[test]
-    fn the_next_provider_of_a_route_is_the_one_after_the_last_tried() {
-        let routes: SmsRoutes = "*=twilio,sns".parse().unwrap();
-        let route = routes.route(&number("+447700900123"));
-        assert_eq!(route.after(SmsProvider::Twilio), Some(SmsProvider::Sns));
-        assert_eq!(route.after(SmsProvider::Sns), None);
     }
 
     #[test]

@@ -127,6 +127,7 @@ impl Provider for SesEmail {
         &self,
         message: &DeliveryMessage<EmailContent>,
         _recipient: &UserProfile,
+        _provider: &str,
     ) -> Result<String, DependencyError> {
         let mime = self.mime.build(message, &self.link_keys.signer().await?)?;
         let raw = RawMessage::builder().data(Blob::new(mime)).build().expect("data is set");

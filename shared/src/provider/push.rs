@@ -149,6 +149,7 @@ impl Provider for SnsPush {
         &self,
         message: &DeliveryMessage<PushContent>,
         recipient: &UserProfile,
+        _provider: &str,
     ) -> Result<String, DependencyError> {
         let endpoint_arn = self.endpoint(message, recipient).await?;
         let output = self

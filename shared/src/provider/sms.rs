@@ -78,6 +78,7 @@ impl Provider for SnsSms {
         &self,
         message: &DeliveryMessage<SmsContent>,
         _recipient: &UserProfile,
+        _provider: &str,
     ) -> Result<String, DependencyError> {
         let mut publish = self
             .client

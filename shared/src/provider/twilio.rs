@@ -1,10 +1,26 @@
-//! Twilio Programmable Messaging: the signature Twilio puts on the requests it sends (status
-//! callbacks), `X-Twilio-Signature`.
+//! Twilio Programmable Messaging: Create Message over its REST API
+//! (`POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded, HTTP Basic with the
+//! account SID and auth token), its answers classified, and the signature Twilio puts on the
+//! status callbacks it sends back (`X-Twilio-Signature`). The credentials live in a Secrets
+//! Manager secret ([`TwilioSecret`]).
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde::Deserialize;
 use sha1::Sha1;
+
+use crate::aws::classify;
+use crate::domain::delivery::{DeliveryMessage, SmsContent};
+use crate::error::{DependencyError, FailureClass};
 
 /// The header Twilio signs its requests with.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
@@ -39,6 +55,291 @@ fn mac<'a>(auth_token: &str, url: &str, params: impl IntoIterator<Item = (&'a st
     mac
 }
 
+/// Twilio's errors that say it does not serve the destination (another provider may): 21408
+/// "Permission to send an SMS has not been enabled for the region indicated by the 'To'
+/// number", 21612 "The 'To' phone number is not currently reachable using the 'From' phone
+/// number via SMS".
+const UNSERVED: [u32; 2] = [21408, 21612];
+
+/// Twilio's errors about the recipient or the text, which no retry or provider can fix: 21211
+/// invalid `To`, 21610 the recipient replied STOP, 21614 not a mobile number, 21604 `To`
+/// missing, 21602 `Body` missing, 21617 `Body` over 1,600 characters.
+const PERMANENT: [u32; 6] = [21211, 21610, 21614, 21604, 21602, 21617];
+
+/// Twilio's "Authenticate" error (401): the credentials are not (or no longer) the account's.
+const AUTHENTICATE: &str = "20003";
+
+/// How an answer of Twilio's is handled, from its HTTP status and Twilio error code.
+fn class_of(status: u16, code: Option<u32>) -> FailureClass {
+    match (status, code) {
+        (_, Some(code)) if UNSERVED.contains(&code) => FailureClass::Unserved,
+        (_, Some(code)) if PERMANENT.contains(&code) => FailureClass::Permanent,
+        (429, _) | (_, Some(20429)) => FailureClass::Throttled,
+        // The credentials or the account: the deployment's to fix.
+        (401 | 403 | 404, _) => FailureClass::AccessDenied,
+        // Refused before it was taken in.
+        (503, _) => FailureClass::Transient,
+        // An error on Twilio's side while handling it: it may have been created.
+        (500..=599, _) => FailureClass::Ambiguous,
+        (400..=499, _) => FailureClass::Permanent,
+        _ => FailureClass::Ambiguous,
+    }
+}
+
+/// The account's credentials, as the secret holds them (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct TwilioCredentials {
+    pub account_sid: String,
+    pub auth_token: String,
+}
+
+/// What an instance holds of the secret: its current version (sends and signs) and its previous
+/// one (still verifies callbacks signed before a rotation reached Twilio).
+struct Held {
+    current: TwilioCredentials,
+    previous: Option<TwilioCredentials>,
+    read_at: Instant,
+    /// When a refusal last made the instance read the secret again.
+    reread_at: Option<Instant>,
+}
+
+/// The Twilio credentials in Secrets Manager (`TWILIO_SECRET_ARN`): read at init, again every
+/// [`crate::link_keys::REFRESH`], and when Twilio refuses them or a callback's signature fails
+/// with those in hand, at most once per [`crate::link_keys::REREAD_AFTER_FAILURE`]. Rotation:
+/// put the new token as the secret's current version once Twilio issued it (Twilio's secondary
+/// token, promoted), and sends and callbacks keep working throughout.
+#[derive(Clone)]
+pub struct TwilioSecret {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    held: Arc<RwLock<Option<Held>>>,
+}
+
+impl TwilioSecret {
+    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String) -> Self {
+        Self { client, secret_id, held: Arc::new(RwLock::new(None)) }
+    }
+
+    /// Reads the secret (at init, and when due).
+    pub async fn read(&self) -> Result<TwilioCredentials, DependencyError> {
+        let version = |stage: &'static str| async move {
+            let output = self.client.get_secret_value().secret_id(&self.secret_id).version_stage(stage).send().await;
+            match output {
+                Ok(output) => Ok(output.secret_string().map(str::to_string)),
+                Err(error)
+                    if stage == "AWSPREVIOUS"
+                        && error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) =>
+                {
+                    Ok(None)
+                }
+                Err(error) => Err(classify("secretsmanager", "GetSecretValue", error, &[])),
+            }
+        };
+        let (current, previous) = futures::future::try_join(version("AWSCURRENT"), version("AWSPREVIOUS")).await?;
+        let parse = |text: &str| serde_json::from_str::<TwilioCredentials>(text);
+        let current = current.as_deref().map(parse).transpose().ok().flatten().ok_or_else(|| DependencyError {
+            class: FailureClass::Permanent,
+            service: "secretsmanager",
+            operation: "GetSecretValue",
+            code: "InvalidSecret".into(),
+            message: format!(
+                "the secret {} must hold {{\"account_sid\": \"AC…\", \"auth_token\": \"…\"}}",
+                self.secret_id
+            ),
+        })?;
+        let previous = previous.as_deref().and_then(|text| parse(text).ok());
+        let mut held = self.held.write().unwrap_or_else(PoisonError::into_inner);
+        let reread_at = held.as_ref().and_then(|held| held.reread_at);
+        *held = Some(Held { current: current.clone(), previous, read_at: Instant::now(), reread_at });
+        Ok(current)
+    }
+
+    /// The credentials to send with: those in hand, read again when older than the refresh.
+    pub async fn current(&self) -> Result<TwilioCredentials, DependencyError> {
+        let in_hand = self
+            .held
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|held| (held.read_at.elapsed() < crate::link_keys::REFRESH).then(|| held.current.clone()));
+        match in_hand {
+            Some(credentials) => Ok(credentials),
+            None => self.read().await,
+        }
+    }
+
+    /// After a refusal of the credentials in hand: read the secret again if none did within the
+    /// last minute; the fresh credentials if they differ.
+    async fn reread_after_refusal(&self) -> Result<Option<TwilioCredentials>, DependencyError> {
+        let before = {
+            let mut held = self.held.write().unwrap_or_else(PoisonError::into_inner);
+            match held.as_mut() {
+                Some(held)
+                    if held.reread_at.is_some_and(|at| at.elapsed() < crate::link_keys::REREAD_AFTER_FAILURE) =>
+                {
+                    return Ok(None);
+                }
+                Some(held) => {
+                    held.reread_at = Some(Instant::now());
+                    Some(held.current.clone())
+                }
+                None => None,
+            }
+        };
+        let fresh = self.read().await?;
+        Ok((Some(&fresh) != before.as_ref()).then_some(fresh))
+    }
+
+    /// Whether a callback to `url` with the form `params` carries `signature` under the
+    /// account's current or previous token (read again once, when neither matches).
+    pub async fn verify(
+        &self,
+        url: &str,
+        params: &[(String, String)],
+        signature: &str,
+    ) -> Result<bool, DependencyError> {
+        let signed_by = |credentials: &TwilioCredentials| {
+            verify(
+                &credentials.auth_token,
+                url,
+                params.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+                signature,
+            )
+        };
+        self.current().await?;
+        let matches = {
+            let held = self.held.read().unwrap_or_else(PoisonError::into_inner);
+            held.as_ref().is_some_and(|held| signed_by(&held.current) || held.previous.as_ref().is_some_and(signed_by))
+        };
+        if matches {
+            return Ok(true);
+        }
+        Ok(self.reread_after_refusal().await?.is_some_and(|fresh| signed_by(&fresh)))
+    }
+}
+
+/// Sends SMS through Twilio.
+#[derive(Clone)]
+pub struct TwilioSms {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `https://api.twilio.com`, or the local stack's Twilio.
+    api_url: String,
+    /// A Twilio number (E.164) or a Messaging Service SID (`MG…`).
+    sender: String,
+    /// Where Twilio posts the message's status callbacks (the stack's receipts route).
+    callback_url: String,
+    secret: TwilioSecret,
+    /// The whole exchange's limit: past it, whether Twilio took the message is unknown.
+    timeout: Duration,
+}
+
+impl TwilioSms {
+    /// Fails when the system has no root certificates (HTTPS to Twilio could not work).
+    pub fn new(api_url: String, sender: String, callback_url: String, secret: TwilioSecret) -> Result<Self, String> {
+        // The system's roots: Twilio's certificates come from a public CA it may change.
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
+            .map_err(|error| format!("no root certificates to reach Twilio with: {error}"))?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        Ok(Self { http, api_url, sender, callback_url, secret, timeout: Duration::from_secs(10) })
+    }
+
+    pub fn secret(&self) -> &TwilioSecret {
+        &self.secret
+    }
+
+    /// Sends `message`; the credentials are read again once if Twilio refuses them (a rotation).
+    pub async fn send(&self, message: &DeliveryMessage<SmsContent>) -> Result<String, DependencyError> {
+        let credentials = self.secret.current().await?;
+        match self.create(&credentials, message).await {
+            Err(error) if error.code == AUTHENTICATE => match self.secret.reread_after_refusal().await? {
+                Some(fresh) => self.create(&fresh, message).await,
+                None => Err(error),
+            },
+            sent => sent,
+        }
+    }
+
+    async fn create(
+        &self,
+        credentials: &TwilioCredentials,
+        message: &DeliveryMessage<SmsContent>,
+    ) -> Result<String, DependencyError> {
+        let sender = if self.sender.starts_with("MG") { "MessagingServiceSid" } else { "From" };
+        let callback = format!(
+            "{}?notification_id={}&delivery_id={}",
+            self.callback_url, message.notification_id, message.delivery_id
+        );
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("To", message.content.to.as_str())
+            .append_pair(sender, &self.sender)
+            .append_pair("Body", &message.content.body)
+            .append_pair("StatusCallback", &callback)
+            .finish();
+        let basic = STANDARD.encode(format!("{}:{}", credentials.account_sid, credentials.auth_token));
+        let request = http::Request::post(format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.api_url.trim_end_matches('/'),
+            credentials.account_sid
+        ))
+        .header(http::header::AUTHORIZATION, format!("Basic {basic}"))
+        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form)))
+        .map_err(|error| failure(FailureClass::Permanent, "Construction", error.to_string()))?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|error| {
+                // Not connected: nothing was sent. Anything later: it may have been.
+                let class = if error.is_connect() { FailureClass::Transient } else { FailureClass::Ambiguous };
+                failure(class, "Dispatch", crate::aws::error_chain(&error))
+            })?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| failure(FailureClass::Ambiguous, "Response", error.to_string()))?
+                .to_bytes();
+            Ok::<_, DependencyError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange).await.map_err(|_| {
+            failure(FailureClass::Ambiguous, "Timeout", format!("no answer within {:?}", self.timeout))
+        })??;
+        if (200..300).contains(&status) {
+            #[derive(Deserialize)]
+            struct Created {
+                sid: String,
+            }
+            return serde_json::from_slice::<Created>(&body)
+                .map(|created| created.sid)
+                .map_err(|error| failure(FailureClass::Ambiguous, "Response", format!("unreadable answer: {error}")));
+        }
+        #[derive(Deserialize)]
+        struct Refused {
+            code: Option<u32>,
+            message: Option<String>,
+        }
+        let refused = serde_json::from_slice::<Refused>(&body).ok();
+        let code = refused.as_ref().and_then(|refused| refused.code);
+        let message = refused.and_then(|refused| refused.message).unwrap_or_else(|| format!("HTTP {status}"));
+        let error = failure(
+            class_of(status, code),
+            &code.map_or_else(|| format!("HTTP{status}"), |code| code.to_string()),
+            message,
+        );
+        if error.class == FailureClass::AccessDenied {
+            tracing::error!(code = %error.code, error = %error.message, "Twilio refused the account's credentials (RUNBOOK.md#a-provider-is-down)");
+        }
+        Err(error)
+    }
+}
+
+fn failure(class: FailureClass, code: &str, message: String) -> DependencyError {
+    DependencyError { class, service: "twilio", operation: "CreateMessage", code: code.to_string(), message }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +353,20 @@ mod tests {
         ("From", "+12349013030"),
         ("To", "+18005551212"),
     ];
+
+    #[test]
+    fn twilios_answers_are_classified_by_what_they_say_of_the_message() {
+        assert_eq!(class_of(400, Some(21408)), FailureClass::Unserved, "region not enabled");
+        assert_eq!(class_of(400, Some(21612)), FailureClass::Unserved, "not reachable from this sender");
+        for code in [21211, 21610, 21614] {
+            assert_eq!(class_of(400, Some(code)), FailureClass::Permanent, "{code}");
+        }
+        assert_eq!(class_of(429, Some(20429)), FailureClass::Throttled);
+        assert_eq!(class_of(401, Some(20003)), FailureClass::AccessDenied);
+        assert_eq!(class_of(503, Some(20503)), FailureClass::Transient, "refused before it was taken in");
+        assert_eq!(class_of(500, Some(20500)), FailureClass::Ambiguous, "it may have been created");
+        assert_eq!(class_of(400, Some(21999)), FailureClass::Permanent, "another request error");
+    }
 
     #[test]
     fn signs_as_twilios_guide_does() {

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod notifications;
 pub mod rate_limits;
 pub mod send_timeline;
+pub mod sms_providers;
 pub mod stats;
 pub mod suppressions;
 pub mod templates;

@@ -4,7 +4,6 @@
 //! condition instead of overwriting what happened.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -17,7 +16,9 @@ use crate::domain::notification::{
     DeliveryFailure, DeliveryId, DeliveryStatus, NotificationId, NotificationRecord, SweepShard, TimelineEvent,
 };
 use crate::error::DependencyError;
-use crate::ports::{AttemptOutcome, Claim, DeliveryLog, Engaged, Engagement, FeedbackRecorded, Lease};
+use crate::ports::{
+    AttemptOutcome, Claim, Claiming, DeliveryLog, Engaged, Engagement, FeedbackRecorded, Lease, Receipt,
+};
 use crate::queue::Outgoing;
 
 fn status_value(status: DeliveryStatus) -> AttributeValue {
@@ -104,8 +105,9 @@ impl StatusChange {
             Guard::OwnLease => {
                 let lease = lease.expect("a change guarded by the attempt's lease is recorded with it");
                 self.values.insert(":lease".into(), AttributeValue::N(lease.until_ms().to_string()));
-                // The attempt's outcome ends its lease.
-                self.removes.push("#deliveries.#d.#lease".into());
+                if transition.ends_lease() {
+                    self.removes.push("#deliveries.#d.#lease".into());
+                }
                 format!("{status_is_from} AND #deliveries.#d.#lease = :lease")
             }
             Guard::ExpiredLease => {
@@ -157,6 +159,14 @@ impl StatusChange {
     fn set_error(&mut self, error: &impl serde::Serialize) -> Result<(), DependencyError> {
         self.set("error", AttributeValue::M(to_item("UpdateItem", error)?));
         Ok(())
+    }
+
+    /// A claim names `provider` as the attempt's unless an earlier attempt named one (whose
+    /// failover or pin the attempt then decides on, rerouting if it must).
+    fn name_provider(&mut self, provider: &str) {
+        self.names.insert("#provider".into(), "provider".into());
+        self.sets.push("#deliveries.#d.#provider = if_not_exists(#deliveries.#d.#provider, :provider)".into());
+        self.values.insert(":provider".into(), string(provider));
     }
 
     /// A claim's own additions: its lease, and one more attempt.
@@ -340,18 +350,18 @@ impl DeliveryLog for NotificationStore {
 
     async fn claim_first(
         &self,
-        first: Event,
         id: &NotificationId,
         delivery_id: &DeliveryId,
         channel: Channel,
-        now_ms: i64,
-        lease: Duration,
+        claiming: Claiming<'_>,
     ) -> Result<Claim, DependencyError> {
+        let Claiming { first, provider, now_ms, lease } = claiming;
         let lease = Lease::starting(now_ms, lease);
         let mut claim = first;
         for _ in CLAIMS {
             let mut change = StatusChange::new(delivery_id.as_str(), claim.transition(), channel, None, now_ms)?;
             change.take(lease);
+            change.name_provider(provider);
             // The record as the claim left it says the budget spent before (ALL_NEW costs no
             // read units).
             let output = match change.update(self, id).return_values(ReturnValue::AllNew).send().await {
@@ -365,12 +375,64 @@ impl DeliveryLog for NotificationStore {
                 },
             };
             let record: NotificationRecord = from_item("UpdateItem", output.attributes.unwrap_or_default())?;
-            let (failures, waits) =
-                record.deliveries.get(delivery_id).map_or((0, 0), |delivery| (delivery.failures, delivery.waits));
-            return Ok(Claim::Taken { lease, failures, waits });
+            let Some(delivery) = record.deliveries.get(delivery_id) else { return Ok(Claim::Missing) };
+            return Ok(Claim::Taken {
+                lease,
+                failures: delivery.failures,
+                waits: delivery.waits,
+                trail: delivery.trail(),
+                took_over: claim == Event::TakeOver,
+            });
         }
         // Each refusal named the claim the delivery allowed then; it kept changing.
         Ok(Claim::Held { until_ms: now_ms })
+    }
+
+    async fn reroute(
+        &self,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
+        channel: Channel,
+        lease: Lease,
+        provider: &str,
+        pinned: bool,
+    ) -> Result<bool, DependencyError> {
+        let now_ms = crate::time::now_epoch_millis();
+        let mut change =
+            StatusChange::new(delivery_id.as_str(), Event::Reroute.transition(), channel, Some(lease), now_ms)?;
+        change.set("provider", string(provider));
+        if pinned {
+            change.set("pinned", AttributeValue::Bool(true));
+        }
+        Ok(Self::refused(change.update(self, id).send().await)?.is_none())
+    }
+
+    async fn record_receipt(
+        &self,
+        id: &NotificationId,
+        delivery_id: &DeliveryId,
+        channel: Channel,
+        receipt: &Receipt,
+    ) -> Result<FeedbackRecorded, DependencyError> {
+        let now_ms = crate::time::now_epoch_millis();
+        let mut change = StatusChange::new(delivery_id.as_str(), receipt.event.transition(), channel, None, now_ms)?;
+        change.names.insert("#provider".into(), "provider".into());
+        change.values.insert(":provider".into(), string(&receipt.provider));
+        // A delivery no attempt claimed names none (and has no message a receipt could be for).
+        change
+            .condition
+            .push_str(" AND (attribute_not_exists(#deliveries.#d.#provider) OR #deliveries.#d.#provider = :provider)");
+        // The first receipt names the message if the attempt's answer never did (it was lost).
+        change.names.insert("#message_id".into(), "provider_message_id".into());
+        change.values.insert(":message_id".into(), string(&receipt.provider_message_id));
+        change.sets.push("#deliveries.#d.#message_id = if_not_exists(#deliveries.#d.#message_id, :message_id)".into());
+        if let Some(error) = &receipt.error {
+            change.set_error(error)?;
+        }
+        let Some(found) = Self::refused(change.update(self, id).send().await)? else {
+            return Ok(FeedbackRecorded::Recorded);
+        };
+        Ok(FeedbackRecorded::refused(found.as_ref(), delivery_id))
     }
 
     async fn record(
@@ -389,7 +451,10 @@ impl DeliveryLog for NotificationStore {
                 change.set("provider_message_id", string(provider_message_id));
             }
             AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) | AttemptOutcome::Parked(failure) => {
-                change.set_error(failure)?
+                change.set_error(failure)?;
+                if failure.pins() {
+                    change.set("pinned", AttributeValue::Bool(true));
+                }
             }
             AttemptOutcome::Waiting(throttled) => {
                 if let Some(failure) = throttled {

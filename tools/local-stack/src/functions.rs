@@ -46,7 +46,9 @@ impl Registry {
             Box::pin(async move { Ok(Arc::new(intake::Intake::load(&sdk, &env).await?) as Arc<dyn Invoke>) })
         });
         registry.register("dispatch-push", |sdk, env| Ok(Arc::new(dispatch_push::load(sdk, env)?)));
-        registry.register("dispatch-sms", |sdk, env| Ok(Arc::new(dispatch_sms::load(sdk, env)?)));
+        registry.register_async("dispatch-sms", |sdk, env| {
+            Box::pin(async move { Ok(Arc::new(dispatch_sms::load(&sdk, &env).await?) as Arc<dyn Invoke>) })
+        });
         registry.register_async("dispatch-email", |sdk, env| {
             Box::pin(async move { Ok(Arc::new(dispatch_email::load(&sdk, &env).await?) as Arc<dyn Invoke>) })
         });

@@ -17,7 +17,7 @@ use notify::domain::notification::{DeliveryStatus, SweepShard};
 use notify::domain::send_rate::Lane;
 use notify::domain::user::UserId;
 use notify::error::FailureClass;
-use notify::ports::{AttemptOutcome, Claim, DeliveryLog, FeedbackRecorded, Lease};
+use notify::ports::{AttemptOutcome, Claim, DeliveryLog, FeedbackRecorded, Lease, Receipt};
 use notify::store::notifications::NotificationStore;
 use notify::store::rate_limits::{RateLimiter, record_key};
 use reqwest::Method;
@@ -283,6 +283,7 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
         class: notify::error::FailureClass::Transient,
         code: "Throttling".into(),
         message: "slow down".into(),
+        provider: None,
     });
     assert!(
         !store.record(&id.as_str().into(), &"sms".into(), Channel::Sms, first_lease, &late).await.unwrap(),
@@ -304,7 +305,12 @@ const DUE: i64 = 1_000;
 /// Drives a fresh delivery to `status` through the log's own transitions, claimed at `claimed`;
 /// returns the lease it holds when `sending`.
 async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, claimed: i64) -> Option<Lease> {
-    let failure = DeliveryFailure { class: FailureClass::Transient, code: "Throttling".into(), message: "m".into() };
+    let failure = DeliveryFailure {
+        class: FailureClass::Transient,
+        code: "Throttling".into(),
+        message: "m".into(),
+        provider: None,
+    };
     let sms = [("sms".into(), Channel::Sms)];
     match status {
         DeliveryStatus::Queued => return None,
@@ -343,7 +349,8 @@ async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, clai
 /// and whether it applied another (a claim is one call that tries the table's claims; the row
 /// that applied is told by its effect on the retry budget: kept, renewed, or one more).
 async fn apply(store: &NotificationStore, id: &str, event: Event, lease: Lease, now: i64) -> (bool, bool) {
-    let failure = DeliveryFailure { class: FailureClass::Permanent, code: "C".into(), message: "m".into() };
+    let failure =
+        DeliveryFailure { class: FailureClass::Permanent, code: "C".into(), message: "m".into(), provider: None };
     let record = |outcome: AttemptOutcome| async move {
         store.record(&id.into(), &"sms".into(), Channel::Sms, lease, &outcome).await.unwrap()
     };
@@ -373,6 +380,15 @@ async fn apply(store: &NotificationStore, id: &str, event: Event, lease: Lease, 
         }
         Event::Cancel => {
             (store.cancel(&id.into(), &[("sms".into(), Channel::Sms)], true).await.unwrap().is_ok(), false)
+        }
+        Event::Reroute => {
+            (store.reroute(&id.into(), &"sms".into(), Channel::Sms, lease, "twilio", false).await.unwrap(), false)
+        }
+        Event::ReceiptSent | Event::ReceiptDelivered | Event::ReceiptUndelivered => {
+            // The provider the claims name.
+            let receipt = Receipt { event, provider: "sns".into(), provider_message_id: "p".into(), error: None };
+            let recorded = store.record_receipt(&id.into(), &"sms".into(), Channel::Sms, &receipt).await;
+            (recorded.unwrap() == FeedbackRecorded::Recorded, false)
         }
     }
 }

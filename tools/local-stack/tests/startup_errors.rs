@@ -74,8 +74,24 @@ async fn each_function_names_its_missing_variables() {
     let retry = retry::Retry::load(&sdk, &empty).err().unwrap().to_string();
     assert!(retry.contains("SMS_DLQ_URL"), "{retry}");
     let sms_type = HashMap::from([("SMS_TYPE".to_string(), "Loud".to_string())]);
-    let sms = dispatch_sms::load(&sdk, &sms_type).err().unwrap().to_string();
+    let sms = dispatch_sms::load(&sdk, &sms_type).await.err().unwrap().to_string();
     assert!(sms.contains("SMS_TYPE=\"Loud\" is invalid"), "{sms}");
+}
+
+#[tokio::test]
+async fn sms_routes_that_do_not_parse_or_name_twilio_without_its_credentials_fail_the_init() {
+    let sdk = aws_config::SdkConfig::builder().build();
+    let routes = |text: &str| HashMap::from([("SMS_ROUTES".to_string(), text.to_string())]);
+    for (text, problem) in [
+        ("+82=carrier-pigeon;*=sns", "unknown SMS provider \"carrier-pigeon\""),
+        ("+82=twilio", "no default route"),
+        ("82=sns;*=sns", "is not a calling code prefix"),
+        ("+82=;*=sns", "names no provider"),
+        ("+82=twilio,sns;*=sns", "names twilio, but TWILIO_SECRET_ARN"),
+    ] {
+        let sms = dispatch_sms::load(&sdk, &routes(text)).await.err().unwrap().to_string();
+        assert!(sms.contains(problem), "{text}: {sms}");
+    }
 }
 
 #[tokio::test]
@@ -83,10 +99,10 @@ async fn a_send_rate_that_is_not_a_positive_number_fails_the_dispatcher_at_init_
     let sdk = aws_config::SdkConfig::builder().build();
     for rate in ["0", "-3", "NaN", "fast", "1e9"] {
         let env = HashMap::from([("SEND_RATE".to_string(), rate.to_string())]);
-        let sms = dispatch_sms::load(&sdk, &env).err().unwrap().to_string();
+        let sms = dispatch_sms::load(&sdk, &env).await.err().unwrap().to_string();
         assert!(sms.contains(&format!("SEND_RATE={rate:?} is invalid")), "{sms}");
     }
     let env = HashMap::from([("SEND_RATE".to_string(), "0.5".to_string())]);
-    let sms = dispatch_sms::load(&sdk, &env).err().unwrap().to_string();
+    let sms = dispatch_sms::load(&sdk, &env).await.err().unwrap().to_string();
     assert!(!sms.contains("SEND_RATE"), "half a send per second is a rate: {sms}");
 }

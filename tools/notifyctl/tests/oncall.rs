@@ -55,6 +55,7 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
         class: FailureClass::Transient,
         code: "InternalError".into(),
         message: "Internal Error".into(),
+        provider: Some("sns".into()),
     };
     store
         .record(&id.as_str().into(), &"sms".into(), Channel::Sms, lease, &AttemptOutcome::Retrying(throttled))

@@ -115,6 +115,11 @@ pub fn roles(translated: &Value, resolver: &Resolver<'_>) -> Result<TemplateRole
         let name = format!("{}-{logical_id}", resolver.stack_name);
         let mut statements = Vec::new();
         for policy in properties.get("Policies").and_then(Value::as_array).cloned().unwrap_or_default() {
+            // A policy under a condition (`Fn::If`) resolves to itself, or to nothing.
+            let policy = resolve(&policy)?;
+            if policy.is_null() {
+                continue;
+            }
             let policy_name = resolver.resolve_string(policy.get("PolicyName").unwrap_or(&Value::Null))?;
             let document = resolve(policy.get("PolicyDocument").unwrap_or(&Value::Null))?;
             statements.extend(Statement::parse_document(&policy_name, &document).map_err(bad)?);
