@@ -20,8 +20,8 @@ use support::{endpoint, eventually, project_template_text, queue_is_empty, recor
 /// backlog whose tail waits in the queue, where it can be cancelled.
 async fn slow_sms_stack() -> (Api, String) {
     let template_text = project_template_text().replacen(
-        "      Description: Sends SMS through SNS.",
-        "      Description: Sends SMS through SNS.\n      Timeout: 8",
+        "      Description: Sends SMS through SNS and Twilio, by route.",
+        "      Description: Sends SMS through SNS and Twilio, by route.\n      Timeout: 8",
         1,
     );
     assert!(template_text.contains("Timeout: 8"), "the edit applied");
