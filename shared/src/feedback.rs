@@ -133,6 +133,8 @@ impl<L: DeliveryLog, S: Suppressions, C: Counters> EmailFeedback<L, S, C> {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, status = status.as_str(), "feedback changes nothing");
                 Ok(Disposition::Done)
             }
+            // Only receipts name a provider.
+            FeedbackRecorded::OtherProvider => Ok(Disposition::Done),
             FeedbackRecorded::Missing => {
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, "feedback on a delivery no longer logged");
                 Ok(Disposition::Done)

@@ -264,12 +264,10 @@ impl DeliveryLog for MemoryLog {
         channel: Channel,
         receipt: &Receipt,
     ) -> Result<FeedbackRecorded, DependencyError> {
-        let through = |record: &NotificationRecord| {
-            record.deliveries.get(delivery_id).and_then(|delivery| delivery.provider.clone())
-        };
         let found = self.records.lock().unwrap().get(id).cloned();
-        if found.as_ref().and_then(through).is_some_and(|provider| provider != receipt.provider) {
-            return Ok(FeedbackRecorded::refused(found.as_ref(), delivery_id));
+        let refused = FeedbackRecorded::refused_receipt(found.as_ref(), delivery_id, &receipt.provider);
+        if refused == FeedbackRecorded::OtherProvider {
+            return Ok(refused);
         }
         let now_ms = crate::time::now_epoch_millis();
         let recorded = self
@@ -282,7 +280,7 @@ impl DeliveryLog for MemoryLog {
             .await?;
         Ok(match recorded {
             Ok(_) => FeedbackRecorded::Recorded,
-            Err(found) => FeedbackRecorded::refused(found.as_ref(), delivery_id),
+            Err(found) => FeedbackRecorded::refused_receipt(found.as_ref(), delivery_id, &receipt.provider),
         })
     }
 

@@ -155,9 +155,20 @@ pub enum FeedbackRecorded {
     Unchanged(DeliveryStatus),
     /// No such notification or delivery (expired from the log).
     Missing,
+    /// A receipt from a provider the delivery's latest attempt did not go through.
+    OtherProvider,
 }
 
 impl FeedbackRecorded {
+    /// A receipt from `provider` the log refused, from the record it found instead.
+    pub fn refused_receipt(found: Option<&NotificationRecord>, delivery_id: &DeliveryId, provider: &str) -> Self {
+        let through = found.and_then(|record| record.deliveries.get(delivery_id)).and_then(|d| d.provider.as_deref());
+        match through {
+            Some(through) if through != provider => FeedbackRecorded::OtherProvider,
+            _ => Self::refused(found, delivery_id),
+        }
+    }
+
     /// Feedback the log refused, from the record it found instead (`None`: none at all).
     pub fn refused(found: Option<&NotificationRecord>, delivery_id: &DeliveryId) -> Self {
         match found.and_then(|record| record.deliveries.get(delivery_id)).map(|delivery| delivery.status) {

@@ -1,9 +1,10 @@
 //! Twilio's status callbacks (`POST /v1/receipts/twilio`, form-encoded, no app credentials):
 //! signed by Twilio with the account's auth token (`X-Twilio-Signature`) over the URL the SMS
 //! dispatcher gave it, which names the notification and the delivery. A callback whose
-//! signature does not verify, or that would change nothing its delivery does not say already
-//! (a replay), answers 403 and changes nothing; one that moves the delivery records `sent`,
-//! `delivered`, or `failed` with the carrier's error code.
+//! signature does not verify, a `delivered` or `undelivered` one its delivery has recorded
+//! already (a replay), or one for a delivery not sent through Twilio answers 403 and changes
+//! nothing; one that moves the delivery records `sent`, `delivered`, or `failed` with the
+//! carrier's error code.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use notify::domain::channel::Channel;
@@ -70,15 +71,18 @@ impl Intake {
                 Ok(no_content())
             }
             FeedbackRecorded::Missing => Err(ApiError::NotFound("no such delivery".into())),
-            FeedbackRecorded::Unchanged(now) if now == event.transition().to => {
+            // `sent` is usually recorded first by the send's own answer: that receipt is news to
+            // no one, not a replay. A final receipt seen twice is one.
+            FeedbackRecorded::Unchanged(now) if now == event.transition().to && event != Event::ReceiptSent => {
                 tracing::warn!(notification_id = %id, delivery_id = %delivery_id, message_sid = %sid, status, "a Twilio receipt already recorded (a replay); refused");
                 Err(ApiError::Refused(format!("the delivery is {} already", now.as_str())))
             }
             // A receipt that came after a later one (Twilio does not keep their order).
             FeedbackRecorded::Unchanged(_) => Ok(no_content()),
-            FeedbackRecorded::NotYetSent => {
+            FeedbackRecorded::OtherProvider => {
                 Err(ApiError::Refused("the delivery's latest attempt did not go through Twilio".into()))
             }
+            FeedbackRecorded::NotYetSent => Err(ApiError::Refused("the delivery was never sent".into())),
         }
     }
 }

@@ -432,7 +432,7 @@ impl DeliveryLog for NotificationStore {
         let Some(found) = Self::refused(change.update(self, id).send().await)? else {
             return Ok(FeedbackRecorded::Recorded);
         };
-        Ok(FeedbackRecorded::refused(found.as_ref(), delivery_id))
+        Ok(FeedbackRecorded::refused_receipt(found.as_ref(), delivery_id, &receipt.provider))
     }
 
     async fn record(

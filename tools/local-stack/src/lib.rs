@@ -113,6 +113,8 @@ pub struct StackOptions {
     pub registry: Registry,
     /// The account's provider quotas (SES's sending rate, SNS's SMS and Publish rates).
     pub quotas: Quotas,
+    /// The local Twilio the stack's parameters point at, if they do (kept running with it).
+    pub twilio: Option<twilio::TwilioMock>,
 }
 
 /// A running stack. Dropping it stops the API server, the pollers and the schedules.
@@ -126,6 +128,8 @@ pub struct LocalStack {
     pub authorizer: Option<Arc<iam::Authorizer>>,
     /// The providers' side of the account: its quotas, and the sends they accepted and refused.
     pub providers: Arc<ProviderAccount>,
+    /// The local Twilio, when the stack sends through one.
+    pub twilio: Option<twilio::TwilioMock>,
     tasks: JoinSet<()>,
 }
 
@@ -248,7 +252,7 @@ impl LocalStack {
                 tracing::error!(error = %error, "the local Lambda API server stopped");
             }
         });
-        Ok(Self { deployed, api_url, lambda_url, functions, authorizer, providers, tasks })
+        Ok(Self { deployed, api_url, lambda_url, functions, authorizer, providers, twilio: options.twilio, tasks })
     }
 
     /// The stack's outputs as the deployed stack has them, plus where its local endpoints are:
@@ -260,6 +264,9 @@ impl LocalStack {
         outputs.insert(notify::outputs::LOCAL_LAMBDA_ENDPOINT.into(), self.lambda_url.clone());
         if let Some(endpoint) = self.authorizer.as_ref().map(|authorizer| authorizer.url.as_str()).or(aws_endpoint) {
             outputs.insert(notify::outputs::LOCAL_ENDPOINT.into(), endpoint.to_string());
+        }
+        if let Some(twilio) = &self.twilio {
+            outputs.insert(TWILIO_MOCK_URL.into(), twilio.url.clone());
         }
         outputs
     }
@@ -304,15 +311,56 @@ pub async fn start_project(
 ) -> Result<(LocalStack, Clients), StackError> {
     let clients = Clients::new(sdk);
     clients.check_reachable().await?;
-    let parameters = local_parameters(&clients, template, stack_name, given).await?;
+    let mut parameters = local_parameters(&clients, template, stack_name, given).await?;
+    let twilio = local_twilio(&clients, template, stack_name, &mut parameters).await?;
     let options = StackOptions {
         stack_name: stack_name.to_string(),
         parameters,
         api_address,
         registry: Registry::project(),
         quotas,
+        twilio,
     };
     Ok((LocalStack::start(sdk, template, options).await?, clients))
+}
+
+/// The output naming the local Twilio (its List Messages shows what it received).
+pub const TWILIO_MOCK_URL: &str = "TwilioMockUrl";
+
+/// A timeout fault holds the local Twilio's answer longer than the SMS function waits for it.
+const TWILIO_HANG: Duration = Duration::from_secs(12);
+
+/// The local Twilio, when the template can send through Twilio and no credentials were given:
+/// its account's credentials in a secret of the emulator (as a deployer stores theirs), and the
+/// parameters naming the secret, a sender and the local Twilio's URL.
+async fn local_twilio(
+    clients: &Clients,
+    template: &Template,
+    stack_name: &str,
+    parameters: &mut BTreeMap<String, String>,
+) -> Result<Option<twilio::TwilioMock>, StackError> {
+    const SECRET: &str = "TwilioCredentialsSecretArn";
+    if !template.parameters.contains_key(SECRET) || parameters.contains_key(SECRET) {
+        return Ok(None);
+    }
+    let mock = twilio::TwilioMock::start(twilio::TwilioAccount::generate(), TWILIO_HANG).await?;
+    let account = mock.account();
+    let credentials = serde_json::json!({"account_sid": account.sid, "auth_token": account.auth_token});
+    let created = clients
+        .secrets
+        .create_secret()
+        .name(format!("{stack_name}-twilio"))
+        .secret_string(credentials.to_string())
+        .send()
+        .await
+        .map_err(|error| StackError::Aws {
+            action: "storing the local Twilio's credentials".into(),
+            message: aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string(),
+        })?;
+    parameters.insert(SECRET.into(), created.arn.unwrap_or_default());
+    parameters.entry("TwilioSender".into()).or_insert_with(|| twilio::SENDER.into());
+    parameters.insert("TwilioApiUrl".into(), mock.url.clone());
+    Ok(Some(mock))
 }
 
 /// Values for the template parameters that name resources a deployment brings with it: the

@@ -124,6 +124,18 @@ async fn run(args: Args) -> Result<(), StackError> {
             "  curl -s {endpoint}/moto-api/data.json | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[\"sns\"][\"SMS\"], indent=2))'"
         );
     }
+    if let Some(twilio) = &stack.twilio {
+        println!();
+        println!("SMS routed to Twilio (SmsRoutes) go to the local Twilio; what it received:");
+        println!();
+        println!(
+            "  curl -s -u '{}:{}' {}/2010-04-01/Accounts/{}/Messages.json",
+            twilio.account().sid,
+            twilio.account().auth_token,
+            twilio.url,
+            twilio.account().sid
+        );
+    }
     println!();
     println!("Admin and on-call: cargo run -q -p notifyctl -- --help   (reads {})", args.outputs_file.display());
     println!();

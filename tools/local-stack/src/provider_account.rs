@@ -9,7 +9,7 @@
 //! mobile push to an endpoint, which SNS counts against the account's Publish quota).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -59,6 +59,8 @@ struct Bucket {
 pub struct Sends {
     pub accepted: u64,
     pub throttled: u64,
+    /// Refused by an outage.
+    pub refused: u64,
 }
 
 pub struct ProviderAccount {
@@ -66,6 +68,9 @@ pub struct ProviderAccount {
     buckets: [Mutex<Bucket>; 3],
     accepted: [AtomicU64; 3],
     throttled: [AtomicU64; 3],
+    /// Channels whose provider is down: it refuses every send (an outage).
+    down: [AtomicBool; 3],
+    refused: [AtomicU64; 3],
 }
 
 fn index(channel: Channel) -> usize {
@@ -100,7 +105,15 @@ impl ProviderAccount {
             buckets: [full(Channel::Push), full(Channel::Sms), full(Channel::Email)],
             accepted: Default::default(),
             throttled: Default::default(),
+            down: Default::default(),
+            refused: Default::default(),
         }
+    }
+
+    /// Takes `channel`'s provider down (every send refused with its `503 ServiceUnavailable`:
+    /// refused, so known unsent) or brings it back.
+    pub fn set_down(&self, channel: Channel, down: bool) {
+        self.down[index(channel)].store(down, Ordering::SeqCst);
     }
 
     pub fn quotas(&self) -> Quotas {
@@ -112,6 +125,7 @@ impl ProviderAccount {
         Sends {
             accepted: self.accepted[index(channel)].load(Ordering::SeqCst),
             throttled: self.throttled[index(channel)].load(Ordering::SeqCst),
+            refused: self.refused[index(channel)].load(Ordering::SeqCst),
         }
     }
 
@@ -122,6 +136,10 @@ impl ProviderAccount {
             return Some(self.account());
         }
         let channel = send_channel(method, path, body)?;
+        if self.down[index(channel)].load(Ordering::SeqCst) {
+            self.refused[index(channel)].fetch_add(1, Ordering::SeqCst);
+            return Some(unavailable(channel));
+        }
         if self.take(channel) {
             self.accepted[index(channel)].fetch_add(1, Ordering::SeqCst);
             return None;
@@ -188,6 +206,27 @@ pub fn throttled(channel: Channel) -> Response {
     response.expect("a static status and headers")
 }
 
+/// The provider's answer to a send while it is down: SNS's and SES's `503 ServiceUnavailable`.
+fn unavailable(channel: Channel) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let response = match channel {
+        Channel::Email => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("content-type", "application/json")
+            .header("x-amzn-errortype", "ServiceUnavailable")
+            .header("x-amzn-requestid", request_id)
+            .body(Body::from(r#"{"message":"Service Unavailable"}"#)),
+        Channel::Sms | Channel::Push => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("content-type", "text/xml")
+            .body(Body::from(format!(
+                "<ErrorResponse xmlns=\"http://sns.amazonaws.com/doc/2010-03-31/\"><Error><Type>Receiver</Type>\
+                 <Code>ServiceUnavailable</Code><Message>Service Unavailable</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+            ))),
+    };
+    response.expect("a static status and headers")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,12 +251,23 @@ mod tests {
         let (method, path, body) = sms();
         let answers: Vec<bool> = (0..5).map(|_| account.answer(&method, path, body).is_none()).collect();
         assert_eq!(answers, [true, true, true, false, false]);
-        assert_eq!(account.sends(Channel::Sms), Sends { accepted: 3, throttled: 2 });
+        assert_eq!(account.sends(Channel::Sms), Sends { accepted: 3, throttled: 2, refused: 0 });
         let refused = account.answer(&method, path, body).unwrap();
         assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
         std::thread::sleep(std::time::Duration::from_millis(400));
         assert!(account.answer(&method, path, body).is_none(), "a token back after a third of a second");
         assert_eq!(account.sends(Channel::Email), Sends::default(), "each channel has its own rate");
+    }
+
+    #[test]
+    fn a_provider_that_is_down_refuses_every_send_until_it_is_back() {
+        let account = ProviderAccount::new(Quotas::default());
+        let (method, path, body) = sms();
+        account.set_down(Channel::Sms, true);
+        assert_eq!(account.answer(&method, path, body).unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+        account.set_down(Channel::Sms, false);
+        assert!(account.answer(&method, path, body).is_none());
+        assert_eq!(account.sends(Channel::Sms), Sends { accepted: 1, throttled: 0, refused: 1 });
     }
 
     #[test]

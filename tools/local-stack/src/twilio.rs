@@ -38,6 +38,10 @@ const MAX_BODY_CHARS: usize = 1600;
 /// The carrier's "Unreachable destination handset", reported on an `undelivered` message.
 const UNREACHABLE_HANDSET: u32 = 30003;
 
+/// The number the local stack's SMS go out from through Twilio (Twilio's magic test number
+/// for a valid sender).
+pub const SENDER: &str = "+15005550006";
+
 /// A Twilio account: its SID (`AC` and 32 hex digits) and auth token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TwilioAccount {

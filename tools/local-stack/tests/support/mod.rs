@@ -69,6 +69,7 @@ pub fn options(stack_name: &str, parameters: BTreeMap<String, String>, registry:
         api_address: SocketAddr::from(([127, 0, 0, 1], 0)),
         registry,
         quotas: Default::default(),
+        twilio: None,
     }
 }
 

@@ -399,6 +399,7 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
             api_address: SocketAddr::from(([127, 0, 0, 1], port)),
             registry: Registry::project(),
             quotas: Default::default(),
+            twilio: None,
         };
         LocalStack::start(&stack_sdk, &template, options).await.unwrap()
     };
