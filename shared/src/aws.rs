@@ -152,7 +152,7 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Whether `error` is, at its root, a connection the endpoint refused: nothing was sent.
-pub fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(error);
     while let Some(error) = source {
         if let Some(io) = error.downcast_ref::<std::io::Error>()

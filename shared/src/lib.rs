@@ -24,6 +24,7 @@ pub mod ports;
 pub mod provider;
 pub mod queue;
 pub mod redrive;
+pub mod secrets;
 pub mod store;
 pub mod sweep;
 pub mod telemetry;

@@ -31,7 +31,7 @@ use notify::domain::template::{Template, TemplateName};
 use notify::domain::user::{UserId, UserProfile};
 use notify::function::Function;
 use notify::link_keys::LinkKeys;
-use notify::provider::twilio::TwilioSecret;
+use notify::provider::twilio::{TwilioSecret, twilio_secret};
 use notify::queue::{ChannelQueues, Enqueuer};
 use notify::store::apps::AppStore;
 use notify::store::notifications::NotificationStore;
@@ -112,17 +112,12 @@ impl Intake {
         let queues = ChannelQueues::load(&mut settings);
         let ttl = Duration::from_secs(settings.parsed_or("CACHE_TTL_SECONDS", 5u64));
         let public_api_url = settings.optional("PUBLIC_API_URL");
+        // Read at the first receipt: most cold starts serve other routes.
         let twilio = settings
             .optional("TWILIO_SECRET_ARN")
-            .filter(|arn| !arn.trim().is_empty())
-            .map(|arn| TwilioSecret::new(aws_sdk_secretsmanager::Client::new(sdk), arn));
+            .map(|arn| twilio_secret(aws_sdk_secretsmanager::Client::new(sdk), arn));
         settings.finish()?;
         link_keys.read().await?;
-        if let Some(twilio) = &twilio {
-            twilio.read().await.map_err(|error| ConfigError {
-                problems: vec![format!("cannot read the Twilio credentials (TWILIO_SECRET_ARN): {error}")],
-            })?;
-        }
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         Ok(Self {
             apps: AppStore::new(dynamodb.clone(), tables.apps),

@@ -11,8 +11,10 @@ use notify::domain::channel::Channel;
 use notify::domain::lifecycle::Event;
 use notify::domain::notification::{DeliveryFailure, DeliveryId, NotificationId};
 use notify::error::FailureClass;
+use notify::metrics::{self, DeliveryMetric};
 use notify::ports::{DeliveryLog, FeedbackRecorded, Receipt};
-use notify::provider::twilio::SIGNATURE_HEADER;
+use notify::provider::sms_routing::receipts_url;
+use notify::provider::twilio::{SIGNATURE_HEADER, verify_callback};
 
 use crate::Intake;
 use crate::problem::ApiError;
@@ -40,9 +42,10 @@ impl Intake {
         let signature =
             request.headers.get(SIGNATURE_HEADER).and_then(|value| value.to_str().ok()).ok_or_else(forged)?;
         let query = request.raw_query_string.as_deref().unwrap_or_default();
-        let url = format!("{}{}?{query}", self.link_base(request), request.raw_path.as_deref().unwrap_or_default());
+        // The URL the SMS function gave Twilio, which Twilio signed.
+        let url = format!("{}?{query}", receipts_url(&self.link_base(request)));
         let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-        if !secret.verify(&url, &params, signature).await? {
+        if !verify_callback(secret, &url, &params, signature).await? {
             tracing::warn!(url, "a Twilio callback whose signature does not verify; refused");
             return Err(forged());
         }
@@ -67,6 +70,11 @@ impl Intake {
         let (id, delivery_id) = (NotificationId::from(id.as_str()), DeliveryId::from(delivery_id.as_str()));
         match self.notifications.record_receipt(&id, &delivery_id, Channel::Sms, &receipt).await? {
             FeedbackRecorded::Recorded => {
+                match event {
+                    Event::ReceiptDelivered => metrics::delivery(Channel::Sms, DeliveryMetric::Delivered),
+                    Event::ReceiptUndelivered => metrics::delivery(Channel::Sms, DeliveryMetric::Failed),
+                    _ => {}
+                }
                 tracing::info!(notification_id = %id, delivery_id = %delivery_id, message_sid = %sid, status, "Twilio receipt recorded");
                 Ok(no_content())
             }

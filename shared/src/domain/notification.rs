@@ -294,16 +294,16 @@ impl DeliveryRecord {
         Current { status: self.status, lease_until: self.lease_until, deliver_after: self.deliver_after }
     }
 
-    /// What the lifecycle table says of a claim now.
     /// What this record says about the providers its attempts used.
     pub fn trail(&self) -> ProviderTrail {
-        let failed = self.error.as_ref().is_some_and(|error| {
-            error.provider == self.provider
-                && matches!(error.class, FailureClass::Transient | FailureClass::AccessDenied | FailureClass::Ambiguous)
-        });
+        let failed = self
+            .error
+            .as_ref()
+            .is_some_and(|error| error.provider == self.provider && error.class.is_providers_fault());
         ProviderTrail { provider: self.provider.clone(), pinned: self.pinned, failed }
     }
 
+    /// What the lifecycle table says of a claim now.
     pub fn claim_decision(&self, now_ms: i64) -> ClaimDecision {
         let claim = CLAIMS.into_iter().find(|claim| claim.transition().allows(self.current(), now_ms, None));
         match (claim, self.status, self.lease_until) {

@@ -4,8 +4,7 @@
 //! status callbacks it sends back (`X-Twilio-Signature`). The credentials live in a Secrets
 //! Manager secret ([`TwilioSecret`]).
 
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -18,9 +17,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use sha1::Sha1;
 
-use crate::aws::classify;
 use crate::domain::delivery::{DeliveryMessage, SmsContent};
 use crate::error::{DependencyError, FailureClass};
+use crate::secrets::{RotatingSecret, Versions};
 
 /// The header Twilio signs its requests with.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
@@ -93,128 +92,44 @@ pub struct TwilioCredentials {
     pub auth_token: String,
 }
 
-/// What an instance holds of the secret: its current version (sends and signs) and its previous
-/// one (still verifies callbacks signed before a rotation reached Twilio).
-struct Held {
-    current: TwilioCredentials,
-    previous: Option<TwilioCredentials>,
-    read_at: Instant,
-    /// When a refusal last made the instance read the secret again.
-    reread_at: Option<Instant>,
+/// The Twilio credentials in Secrets Manager (`TWILIO_SECRET_ARN`), rotating: put the new token
+/// as the secret's current version once Twilio issued it (its secondary token, promoted), and
+/// sends and callbacks signed with either keep working.
+pub type TwilioSecret = RotatingSecret<TwilioCredentials>;
+
+/// The secret named `secret_arn`, not yet read.
+pub fn twilio_secret(client: aws_sdk_secretsmanager::Client, secret_arn: String) -> TwilioSecret {
+    RotatingSecret::new(client, secret_arn, |version| {
+        serde_json::from_str(&version.value)
+            .map_err(|_| r#"it must hold {"account_sid": "AC…", "auth_token": "…"}"#.to_string())
+    })
 }
 
-/// The Twilio credentials in Secrets Manager (`TWILIO_SECRET_ARN`): read at init, again every
-/// [`crate::link_keys::REFRESH`], and when Twilio refuses them or a callback's signature fails
-/// with those in hand, at most once per [`crate::link_keys::REREAD_AFTER_FAILURE`]. Rotation:
-/// put the new token as the secret's current version once Twilio issued it (Twilio's secondary
-/// token, promoted), and sends and callbacks keep working throughout.
-#[derive(Clone)]
-pub struct TwilioSecret {
-    client: aws_sdk_secretsmanager::Client,
-    secret_id: String,
-    held: Arc<RwLock<Option<Held>>>,
-}
-
-impl TwilioSecret {
-    pub fn new(client: aws_sdk_secretsmanager::Client, secret_id: String) -> Self {
-        Self { client, secret_id, held: Arc::new(RwLock::new(None)) }
+/// Whether a callback to `url` with the form `params` carries `signature` under the account's
+/// current or previous token (the secret read again once, at most once a minute, when neither
+/// matches: a rotation newer than this instance's read).
+pub async fn verify_callback(
+    secret: &TwilioSecret,
+    url: &str,
+    params: &[(String, String)],
+    signature: &str,
+) -> Result<bool, DependencyError> {
+    let signed_by = |credentials: &TwilioCredentials| {
+        let params = params.iter().map(|(name, value)| (name.as_str(), value.as_str()));
+        verify(&credentials.auth_token, url, params, signature)
+    };
+    let signed = |versions: &Versions<TwilioCredentials>| {
+        signed_by(&versions.current) || versions.previous.as_ref().is_some_and(signed_by)
+    };
+    if signed(&*secret.versions().await?) {
+        return Ok(true);
     }
-
-    /// Reads the secret (at init, and when due).
-    pub async fn read(&self) -> Result<TwilioCredentials, DependencyError> {
-        let version = |stage: &'static str| async move {
-            let output = self.client.get_secret_value().secret_id(&self.secret_id).version_stage(stage).send().await;
-            match output {
-                Ok(output) => Ok(output.secret_string().map(str::to_string)),
-                Err(error)
-                    if stage == "AWSPREVIOUS"
-                        && error.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) =>
-                {
-                    Ok(None)
-                }
-                Err(error) => Err(classify("secretsmanager", "GetSecretValue", error, &[])),
-            }
-        };
-        let (current, previous) = futures::future::try_join(version("AWSCURRENT"), version("AWSPREVIOUS")).await?;
-        let parse = |text: &str| serde_json::from_str::<TwilioCredentials>(text);
-        let current = current.as_deref().map(parse).transpose().ok().flatten().ok_or_else(|| DependencyError {
-            class: FailureClass::Permanent,
-            service: "secretsmanager",
-            operation: "GetSecretValue",
-            code: "InvalidSecret".into(),
-            message: format!(
-                "the secret {} must hold {{\"account_sid\": \"AC…\", \"auth_token\": \"…\"}}",
-                self.secret_id
-            ),
-        })?;
-        let previous = previous.as_deref().and_then(|text| parse(text).ok());
-        let mut held = self.held.write().unwrap_or_else(PoisonError::into_inner);
-        let reread_at = held.as_ref().and_then(|held| held.reread_at);
-        *held = Some(Held { current: current.clone(), previous, read_at: Instant::now(), reread_at });
-        Ok(current)
-    }
-
-    /// The credentials to send with: those in hand, read again when older than the refresh.
-    pub async fn current(&self) -> Result<TwilioCredentials, DependencyError> {
-        let in_hand = self
-            .held
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .and_then(|held| (held.read_at.elapsed() < crate::link_keys::REFRESH).then(|| held.current.clone()));
-        match in_hand {
-            Some(credentials) => Ok(credentials),
-            None => self.read().await,
+    match secret.reread_after_failure().await {
+        Ok(fresh) => Ok(fresh.is_some_and(|fresh| signed(&fresh))),
+        Err(error) => {
+            tracing::warn!(error = %error, "the Twilio credentials could not be read again; those in hand are kept");
+            Ok(false)
         }
-    }
-
-    /// After a refusal of the credentials in hand: read the secret again if none did within the
-    /// last minute; the fresh credentials if they differ.
-    async fn reread_after_refusal(&self) -> Result<Option<TwilioCredentials>, DependencyError> {
-        let before = {
-            let mut held = self.held.write().unwrap_or_else(PoisonError::into_inner);
-            match held.as_mut() {
-                Some(held)
-                    if held.reread_at.is_some_and(|at| at.elapsed() < crate::link_keys::REREAD_AFTER_FAILURE) =>
-                {
-                    return Ok(None);
-                }
-                Some(held) => {
-                    held.reread_at = Some(Instant::now());
-                    Some(held.current.clone())
-                }
-                None => None,
-            }
-        };
-        let fresh = self.read().await?;
-        Ok((Some(&fresh) != before.as_ref()).then_some(fresh))
-    }
-
-    /// Whether a callback to `url` with the form `params` carries `signature` under the
-    /// account's current or previous token (read again once, when neither matches).
-    pub async fn verify(
-        &self,
-        url: &str,
-        params: &[(String, String)],
-        signature: &str,
-    ) -> Result<bool, DependencyError> {
-        let signed_by = |credentials: &TwilioCredentials| {
-            verify(
-                &credentials.auth_token,
-                url,
-                params.iter().map(|(name, value)| (name.as_str(), value.as_str())),
-                signature,
-            )
-        };
-        self.current().await?;
-        let matches = {
-            let held = self.held.read().unwrap_or_else(PoisonError::into_inner);
-            held.as_ref().is_some_and(|held| signed_by(&held.current) || held.previous.as_ref().is_some_and(signed_by))
-        };
-        if matches {
-            return Ok(true);
-        }
-        Ok(self.reread_after_refusal().await?.is_some_and(|fresh| signed_by(&fresh)))
     }
 }
 
@@ -252,12 +167,26 @@ impl TwilioSms {
     }
 
     /// Sends `message`; the credentials are read again once if Twilio refuses them (a rotation).
+    /// A failure to read them is a configuration error, never the message's: it is retried (and
+    /// is never ambiguous: nothing reached Twilio).
     pub async fn send(&self, message: &DeliveryMessage<SmsContent>) -> Result<String, DependencyError> {
-        let credentials = self.secret.current().await?;
+        let unreadable = |error: DependencyError| DependencyError {
+            class: if error.class == FailureClass::Permanent {
+                FailureClass::AccessDenied
+            } else {
+                FailureClass::Transient
+            },
+            ..error
+        };
+        let credentials = self.secret.versions().await.map_err(unreadable)?.current.clone();
         match self.create(&credentials, message).await {
-            Err(error) if error.code == AUTHENTICATE => match self.secret.reread_after_refusal().await? {
-                Some(fresh) => self.create(&fresh, message).await,
-                None => Err(error),
+            Err(error) if error.code == AUTHENTICATE => match self.secret.reread_after_failure().await {
+                Ok(Some(fresh)) => self.create(&fresh.current, message).await,
+                Ok(None) => Err(error),
+                Err(unread) => {
+                    tracing::warn!(error = %unread, "the Twilio credentials could not be read again");
+                    Err(error)
+                }
             },
             sent => sent,
         }
