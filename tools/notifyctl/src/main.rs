@@ -7,6 +7,7 @@ mod import;
 mod oncall;
 mod output;
 mod queues;
+mod routes;
 mod stats;
 
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ enum Command {
     /// Per channel and lane: messages waiting, the oldest's age, the send rate against the
     /// quota, and when the backlog drains.
     Queues(queues::QueuesArgs),
+    /// SMS routes: which providers serve which numbers, in order.
+    #[command(subcommand)]
+    Routes(routes::RoutesCommand),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,8 @@ pub enum CliError {
     ImportFile { path: String, message: String },
     #[error("{0} rows were rejected (see the report); the other rows were imported")]
     RowsRejected(usize),
+    #[error("invalid routes {0}")]
+    InvalidRoutes(String),
     #[error("invoking {function}: {message}")]
     Invoke { function: String, message: String },
 }
@@ -126,6 +132,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dlq(command) => oncall::dlq(&sdk, &outputs, command, cli.json).await,
         Command::Stats(args) => stats::run(&sdk, &outputs, args, cli.json).await,
         Command::Queues(args) => queues::run(&sdk, &outputs, args, cli.json).await,
+        Command::Routes(command) => routes::run(&sdk, &outputs, command, cli.json).await,
         Command::Users(import::UsersCommand::Import { file, concurrency }) => {
             let users = UserStore::new(aws_sdk_dynamodb::Client::new(&sdk), outputs.get("UsersTableName")?);
             import::import_users(&users, &file, concurrency.max(1), cli.json).await

@@ -47,8 +47,12 @@ pub async fn try_notifyctl(outputs: &Path, args: &[&str]) -> (bool, Value, Strin
         .await
         .expect("notifyctl runs");
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    let printed = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("notifyctl {args:?} printed no JSON ({error}): {stderr}"));
+    // A refusal may print nothing but its reason (on stderr).
+    let printed = match serde_json::from_slice(&output.stdout) {
+        Ok(printed) => printed,
+        Err(_) if !output.status.success() && output.stdout.is_empty() => Value::Null,
+        Err(error) => panic!("notifyctl {args:?} printed no JSON ({error}): {stderr}"),
+    };
     (output.status.success(), printed, stderr)
 }
 
