@@ -259,7 +259,7 @@ impl TwilioSms {
             message,
         );
         if error.class == FailureClass::AccessDenied {
-            tracing::error!(code = %error.code, error = %error.message, "Twilio refused the account's credentials (RUNBOOK.md#a-provider-is-down)");
+            tracing::error!(code = %error.code, error = %error.message, "Twilio refused the account's credentials (RUNBOOK.md#provider-down)");
         }
         Err(error)
     }

@@ -273,7 +273,7 @@ impl ProviderHealth {
             match self.send(provider, out).await {
                 Ok(_) => {
                     crate::metrics::provider_out_of_rotation(provider.as_str());
-                    tracing::error!(%provider, failures = health.failures, until_ms = until, probing = health.probing, "SMS provider out of rotation: its routes fail over to the next provider (RUNBOOK.md#a-provider-is-down)");
+                    tracing::error!(%provider, failures = health.failures, until_ms = until, probing = health.probing, "SMS provider out of rotation: its routes fail over to the next provider (RUNBOOK.md#provider-down)");
                 }
                 Err(error) if error.code == "ConditionalCheckFailedException" => {}
                 Err(error) => return Err(error),

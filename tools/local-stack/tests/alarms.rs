@@ -137,6 +137,30 @@ fn every_channel_has_a_permanent_failure_rate_alarm_on_its_emf_metrics() {
 }
 
 #[test]
+fn every_sms_provider_has_a_failure_rate_alarm_on_its_emf_metrics() {
+    let root = template();
+    let mut watched = BTreeSet::new();
+    for (_, alarm) in resources(&root, "AWS::CloudWatch::Alarm") {
+        for query in alarm.get("Metrics").and_then(Yaml::as_sequence).into_iter().flatten() {
+            let metric = &query["MetricStat"]["Metric"];
+            if metric["Namespace"] == "notify" && metric["MetricName"] == "ProviderFailures" {
+                // The dimensions notify::metrics::provider_call writes, in its order.
+                let dimensions = metric["Dimensions"].as_sequence().unwrap();
+                assert_eq!(
+                    (&dimensions[0]["Name"], &dimensions[0]["Value"]),
+                    (&Yaml::from("Channel"), &Yaml::from("sms"))
+                );
+                assert_eq!(dimensions[1]["Name"], "Provider");
+                watched.insert(dimensions[1]["Value"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let providers: BTreeSet<String> =
+        notify::domain::sms_route::SmsProvider::ALL.iter().map(|provider| provider.to_string()).collect();
+    assert_eq!(watched, providers);
+}
+
+#[test]
 fn the_first_access_denied_of_any_function_pages() {
     let root = template();
     let alarms = resources(&root, "AWS::CloudWatch::Alarm");
