@@ -40,8 +40,9 @@ impl SmsProviders {
     /// Settings: `SMS_ROUTES` (the template's `SmsRoutes`; `*=sns` when unset), the SNS
     /// adapter's, and for Twilio `TWILIO_SECRET_ARN` (its credentials), `TWILIO_SENDER` (a
     /// number or a Messaging Service SID), `TWILIO_API_URL` (`https://api.twilio.com`),
-    /// `PUBLIC_API_URL` (its callbacks' base) and `RATE_LIMITS_TABLE` (routes set by on-call,
-    /// providers' health). Twilio is configured when its secret is named; routes naming it
+    /// `PUBLIC_API_URL` (its callbacks' base), `RATE_LIMITS_TABLE` (routes set by on-call,
+    /// providers' health) and `PROVIDER_COOL_DOWN_SECONDS` (60: how long a failing provider is
+    /// out of rotation). Twilio is configured when its secret is named; routes naming it
     /// without it fail the init.
     pub fn load(sdk: &SdkConfig, dynamodb: &aws_sdk_dynamodb::Client, settings: &mut Settings<'_>) -> Self {
         let sns = SnsSms::load(aws_sdk_sns::Client::new(&crate::aws::provider_config(sdk)), settings);
@@ -59,13 +60,15 @@ impl SmsProviders {
         let api_url = settings.optional("TWILIO_API_URL").unwrap_or_else(|| "https://api.twilio.com".into());
         let callback_url = receipts_url(&settings.required("PUBLIC_API_URL"));
         let table = settings.required("RATE_LIMITS_TABLE");
+        let cool_down = settings.parsed_or("PROVIDER_COOL_DOWN_SECONDS", HealthPolicy::default().cool_down.as_secs());
+        let health = HealthPolicy { cool_down: std::time::Duration::from_secs(cool_down), ..HealthPolicy::default() };
         let routed = TwilioSms::new(api_url, sender, callback_url, secret)
             .map_err(|problem| settings.problem(problem))
             .ok()
             .map(|twilio| Routed {
                 twilio,
                 routes: RouteBook::new(RoutesStore::new(dynamodb.clone(), table.clone()), default_routes),
-                health: ProviderHealth::new(dynamodb.clone(), table, HealthPolicy::default()),
+                health: ProviderHealth::new(dynamodb.clone(), table, health),
             });
         Self { sns, routed }
     }

@@ -41,6 +41,19 @@ async fn main() {
     for figure in reliability::pipeline_under_faults(&support::endpoint(), run).await {
         report(figure, &mut held);
     }
+
+    // Issue 21: SNS down for a minute, Twilio timing out on 5% of its sends.
+    let failover = reliability::FailoverRun {
+        notifications: 1000,
+        accept_over: Duration::from_secs(150),
+        outage: Duration::from_secs(60),
+        cool_down: Duration::from_secs(60),
+        twilio_timeout_every: 20,
+        settle_within: Duration::from_secs(900),
+    };
+    for figure in reliability::sms_failover(&support::endpoint(), failover).await {
+        report(figure, &mut held);
+    }
     if !held {
         std::process::exit(1);
     }

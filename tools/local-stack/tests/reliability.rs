@@ -46,3 +46,19 @@ async fn under_faults_and_a_restart_every_accepted_notification_ends_once() {
         figure.assert_held();
     }
 }
+
+#[tokio::test]
+async fn sms_fails_over_during_an_sns_outage_and_no_message_is_sent_by_both_providers() {
+    // Smaller than the full run (1,000 SMS, a one-minute outage: BENCHMARKS.md).
+    let run = reliability::FailoverRun {
+        notifications: 60,
+        accept_over: Duration::from_secs(25),
+        outage: Duration::from_secs(10),
+        cool_down: Duration::from_secs(5),
+        twilio_timeout_every: 20,
+        settle_within: Duration::from_secs(300),
+    };
+    for figure in reliability::sms_failover(&support::endpoint(), run).await {
+        figure.assert_held();
+    }
+}

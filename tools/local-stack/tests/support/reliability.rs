@@ -779,3 +779,221 @@ fn provider_sends(state: &Value, marker: &str) -> BTreeMap<(usize, String), usiz
 fn was_cancelled(record: &NotificationRecord) -> bool {
     record.deliveries.values().any(|delivery| delivery.status == DeliveryStatus::Cancelled)
 }
+
+/// The SMS failover run (issue 21): `notifications` SMS across six calling codes, routed
+/// `+82=twilio,sns;*=sns,twilio`, while SNS refuses every send for `outage` from the start (then
+/// recovers) and Twilio takes one send in `twilio_timeout_every` and never answers it.
+pub struct FailoverRun {
+    pub notifications: usize,
+    /// How long the notifications take to be accepted (in batches of 10, evenly spread).
+    pub accept_over: Duration,
+    pub outage: Duration,
+    /// How long a failing provider stays out of rotation (60 s in a deployment).
+    pub cool_down: Duration,
+    pub twilio_timeout_every: u64,
+    /// How long after SNS recovers every delivery must have its outcome.
+    pub settle_within: Duration,
+}
+
+/// Numbers in six countries (valid mobile numbers of each plan).
+const SIX_COUNTRIES: [&str; 6] =
+    ["+12015550123", "+447911123456", "+4915123456789", "+33612345678", "+819012345678", "+821012345678"];
+
+/// When things first happened in a failover run, from the outage's start.
+#[derive(Default)]
+struct Firsts {
+    sns_refusal: Option<Duration>,
+    twilio_send: Option<Duration>,
+    sns_send_after_recovery: Option<Duration>,
+}
+
+/// Brings SNS back (once), noting how many sends it had accepted until then.
+fn recover(api: &Api, recovered: &std::sync::Mutex<Option<u64>>) {
+    let mut recovered = recovered.lock().unwrap();
+    if recovered.is_none() {
+        *recovered = Some(api.stack.providers.sends(Channel::Sms).accepted);
+        api.stack.providers.set_down(Channel::Sms, false);
+    }
+}
+
+/// Runs [`FailoverRun`]: every message must be sent exactly once, by one provider (counted in
+/// the emulator's SNS and the local Twilio), none lost, and every Twilio send must have its
+/// receipt recorded; the notes give each provider's share, the failover time (first SNS refusal
+/// → first Twilio send) and when traffic came back to SNS.
+pub async fn sms_failover(endpoint: &str, run: FailoverRun) -> Vec<Figure> {
+    let parameters = BTreeMap::from([
+        ("SmsRoutes".to_string(), "+82=twilio,sns;*=sns,twilio".to_string()),
+        ("RetryBaseSeconds".to_string(), "1".to_string()),
+        ("RetryMaxSeconds".to_string(), "4".to_string()),
+        ("SmsRateLimitPerHour".to_string(), "100".to_string()),
+    ]);
+    let template_text = super::project_template_text().replacen(
+        "          SMS_ROUTES: !Ref SmsRoutes\n",
+        &format!(
+            "          SMS_ROUTES: !Ref SmsRoutes\n          PROVIDER_COOL_DOWN_SECONDS: \"{}\"\n",
+            run.cool_down.as_secs()
+        ),
+        1,
+    );
+    assert!(template_text.contains("PROVIDER_COOL_DOWN_SECONDS"), "the edit applied");
+    let api = Api::start_from(&template_text, endpoint, parameters).await;
+    let twilio = api.stack.twilio.as_ref().expect("the local stack's Twilio");
+    twilio.fail_every(Some((run.twilio_timeout_every, local_stack::twilio::Fault::TimeoutAfterRequest)));
+    let template = unique("t");
+    let content = json!({"default_locale": "en", "locales": {"en": {"sms": {"body": "{{ text }}"}}}});
+    api.call(Method::PUT, &format!("/v1/templates/{template}"), Some(content)).await;
+    // Ten users per country, so no user nears the hourly limit.
+    let mut users = Vec::new();
+    for phone in SIX_COUNTRIES {
+        for _ in 0..10 {
+            let user = unique("u");
+            let stored = api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": phone}))).await;
+            assert!(stored.status.is_success(), "{phone}: {}", stored.body);
+            users.push(user);
+        }
+    }
+    let run_id = unique("f");
+
+    let outage_start = std::time::Instant::now();
+    api.stack.providers.set_down(Channel::Sms, true);
+    let firsts = Arc::new(std::sync::Mutex::new(Firsts::default()));
+    // SNS's accepted sends when it recovered.
+    let recovered = Arc::new(std::sync::Mutex::new(None::<u64>));
+    let watcher = {
+        let (firsts, recovered, providers) = (firsts.clone(), recovered.clone(), api.stack.providers.clone());
+        let twilio_messages = {
+            let url = format!("{}/2010-04-01/Accounts/{}/Messages.json?PageSize=1", twilio.url, twilio.account().sid);
+            (url, twilio.account().sid.clone(), twilio.account().auth_token.clone())
+        };
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let sends = providers.sends(Channel::Sms);
+                let since = outage_start.elapsed();
+                let recovered_at = *recovered.lock().unwrap();
+                let twilio_unseen = {
+                    let mut seen = firsts.lock().unwrap();
+                    if sends.refused > 0 && seen.sns_refusal.is_none() {
+                        seen.sns_refusal = Some(since);
+                    }
+                    if let Some(accepted_then) = recovered_at
+                        && sends.accepted > accepted_then
+                        && seen.sns_send_after_recovery.is_none()
+                    {
+                        seen.sns_send_after_recovery = Some(since);
+                    }
+                    seen.twilio_send.is_none()
+                };
+                if twilio_unseen {
+                    let (url, sid, token) = &twilio_messages;
+                    let listed: Value =
+                        http.get(url).basic_auth(sid, Some(token)).send().await.unwrap().json().await.unwrap();
+                    if !listed["messages"].as_array().unwrap().is_empty() {
+                        firsts.lock().unwrap().twilio_send = Some(since);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // Accepted in batches of 10, spread over `accept_over`; SNS recovers on the way.
+    let mut ids = Vec::new();
+    let texts: Vec<String> = (0..run.notifications).map(|index| format!("{run_id}-{index}")).collect();
+    let batches = texts.len().div_ceil(10);
+    for (batch, chunk) in texts.chunks(10).enumerate() {
+        let due = run.accept_over.mul_f64(batch as f64 / batches as f64);
+        tokio::time::sleep(due.saturating_sub(outage_start.elapsed())).await;
+        if api.stack.providers.sends(Channel::Sms).refused > 0 && outage_start.elapsed() >= run.outage {
+            recover(&api, &recovered);
+        }
+        let items: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(offset, text)| {
+                let user = &users[(batch * 10 + offset) % users.len()];
+                json!({"user_id": user, "template": template, "params": {"text": text}, "idempotency_key": text})
+            })
+            .collect();
+        let reply = api.call(Method::POST, "/v1/notifications/batch", Some(json!({"notifications": items}))).await;
+        for result in reply.body["results"].as_array().unwrap() {
+            assert_eq!(result["status"], 202, "{result}");
+            ids.push(result["body"]["id"].as_str().unwrap().to_string());
+        }
+    }
+    tokio::time::sleep(run.outage.saturating_sub(outage_start.elapsed())).await;
+    recover(&api, &recovered);
+
+    let log = notify::store::notifications::NotificationStore::new(
+        api.clients.dynamodb.clone(),
+        api.stack.deployed.table("NotificationsTable").unwrap().to_string(),
+    );
+    let deadline = tokio::time::Instant::now() + run.settle_within;
+    while !super::outcomes_final(&log, &ids).await && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let settled = outage_start.elapsed();
+    watcher.abort();
+
+    let by_twilio: HashMap<String, usize> = twilio.messages().iter().fold(HashMap::new(), |mut counts, message| {
+        *counts.entry(message["body"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        counts
+    });
+    let by_sns: HashMap<String, usize> = super::recorded_sms().await.iter().fold(HashMap::new(), |mut counts, sms| {
+        *counts.entry(sms["message"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        counts
+    });
+    let mut once = Figure::new("SMS failover: each message sent once, by one provider, none lost");
+    let mut receipts = Figure::new("SMS failover: every Twilio send has its receipt recorded");
+    let (mut through_sns, mut through_twilio) = (0, 0);
+    for (id, text) in ids.iter().zip(&texts) {
+        let record = log.get(&id.as_str().into()).await.unwrap().expect("logged");
+        let delivery = record.deliveries.values().next().expect("one SMS delivery");
+        let (twilio_sends, sns_sends) =
+            (by_twilio.get(text).copied().unwrap_or(0), by_sns.get(text).copied().unwrap_or(0));
+        once.check(twilio_sends + sns_sends == 1 && delivery.status.is_final(), || {
+            format!(
+                "{id}: {:?} through {:?}; Twilio sent it {twilio_sends}, SNS {sns_sends}",
+                delivery.status, delivery.provider
+            )
+        });
+        match delivery.provider.as_deref() {
+            Some("twilio") => {
+                through_twilio += 1;
+                receipts.check(delivery.status == DeliveryStatus::Delivered, || {
+                    format!("{id}: {:?} though Twilio sent it", delivery.status)
+                });
+            }
+            _ => through_sns += 1,
+        }
+    }
+    let firsts = firsts.lock().unwrap();
+    let seconds = |at: Option<Duration>| at.map_or("never".to_string(), |at| format!("{:.1} s", at.as_secs_f64()));
+    let failover = match (firsts.sns_refusal, firsts.twilio_send) {
+        (Some(refused), Some(sent)) => format!("{:.1} s", sent.saturating_sub(refused).as_secs_f64()),
+        _ => "n/a".into(),
+    };
+    let sends = api.stack.providers.sends(Channel::Sms);
+    once.notes = vec![
+        format!("{} SMS, 6 calling codes, accepted over {:.0} s", run.notifications, run.accept_over.as_secs_f64()),
+        format!("sent through SNS {through_sns}, through Twilio {through_twilio}"),
+        format!("SNS down for {:.0} s: {} sends refused", run.outage.as_secs_f64(), sends.refused),
+        format!("failover (first SNS refusal → first Twilio send) {failover}"),
+        format!(
+            "SNS back at {} (recovered at {:.0} s; a failing provider is out of rotation {:.0} s at a time)",
+            seconds(firsts.sns_send_after_recovery),
+            run.outage.as_secs_f64(),
+            run.cool_down.as_secs_f64()
+        ),
+        format!(
+            "Twilio timed out on {} of {} sends",
+            twilio.messages().len() as u64 / run.twilio_timeout_every,
+            twilio.messages().len()
+        ),
+        format!("all settled {:.0} s after the outage began", settled.as_secs_f64()),
+    ];
+    receipts.notes = vec![format!("{through_twilio} sent through Twilio")];
+    assert_eq!(api.stack.denials(), [], "every call the functions made is granted");
+    api.stack.stop().await;
+    vec![once, receipts]
+}
