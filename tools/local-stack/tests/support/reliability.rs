@@ -967,7 +967,7 @@ pub async fn sms_failover(endpoint: &str, run: FailoverRun) -> Vec<Figure> {
             _ => through_sns += 1,
         }
     }
-    let firsts = firsts.lock().unwrap();
+    let firsts = std::mem::take(&mut *firsts.lock().unwrap());
     let seconds = |at: Option<Duration>| at.map_or("never".to_string(), |at| format!("{:.1} s", at.as_secs_f64()));
     let failover = match (firsts.sns_refusal, firsts.twilio_send) {
         (Some(refused), Some(sent)) => format!("{:.1} s", sent.saturating_sub(refused).as_secs_f64()),
