@@ -42,7 +42,7 @@ use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
 use crate::domain::quiet_hours::{QuietHours, QuietHoursPolicy};
 use crate::domain::rate_limit::HourlyLimit;
 use crate::domain::send_rate::{Lane, SendRate, until};
-use crate::domain::stats::skipped_counter;
+use crate::domain::stats::{sent_via_counter, skipped_counter};
 use crate::domain::user::TimeZoneName;
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics::DeliveryMetric;
@@ -360,7 +360,9 @@ where
             crate::metrics::provider_call(channel, &provider, outcome.is_err_and(FailureClass::is_providers_fault));
             self.provider.observe(&provider, outcome).await;
             let error = match sent {
-                Ok(provider_message_id) => return Ok(self.finish_sent(record, lease, provider_message_id).await),
+                Ok(provider_message_id) => {
+                    return Ok(self.finish_sent(record, lease, &provider, provider_message_id).await);
+                }
                 Err(error) => error,
             };
             let failure = provider_failure(&error, &provider);
@@ -498,12 +500,16 @@ where
         &self,
         record: &SqsRecord<DeliveryMessage<P::Content>>,
         lease: Lease,
+        provider: &str,
         provider_message_id: String,
     ) -> Disposition {
         let message = &record.body;
         let (mut delay, last) = self.settings.sent_record_retries;
         loop {
-            let sent = AttemptOutcome::Sent { provider_message_id: provider_message_id.clone() };
+            let sent = AttemptOutcome::Sent {
+                provider: provider.to_string(),
+                provider_message_id: provider_message_id.clone(),
+            };
             let error = match self.finish(message, lease, sent).await {
                 Ok(outcome) => return outcome,
                 Err(error) => error,
@@ -531,9 +537,11 @@ where
             // Another attempt recorded (and counted) the outcome.
             return Ok(Disposition::Done);
         }
+        let counted = Counted { app_key: &message.app_key, template: message.template.as_str() };
         let counter = match &outcome {
-            AttemptOutcome::Sent { .. } => {
+            AttemptOutcome::Sent { provider, .. } => {
                 crate::metrics::sent(P::CHANNEL, Lane::of(message.transactional));
+                self.stats.count(counted, P::CHANNEL, &sent_via_counter(provider));
                 Some(DeliveryStatus::Sent.as_str().to_string())
             }
             AttemptOutcome::Failed(_) => {
@@ -552,7 +560,6 @@ where
             AttemptOutcome::Retrying(_) | AttemptOutcome::Waiting(_) | AttemptOutcome::Held { .. } => None,
         };
         if let Some(counter) = counter {
-            let counted = Counted { app_key: &message.app_key, template: message.template.as_str() };
             self.stats.count(counted, P::CHANNEL, &counter);
         }
         tracing::info!(

@@ -296,7 +296,8 @@ impl DeliveryLog for MemoryLog {
         let now_ms = crate::time::now_epoch_millis();
         let recorded = self
             .change(id, delivery_id, channel, transition, (Some(lease), now_ms), |delivery| match outcome {
-                AttemptOutcome::Sent { provider_message_id } => {
+                AttemptOutcome::Sent { provider, provider_message_id } => {
+                    delivery.provider = Some(provider.clone());
                     delivery.provider_message_id = Some(provider_message_id.clone());
                 }
                 AttemptOutcome::Failed(failure)

@@ -112,6 +112,8 @@ pub struct Receipt {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttemptOutcome {
     Sent {
+        /// The provider that took it, and its id for the message.
+        provider: String,
         provider_message_id: String,
     },
     Failed(DeliveryFailure),

@@ -441,7 +441,7 @@ async fn an_attempt_that_outlived_its_lease_records_nothing_over_the_attempt_tha
     assert!(!dispatcher.log.record(&ID.into(), &DELIVERY.into(), Channel::Sms, slow, &late).await.unwrap());
     let delivery = dispatcher.log.delivery(ID, DELIVERY).unwrap();
     assert_eq!((delivery.status, delivery.lease_until), (DeliveryStatus::Sending, Some(taker.until_ms())));
-    let sent = AttemptOutcome::Sent { provider_message_id: "p".into() };
+    let sent = AttemptOutcome::Sent { provider: "sns".into(), provider_message_id: "p".into() };
     assert!(dispatcher.log.record(&ID.into(), &DELIVERY.into(), Channel::Sms, taker, &sent).await.unwrap());
 }
 

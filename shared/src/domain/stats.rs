@@ -24,6 +24,13 @@ pub const CLICKED: &str = "clicked";
 /// Every click.
 pub const CLICKS: &str = "clicks";
 
+/// The counter of deliveries sent through `provider` (`sent` counts them all).
+pub fn sent_via_counter(provider: &str) -> String {
+    format!("{SENT_VIA}{provider}")
+}
+
+const SENT_VIA: &str = "sent_via_";
+
 /// The counter of deliveries skipped for `reason`.
 pub fn skipped_counter(reason: SkipReason) -> String {
     format!("skipped_{}", reason.as_str())
@@ -81,8 +88,10 @@ impl StatsQuery {
     /// (`email_sent`), null when none was.
     pub fn report(&self, totals: &BTreeMap<String, u64>, email_sent: u64) -> Value {
         let count = |name: &str| totals.get(name).copied().unwrap_or(0);
-        let skipped: BTreeMap<&str, u64> =
-            totals.iter().filter_map(|(name, n)| Some((name.strip_prefix("skipped_")?, *n))).collect();
+        let by_prefix = |prefix: &str| -> BTreeMap<String, u64> {
+            totals.iter().filter_map(|(name, n)| Some((name.strip_prefix(prefix)?.to_string(), *n))).collect()
+        };
+        let skipped = by_prefix("skipped_");
         let sent = count("sent");
         let rate = |n: u64| (email_sent > 0).then(|| ((n as f64 / email_sent as f64) * 10_000.0).round() / 10_000.0);
         json!({
@@ -93,6 +102,7 @@ impl StatsQuery {
             "counts": {
                 "accepted": count(ACCEPTED),
                 "sent": sent,
+                "sent_by_provider": by_prefix(SENT_VIA),
                 "delivered": count("delivered"),
                 "failed": count("failed"),
                 "bounced": count("bounced"),
@@ -138,9 +148,11 @@ mod tests {
             ("clicked".to_string(), 1),
             ("clicks".to_string(), 3),
             (skipped_counter(SkipReason::Suppressed), 1),
+            (sent_via_counter("ses"), 4),
         ]);
         let report = query.report(&totals, 4);
         assert_eq!(report["counts"]["skipped"], json!({"suppressed": 1}));
+        assert_eq!(report["counts"]["sent_by_provider"], json!({"ses": 4}));
         assert_eq!(report["rates"], json!({"delivery_rate": 0.75, "open_rate": 0.5, "click_rate": 0.25}));
         assert_eq!(
             StatsQuery::parse(None, None, None, None, 0).unwrap().report(&BTreeMap::new(), 0)["rates"]["open_rate"],

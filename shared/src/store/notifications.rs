@@ -447,7 +447,8 @@ impl DeliveryLog for NotificationStore {
         let mut change =
             StatusChange::new(delivery_id.as_str(), outcome.event().transition(), channel, Some(lease), now_ms)?;
         match outcome {
-            AttemptOutcome::Sent { provider_message_id } => {
+            AttemptOutcome::Sent { provider, provider_message_id } => {
+                change.set("provider", string(provider));
                 change.set("provider_message_id", string(provider_message_id));
             }
             AttemptOutcome::Failed(failure) | AttemptOutcome::Retrying(failure) | AttemptOutcome::Parked(failure) => {

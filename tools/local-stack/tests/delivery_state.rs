@@ -290,7 +290,7 @@ async fn a_held_lease_sends_the_message_back_and_an_expired_one_is_taken_over() 
         "not recorded"
     );
     assert_eq!(parked.delivery(&id).await["status"], "sending");
-    let sent = AttemptOutcome::Sent { provider_message_id: "p-1".into() };
+    let sent = AttemptOutcome::Sent { provider: "sns".into(), provider_message_id: "p-1".into() };
     assert!(store.record(&id.as_str().into(), &"sms".into(), Channel::Sms, lease, &sent).await.unwrap());
     assert_eq!(
         store.claim(&id.as_str().into(), &"sms".into(), Channel::Sms, later, Duration::from_secs(60)).await.unwrap(),
@@ -331,7 +331,7 @@ async fn reach(store: &NotificationStore, id: &str, status: DeliveryStatus, clai
         DeliveryStatus::Parked => AttemptOutcome::Parked(failure),
         DeliveryStatus::Failed => AttemptOutcome::Failed(failure),
         DeliveryStatus::Skipped => AttemptOutcome::Skipped(SkipReason::RateLimited),
-        _ => AttemptOutcome::Sent { provider_message_id: "p".into() },
+        _ => AttemptOutcome::Sent { provider: "sns".into(), provider_message_id: "p".into() },
     };
     assert!(store.record(&id.into(), &"sms".into(), Channel::Sms, lease, &outcome).await.unwrap());
     let feedback = match status {
@@ -368,7 +368,9 @@ async fn apply(store: &NotificationStore, id: &str, event: Event, lease: Lease, 
             (applied == event, applied != event)
         }
         Event::Hold => (record(AttemptOutcome::Held { until_ms: DUE }).await, false),
-        Event::Sent => (record(AttemptOutcome::Sent { provider_message_id: "p".into() }).await, false),
+        Event::Sent => {
+            (record(AttemptOutcome::Sent { provider: "sns".into(), provider_message_id: "p".into() }).await, false)
+        }
         Event::Retrying => (record(AttemptOutcome::Retrying(failure)).await, false),
         Event::Waiting => (record(AttemptOutcome::Waiting(None)).await, false),
         Event::Parked => (record(AttemptOutcome::Parked(failure)).await, false),

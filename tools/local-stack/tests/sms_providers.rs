@@ -89,6 +89,10 @@ async fn each_number_goes_by_its_route_and_twilios_signed_receipts_record_the_de
     assert_eq!(sent["provider"], "sns");
     assert_eq!(taken(&api, &korean_text).await, (1, 0));
     assert_eq!(taken(&api, &american_text).await, (0, 1));
+    api.wait_for_stats("channel=sms", "SMS counted by provider", |counts| {
+        counts["sent_by_provider"] == json!({"sns": 1, "twilio": 1})
+    })
+    .await;
     let twilio = api.stack.twilio.as_ref().unwrap();
     let answered: Vec<u16> = twilio.callbacks().iter().filter(|c| c.message_sid == sid).map(|c| c.answered).collect();
     assert_eq!(answered, [204, 204], "sent, then delivered");

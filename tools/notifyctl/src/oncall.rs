@@ -66,6 +66,7 @@ pub fn print_status(record: &NotificationRecord, json: bool) {
         ("CHANNEL", Align::Left),
         ("TARGET", Align::Left),
         ("STATUS", Align::Left),
+        ("PROVIDER", Align::Left),
         ("ATTEMPTS", Align::Right),
         ("ERROR", Align::Left),
     ]);
@@ -86,13 +87,27 @@ pub fn print_status(record: &NotificationRecord, json: bool) {
             delivery.channel.to_string(),
             delivery.target.clone(),
             status,
+            // Pinned: only this provider may send it (an earlier answer left it unknown).
+            match (&delivery.provider, delivery.pinned) {
+                (Some(provider), true) => format!("{provider} (pinned)"),
+                (Some(provider), false) => provider.clone(),
+                (None, _) => "-".into(),
+            },
             delivery.attempts.to_string(),
             error,
         ]);
     }
     for skipped in &record.skipped {
         let status = format!("skipped ({})", skipped.reason.as_str());
-        table.row(vec!["-".into(), skipped.channel.to_string(), "-".into(), status, "-".into(), String::new()]);
+        table.row(vec![
+            "-".into(),
+            skipped.channel.to_string(),
+            "-".into(),
+            status,
+            "-".into(),
+            "-".into(),
+            String::new(),
+        ]);
     }
     table.print();
     println!();
