@@ -346,18 +346,23 @@ async fn local_twilio(
     let mock = twilio::TwilioMock::start(twilio::TwilioAccount::generate(), TWILIO_HANG).await?;
     let account = mock.account();
     let credentials = serde_json::json!({"account_sid": account.sid, "auth_token": account.auth_token});
-    let created = clients
-        .secrets
-        .create_secret()
-        .name(format!("{stack_name}-twilio"))
-        .secret_string(credentials.to_string())
-        .send()
-        .await
-        .map_err(|error| StackError::Aws {
-            action: "storing the local Twilio's credentials".into(),
-            message: aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string(),
-        })?;
-    parameters.insert(SECRET.into(), created.arn.unwrap_or_default());
+    let name = format!("{stack_name}-twilio");
+    let failed = |error: &dyn std::error::Error| StackError::Aws {
+        action: "storing the local Twilio's credentials".into(),
+        message: aws_sdk_secretsmanager::error::DisplayErrorContext(error).to_string(),
+    };
+    let created = clients.secrets.create_secret().name(&name).secret_string(credentials.to_string()).send().await;
+    let arn = match created {
+        Ok(created) => created.arn,
+        // The stack started again on the same emulator: the new Twilio's account becomes the
+        // secret's current version, as a rotation would make it.
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => {
+            let put = clients.secrets.put_secret_value().secret_id(&name).secret_string(credentials.to_string());
+            put.send().await.map_err(|error| failed(&error))?.arn
+        }
+        Err(error) => return Err(failed(&error)),
+    };
+    parameters.insert(SECRET.into(), arn.unwrap_or_default());
     parameters.entry("TwilioSender".into()).or_insert_with(|| twilio::SENDER.into());
     parameters.insert("TwilioApiUrl".into(), mock.url.clone());
     Ok(Some(mock))
