@@ -110,7 +110,7 @@ impl<L: DeliveryLog, S: Suppressions, C: Counters> EmailFeedback<L, S, C> {
             }
             Feedback::Rejected { reason } => (Event::Rejected, permanent("Rejected", reason), DeliveryMetric::Failed),
             Feedback::SoftBounced { .. } => {
-                self.log.append_event(&id, TimelineKind::SoftBounced, Channel::Email).await?;
+                self.log.append_event(&id, &delivery_id, TimelineKind::SoftBounced, Channel::Email).await?;
                 return Ok(Disposition::Done);
             }
             Feedback::Ignored(kind) => {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod error;
+pub mod event_stream;
 pub mod feedback;
 pub mod function;
 pub mod link_keys;

@@ -46,6 +46,7 @@ pub fn logged(id: &str, delivery_id: &str, channel: Channel, status: DeliverySta
         cancellation_key: None,
         cancel_scope: None,
         send_at: None,
+        conversion: None,
     }
 }
 
@@ -180,6 +181,7 @@ impl MemoryLog {
             at: crate::time::now_rfc3339(),
             kind: transition.timeline,
             channel: Some(channel),
+            delivery: Some(delivery_id.clone()),
         });
         self.applied.lock().unwrap().push(Applied {
             by: (self.caller)(),
@@ -367,7 +369,12 @@ impl DeliveryLog for MemoryLog {
         };
         if first {
             let kind = if engagement == Engagement::Open { TimelineKind::Opened } else { TimelineKind::Clicked };
-            record.events.push(TimelineEvent { at: now, kind, channel: Some(channel) });
+            record.events.push(TimelineEvent {
+                at: now,
+                kind,
+                channel: Some(channel),
+                delivery: Some(delivery_id.clone()),
+            });
         }
         Ok(Engaged::Recorded { first })
     }
@@ -375,12 +382,18 @@ impl DeliveryLog for MemoryLog {
     async fn append_event(
         &self,
         id: &NotificationId,
+        delivery_id: &DeliveryId,
         kind: TimelineKind,
         channel: Channel,
     ) -> Result<(), DependencyError> {
         interleave(1).await;
         if let Some(record) = self.records.lock().unwrap().get_mut(id) {
-            record.events.push(TimelineEvent { at: crate::time::now_rfc3339(), kind, channel: Some(channel) });
+            record.events.push(TimelineEvent {
+                at: crate::time::now_rfc3339(),
+                kind,
+                channel: Some(channel),
+                delivery: Some(delivery_id.clone()),
+            });
         }
         Ok(())
     }
@@ -413,6 +426,7 @@ impl DeliveryLog for MemoryLog {
                 at: crate::time::now_rfc3339(),
                 kind: cancel.timeline,
                 channel: Some(*channel),
+                delivery: Some(delivery_id.clone()),
             });
             self.applied.lock().unwrap().push(Applied {
                 by: (self.caller)(),

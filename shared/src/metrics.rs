@@ -10,6 +10,8 @@
 //! `ProviderCalls` and `ProviderFailures` (dimensions `Channel`, `Provider`) count each call to
 //! a provider and those that failed for the provider's sake (an error on its side, a timeout,
 //! its refusal of our credentials): a provider's failure rate, alarmed per provider.
+//! `EventsPublished`, `EventsParked` and `EventPublishFailures` (no dimension) count the event
+//! stream's work (`event_stream`).
 //! `AccessDenied` (no dimension) counts the AWS calls a function's role refused: a
 //! configuration error, alarmed at the first.
 
@@ -102,6 +104,25 @@ pub fn provider_call(channel: Channel, provider: &str, failed: bool) {
 pub fn provider_out_of_rotation(provider: &str) {
     collector();
     metrics::counter!("ProviderOutOfRotation", "Provider" => provider.to_string()).increment(1);
+}
+
+/// The event stream: events put on the bus, parked in its DLQ past the retry window, and
+/// failed puts (each retried or parked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventMetric {
+    Published,
+    Parked,
+    PublishFailures,
+}
+
+pub fn events(metric: EventMetric, count: usize) {
+    collector();
+    let name = match metric {
+        EventMetric::Published => "EventsPublished",
+        EventMetric::Parked => "EventsParked",
+        EventMetric::PublishFailures => "EventPublishFailures",
+    };
+    metrics::counter!(name).increment(count as u64);
 }
 
 /// Writes what was recorded since the last flush as EMF to `writer` (and resets it).

@@ -291,6 +291,7 @@ pub trait DeliveryLog: Send + Sync + 'static {
     fn append_event(
         &self,
         id: &NotificationId,
+        delivery_id: &DeliveryId,
         kind: TimelineKind,
         channel: Channel,
     ) -> impl Future<Output = Result<(), DependencyError>> + Send;

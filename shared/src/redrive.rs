@@ -89,7 +89,14 @@ impl<L: DeliveryLog> Redrive<L> {
                     }
                     Some(_) => {
                         dead_letters.send_back(&letter.body).await?;
-                        self.log.append_event(&delivery.notification_id, TimelineKind::Redriven, channel).await?;
+                        self.log
+                            .append_event(
+                                &delivery.notification_id,
+                                &delivery.delivery_id,
+                                TimelineKind::Redriven,
+                                channel,
+                            )
+                            .await?;
                         report.redriven += 1;
                         finished.push(letter.receipt_handle);
                     }

@@ -620,12 +620,13 @@ pub fn assemble(
         cancel_scope: request.cancellation_key.as_ref().map(|key| key.scope_of(&app.app_key, &id)),
         cancellation_key: request.cancellation_key.clone(),
         send_at: request.send_at.map(notify::time::rfc3339_millis),
+        conversion: None,
         deliveries,
         skipped: plan.skipped,
         events: [TimelineKind::Accepted]
             .into_iter()
             .chain(request.send_at.map(|_| TimelineKind::Scheduled))
-            .map(|kind| TimelineEvent { at: now.clone(), kind, channel: None })
+            .map(|kind| TimelineEvent { at: now.clone(), kind, channel: None, delivery: None })
             .collect(),
     };
     Ok(Prepared { record, outgoing })

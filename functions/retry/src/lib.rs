@@ -1,8 +1,11 @@
-//! The recovery function, two jobs:
+//! The recovery function (the event stream's publisher, also built from this crate, is in
+//! [`events`]), two jobs:
 //! - `{"action": "sweep"}` (every minute, from template.yaml's schedule): re-enqueues deliveries
 //!   whose messages may be gone (see `notify::sweep`);
 //! - `{"action": "redrive", "channel": "sms", "max": 500, "dry_run": false}` (on demand): redrives
 //!   the channel's DLQ (see `notify::redrive`) once the fault that filled it is fixed.
+
+pub mod events;
 
 use aws_config::SdkConfig;
 use lambda_runtime::{Error, LambdaEvent};

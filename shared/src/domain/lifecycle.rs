@@ -246,10 +246,13 @@ pub enum TimelineKind {
     HeldQuietHours,
     /// The attempt moved to another provider.
     Rerouted,
+    /// The calling app reported that the notification led to what it was for (a purchase, a
+    /// session): once per notification.
+    Converted,
 }
 
 impl TimelineKind {
-    pub const ALL: [TimelineKind; 20] = [
+    pub const ALL: [TimelineKind; 21] = [
         TimelineKind::Accepted,
         TimelineKind::Sending,
         TimelineKind::Sent,
@@ -270,6 +273,7 @@ impl TimelineKind {
         TimelineKind::Released,
         TimelineKind::HeldQuietHours,
         TimelineKind::Rerouted,
+        TimelineKind::Converted,
     ];
 
     /// As the timeline spells it (the serde name).
@@ -295,6 +299,7 @@ impl TimelineKind {
             TimelineKind::Released => "released",
             TimelineKind::HeldQuietHours => "held_quiet_hours",
             TimelineKind::Rerouted => "rerouted",
+            TimelineKind::Converted => "converted",
         }
     }
 }

@@ -43,6 +43,7 @@ pub mod channel;
 pub mod contact;
 pub mod delivery;
 pub mod email_event;
+pub mod event_stream;
 pub mod failover;
 pub mod lifecycle;
 pub mod notification;

@@ -328,6 +328,10 @@ pub struct TimelineEvent {
     pub kind: TimelineKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<Channel>,
+    /// The delivery it happened to (absent for what happened to the whole notification, and on
+    /// events logged before deliveries were named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -361,6 +365,20 @@ pub struct NotificationRecord {
     /// The caller's `send_at`, normalised to UTC, when it was in the future.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_at: Option<String>,
+    /// The conversion the calling app reported, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<Conversion>,
+}
+
+/// What a notification led to, as the calling app reports it (`POST
+/// /v1/notifications/{id}/events`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversion {
+    /// When it happened (RFC 3339, UTC): the app's `occurred_at`, or when it was reported.
+    pub occurred_at: String,
+    /// What it was worth, in the app's own unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Number>,
 }
 
 /// A caller's name for notifications it may cancel together (`POST /v1/notifications/cancel`).
@@ -477,6 +495,9 @@ impl NotificationRecord {
         if let Some(send_at) = &self.send_at {
             view["send_at"] = json!(send_at);
         }
+        if let Some(conversion) = &self.conversion {
+            view["conversion"] = json!(conversion);
+        }
         view
     }
 
@@ -576,6 +597,7 @@ mod tests {
             cancellation_key: None,
             cancel_scope: None,
             send_at: None,
+            conversion: None,
         };
         let stranded: Vec<&str> = record.stranded(1_000).map(|(id, _)| id.as_str()).collect();
         assert_eq!(stranded, vec!["a", "c"]);

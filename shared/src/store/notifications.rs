@@ -40,8 +40,13 @@ fn delivery_names(delivery_id: &str) -> HashMap<String, String> {
     .collect()
 }
 
-fn event(kind: TimelineKind, channel: Channel) -> Result<AttributeValue, DependencyError> {
-    let event = TimelineEvent { at: crate::time::now_rfc3339(), kind, channel: Some(channel) };
+fn event(kind: TimelineKind, channel: Channel, delivery_id: &str) -> Result<AttributeValue, DependencyError> {
+    let event = TimelineEvent {
+        at: crate::time::now_rfc3339(),
+        kind,
+        channel: Some(channel),
+        delivery: Some(DeliveryId::from(delivery_id)),
+    };
     let item: Item = to_item("UpdateItem", &event)?;
     Ok(AttributeValue::L(vec![AttributeValue::M(item)]))
 }
@@ -73,7 +78,7 @@ impl StatusChange {
             values: HashMap::from([
                 (":status".to_string(), status_value(transition.to)),
                 (":now_iso".to_string(), string(&crate::time::now_rfc3339())),
-                (":event".to_string(), event(transition.timeline, channel)?),
+                (":event".to_string(), event(transition.timeline, channel, delivery_id)?),
             ]),
             sets: vec![
                 "#deliveries.#d.#status = :status".to_string(),
@@ -523,7 +528,7 @@ impl DeliveryLog for NotificationStore {
                     "attribute_exists(#deliveries.#d) AND attribute_not_exists(#deliveries.#d.opened_at)",
                 )
                 .expression_attribute_values(":now_iso", string(&crate::time::now_rfc3339()))
-                .expression_attribute_values(":event", event(TimelineKind::Opened, channel)?),
+                .expression_attribute_values(":event", event(TimelineKind::Opened, channel, delivery_id.as_str())?),
             Engagement::Click => update
                 // ADD works on top-level attributes only; a nested counter is SET.
                 .update_expression("SET #deliveries.#d.clicks = if_not_exists(#deliveries.#d.clicks, :zero) + :one")
@@ -550,7 +555,7 @@ impl DeliveryLog for NotificationStore {
         });
         // Exactly one click finds no count before it: that one puts the click on the timeline
         // (a failure to is logged: the click is counted either way).
-        if first && let Err(error) = self.append_event(id, TimelineKind::Clicked, channel).await {
+        if first && let Err(error) = self.append_event(id, delivery_id, TimelineKind::Clicked, channel).await {
             tracing::warn!(notification_id = %id, error = %error, "the first click is not on the timeline");
         }
         Ok(Engaged::Recorded { first })
@@ -559,6 +564,7 @@ impl DeliveryLog for NotificationStore {
     async fn append_event(
         &self,
         id: &NotificationId,
+        delivery_id: &DeliveryId,
         kind: TimelineKind,
         channel: Channel,
     ) -> Result<(), DependencyError> {
@@ -570,7 +576,7 @@ impl DeliveryLog for NotificationStore {
             .update_expression("SET #events = list_append(#events, :event)")
             .condition_expression("attribute_exists(id)")
             .expression_attribute_names("#events", "events")
-            .expression_attribute_values(":event", event(kind, channel)?)
+            .expression_attribute_values(":event", event(kind, channel, delivery_id.as_str())?)
             .send()
             .await;
         match result {
@@ -617,7 +623,12 @@ impl DeliveryLog for NotificationStore {
             names.insert(format!("#d{index}"), delivery_id.to_string());
             sets.push(format!("#deliveries.#d{index}.#status = :to, #deliveries.#d{index}.#updated = :now_iso"));
             conditions.push(format!("#deliveries.#d{index}.#status IN ({})", from.join(", ")));
-            let event = TimelineEvent { at: now.clone(), kind: cancel.timeline, channel: Some(*channel) };
+            let event = TimelineEvent {
+                at: now.clone(),
+                kind: cancel.timeline,
+                channel: Some(*channel),
+                delivery: Some(delivery_id.clone()),
+            };
             events.push(AttributeValue::M(to_item("UpdateItem", &event)?));
         }
         sets.push("#events = list_append(#events, :events)".into());

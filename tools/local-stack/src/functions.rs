@@ -39,7 +39,7 @@ impl Registry {
         Self { factories: HashMap::new() }
     }
 
-    /// The project's five functions.
+    /// The project's functions.
     pub fn project() -> Self {
         let mut registry = Self::empty();
         registry.register_async("intake", |sdk, env| {
@@ -53,6 +53,7 @@ impl Registry {
             Box::pin(async move { Ok(Arc::new(dispatch_email::load(&sdk, &env).await?) as Arc<dyn Invoke>) })
         });
         registry.register("retry", |sdk, env| Ok(Arc::new(retry::Retry::load(sdk, env)?)));
+        registry.register("publish-events", |sdk, env| Ok(Arc::new(retry::events::PublishEvents::load(sdk, env)?)));
         registry
     }
 

@@ -17,6 +17,7 @@ pub mod resolve;
 pub mod scheduler;
 pub mod schedules;
 pub mod spec;
+pub mod stream_poller;
 pub mod template;
 pub mod twilio;
 
@@ -66,6 +67,7 @@ pub struct Clients {
     pub sesv2: aws_sdk_sesv2::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub scheduler: aws_sdk_scheduler::Client,
+    pub events: aws_sdk_eventbridge::Client,
     pub region: String,
     pub endpoint: String,
 }
@@ -79,6 +81,7 @@ impl Clients {
             sesv2: aws_sdk_sesv2::Client::new(sdk),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             scheduler: aws_sdk_scheduler::Client::new(sdk),
+            events: aws_sdk_eventbridge::Client::new(sdk),
             region: sdk.region().map(|region| region.to_string()).unwrap_or_else(|| "us-east-1".into()),
             endpoint: sdk.endpoint_url().unwrap_or("the default AWS endpoints").to_string(),
         }
@@ -202,6 +205,19 @@ impl LocalStack {
                 for _ in 0..poller::pollers(mapping) {
                     tasks.spawn(poller::run(sqs.clone(), function.clone(), mapping.clone(), source.clone()));
                 }
+            }
+            for mapping in &spec.stream_mappings {
+                let Some(Physical::Table { stream_arn: Some(stream_arn), .. }) = deployed.resources.get(&mapping.table)
+                else {
+                    return Err(StackError::Template(format!(
+                        "{} event {}: table {} has no stream (StreamSpecification)",
+                        spec.logical_id, mapping.event_name, mapping.table
+                    )));
+                };
+                let source = stream_poller::Source { stream_arn: stream_arn.clone(), region: deployed.region.clone() };
+                // Lambda reads the stream with the function's execution role.
+                let streams = aws_sdk_dynamodbstreams::Client::new(&function_sdk(&spec.logical_id));
+                tasks.spawn(stream_poller::run(streams, function.clone(), mapping.clone(), source));
             }
             for schedule in &spec.schedules {
                 tasks.spawn(scheduler::run(

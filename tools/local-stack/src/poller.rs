@@ -57,9 +57,9 @@ pub async fn run(sqs: aws_sdk_sqs::Client, function: Arc<LocalFunction>, mapping
 
 async fn gather(sqs: &aws_sdk_sqs::Client, mapping: &SqsMapping, source: &Source) -> Result<Vec<Message>, String> {
     let mut batch = Vec::new();
-    let window_ends = Instant::now() + mapping.batching_window;
+    let window_ends = Instant::now() + mapping.batching.window;
     loop {
-        let wanted = (mapping.batch_size as usize - batch.len()).min(10) as i32;
+        let wanted = (mapping.batching.size as usize - batch.len()).min(10) as i32;
         // Long-poll briefly, so an ended window is noticed.
         let received = sqs
             .receive_message()
@@ -72,7 +72,7 @@ async fn gather(sqs: &aws_sdk_sqs::Client, mapping: &SqsMapping, source: &Source
             .await
             .map_err(|error| aws_sdk_sqs::error::DisplayErrorContext(error).to_string())?;
         batch.extend(received.messages.unwrap_or_default());
-        if batch.len() >= mapping.batch_size as usize || Instant::now() >= window_ends {
+        if batch.len() >= mapping.batching.size as usize || Instant::now() >= window_ends {
             return Ok(batch);
         }
     }
@@ -127,7 +127,7 @@ pub fn event(batch: &[Message], source: &Source) -> Value {
 /// Which messages of the batch to delete after an invocation's result.
 pub fn to_delete<'a>(mapping: &SqsMapping, batch: &'a [Message], result: &Result<Value, String>) -> Vec<&'a Message> {
     let Ok(output) = result else { return Vec::new() };
-    if !mapping.report_batch_item_failures {
+    if !mapping.batching.report_batch_item_failures {
         return batch.iter().collect();
     }
     let ids: HashSet<&str> = batch.iter().filter_map(|message| message.message_id.as_deref()).collect();
@@ -170,14 +170,13 @@ async fn invoke(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Batching;
 
     fn mapping(report: bool) -> SqsMapping {
         SqsMapping {
             event_name: "E".into(),
             queue: "Q".into(),
-            batch_size: 10,
-            batching_window: Duration::ZERO,
-            report_batch_item_failures: report,
+            batching: Batching { size: 10, window: Duration::ZERO, report_batch_item_failures: report },
             maximum_concurrency: None,
         }
     }

@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Map, Value};
 
 use crate::resolve::{Physical, Resolver};
-use crate::spec::{FunctionSpec, StackSpec, TableSpec, queue_attributes};
+use crate::spec::{FunctionSpec, StackSpec, TableSpec, number, queue_attributes};
 use crate::template::Template;
 use crate::{Clients, StackError};
 
@@ -221,6 +221,8 @@ pub async fn deploy(
             .map_err(|error| aws_error(format!("creating subscription {}", subscription.logical_id), error))?;
     }
 
+    create_event_resources(clients, &spec, &mut resolver, stack_name).await?;
+
     for (logical_id, _) in template.of_kind("AWS::Serverless::HttpApi") {
         resolver.resources.insert(logical_id.clone(), Physical::Local { id: "local".into() });
     }
@@ -254,6 +256,92 @@ pub async fn deploy(
         resources: resolver.resources,
         function_environments,
     })
+}
+
+/// EventBridge buses, then the rules on them (with their targets: the emulator delivers to SQS
+/// ones) and archives. A stack started again on the same endpoint keeps its buses and archives;
+/// rules and targets are upserts.
+async fn create_event_resources(
+    clients: &Clients,
+    spec: &StackSpec,
+    resolver: &mut Resolver<'_>,
+    stack_name: &str,
+) -> Result<(), StackError> {
+    let exists = |code: Option<&str>| code == Some("ResourceAlreadyExistsException");
+    for bus in &spec.event_buses {
+        let properties = resolver.resolve(&Value::Object(bus.properties.clone()))?;
+        let name = text_or(&properties, "Name", || physical_name(stack_name, &bus.logical_id, 256));
+        let created = clients.events.create_event_bus().name(&name).send().await;
+        if let Err(error) = created
+            && !exists(error.as_service_error().and_then(|e| e.meta().code()))
+        {
+            return Err(aws_error(format!("creating event bus {}", bus.logical_id), error));
+        }
+        let arn = format!("arn:aws:events:{}:{}:event-bus/{name}", resolver.region, resolver.account_id);
+        resolver.resources.insert(bus.logical_id.clone(), Physical::Events { name, arn });
+    }
+    for rule in &spec.event_rules {
+        let properties = resolver.resolve(&Value::Object(rule.properties.clone()))?;
+        let name = text_or(&properties, "Name", || physical_name(stack_name, &rule.logical_id, 64));
+        let bus = text_or(&properties, "EventBusName", || "default".into());
+        let pattern = properties.get("EventPattern").map(Value::to_string);
+        let put = clients
+            .events
+            .put_rule()
+            .name(&name)
+            .event_bus_name(&bus)
+            .set_event_pattern(pattern)
+            .state(aws_sdk_eventbridge::types::RuleState::from(
+                properties.get("State").and_then(Value::as_str).unwrap_or("ENABLED"),
+            ))
+            .send()
+            .await
+            .map_err(|error| aws_error(format!("creating rule {}", rule.logical_id), error))?;
+        for target in properties.get("Targets").and_then(Value::as_array).cloned().unwrap_or_default() {
+            let field = |key: &str| target.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+            let target = aws_sdk_eventbridge::types::Target::builder()
+                .id(field("Id"))
+                .arn(field("Arn"))
+                .build()
+                .map_err(|error| StackError::Template(format!("{}: bad target: {error}", rule.logical_id)))?;
+            clients
+                .events
+                .put_targets()
+                .rule(&name)
+                .event_bus_name(&bus)
+                .targets(target)
+                .send()
+                .await
+                .map_err(|error| aws_error(format!("adding a target to rule {}", rule.logical_id), error))?;
+        }
+        let arn = put.rule_arn.unwrap_or_default();
+        resolver.resources.insert(rule.logical_id.clone(), Physical::Events { name, arn });
+    }
+    for archive in &spec.event_archives {
+        let properties = resolver.resolve(&Value::Object(archive.properties.clone()))?;
+        let name = text_or(&properties, "ArchiveName", || physical_name(stack_name, &archive.logical_id, 48));
+        let created = clients
+            .events
+            .create_archive()
+            .archive_name(&name)
+            .event_source_arn(text_or(&properties, "SourceArn", String::new))
+            .set_event_pattern(properties.get("EventPattern").map(Value::to_string))
+            .set_retention_days(properties.get("RetentionDays").and_then(number).map(|days| days as i32))
+            .send()
+            .await;
+        if let Err(error) = created
+            && !exists(error.as_service_error().and_then(|e| e.meta().code()))
+        {
+            return Err(aws_error(format!("creating archive {}", archive.logical_id), error));
+        }
+        resolver.resources.insert(archive.logical_id.clone(), Physical::Local { id: name });
+    }
+    Ok(())
+}
+
+/// A string property, or `default()`.
+fn text_or(properties: &Value, key: &str, default: impl FnOnce() -> String) -> String {
+    properties.get(key).and_then(Value::as_str).map(str::to_string).unwrap_or_else(default)
 }
 
 fn environment(resolver: &Resolver<'_>, function: &FunctionSpec) -> Result<HashMap<String, String>, StackError> {
@@ -396,7 +484,41 @@ async fn create_table(
             .await
             .map_err(|error| aws_error(format!("enabling TTL on {}", table.logical_id), error))?;
     }
-    Ok(Physical::Table { name, arn })
+    let stream_arn = match properties.get("StreamSpecification").and_then(|spec| spec.get("StreamViewType")) {
+        None => None,
+        Some(view) => {
+            let view = StreamViewType::from(view.as_str().unwrap_or_default());
+            let described = clients
+                .dynamodb
+                .describe_table()
+                .table_name(&name)
+                .send()
+                .await
+                .map_err(|error| aws_error(format!("reading table {}", table.logical_id), error))?;
+            let existing = described.table.and_then(|table| table.latest_stream_arn);
+            match existing {
+                // A stack started again on the same endpoint keeps the table and its stream.
+                Some(arn) => Some(arn),
+                None => clients
+                    .dynamodb
+                    .update_table()
+                    .table_name(&name)
+                    .stream_specification(
+                        StreamSpecification::builder().stream_enabled(true).stream_view_type(view).build().map_err(
+                            |error| {
+                                StackError::Template(format!("{}: bad StreamSpecification: {error}", table.logical_id))
+                            },
+                        )?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|error| aws_error(format!("enabling the stream of {}", table.logical_id), error))?
+                    .table_description
+                    .and_then(|table| table.latest_stream_arn),
+            }
+        }
+    };
+    Ok(Physical::Table { name, arn, stream_arn })
 }
 
 /// A secret with the value the template gives it, or one generated as its

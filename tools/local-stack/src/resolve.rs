@@ -19,6 +19,8 @@ pub enum Physical {
     Table {
         name: String,
         arn: String,
+        /// Its stream's, when it has one (`StreamSpecification`).
+        stream_arn: Option<String>,
     },
     Topic {
         arn: String,
@@ -38,6 +40,11 @@ pub enum Physical {
         arn: String,
     },
     ScheduleGroup {
+        name: String,
+        arn: String,
+    },
+    /// An EventBridge bus or rule.
+    Events {
         name: String,
         arn: String,
     },
@@ -256,7 +263,9 @@ impl<'a> Resolver<'a> {
                         Physical::Topic { arn, .. } => arn.clone(),
                         Physical::Function { name, .. } => name.clone(),
                         Physical::Secret { arn, .. } => arn.clone(),
-                        Physical::Role { name, .. } | Physical::ScheduleGroup { name, .. } => name.clone(),
+                        Physical::Role { name, .. }
+                        | Physical::ScheduleGroup { name, .. }
+                        | Physical::Events { name, .. } => name.clone(),
                         Physical::Local { id } => id.clone(),
                     }
                 }
@@ -284,7 +293,11 @@ impl<'a> Resolver<'a> {
             (Physical::Topic { arn, .. }, "TopicArn") => arn,
             (Physical::Topic { name, .. }, "TopicName") => name,
             (Physical::Function { arn, .. }, "Arn") => arn,
-            (Physical::Role { arn, .. } | Physical::ScheduleGroup { arn, .. }, "Arn") => arn,
+            (Physical::Table { stream_arn: Some(arn), .. }, "StreamArn") => arn,
+            (
+                Physical::Role { arn, .. } | Physical::ScheduleGroup { arn, .. } | Physical::Events { arn, .. },
+                "Arn",
+            ) => arn,
             (_, other) => return Err(bad(format!("{logical_id}.{other} is not an attribute the local stack knows"))),
         };
         Ok(Value::String(value.clone()))

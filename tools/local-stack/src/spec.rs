@@ -18,6 +18,9 @@ pub const CONFIGURATION_SET: &str = "AWS::SES::ConfigurationSet";
 pub const SECRET: &str = "AWS::SecretsManager::Secret";
 pub const FUNCTION: &str = "AWS::Serverless::Function";
 pub const ROLE: &str = "AWS::IAM::Role";
+pub const EVENT_BUS: &str = "AWS::Events::EventBus";
+pub const EVENT_RULE: &str = "AWS::Events::Rule";
+pub const EVENT_ARCHIVE: &str = "AWS::Events::Archive";
 pub const SCHEDULE_GROUP: &str = "AWS::Scheduler::ScheduleGroup";
 
 /// Resource types that exist only in AWS: alarms are never evaluated by the emulator, log
@@ -79,6 +82,7 @@ pub struct FunctionSpec {
     pub environment: Map<String, Value>,
     pub http_routes: Vec<HttpRoute>,
     pub sqs_mappings: Vec<SqsMapping>,
+    pub stream_mappings: Vec<StreamMapping>,
     pub schedules: Vec<Schedule>,
 }
 
@@ -97,15 +101,46 @@ impl HttpRoute {
     }
 }
 
+/// How an event-source mapping batches: up to `size` records within `window`, and whether the
+/// function reports the ones it failed (`ReportBatchItemFailures`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batching {
+    pub size: u32,
+    pub window: Duration,
+    pub report_batch_item_failures: bool,
+}
+
+impl Batching {
+    /// From a mapping's properties, with Lambda's defaults: `default_size`, no window.
+    fn read(properties: &Value, default_size: u64) -> Self {
+        let response_types = properties.get("FunctionResponseTypes").and_then(Value::as_array);
+        Self {
+            size: properties.get("BatchSize").and_then(number).unwrap_or(default_size) as u32,
+            window: Duration::from_secs(properties.get("MaximumBatchingWindowInSeconds").and_then(number).unwrap_or(0)),
+            report_batch_item_failures: response_types
+                .is_some_and(|types| types.iter().any(|kind| kind == "ReportBatchItemFailures")),
+        }
+    }
+}
+
 /// An SQS event-source mapping, with Lambda's defaults applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqsMapping {
     pub event_name: String,
     pub queue: String,
-    pub batch_size: u32,
-    pub batching_window: Duration,
-    pub report_batch_item_failures: bool,
+    pub batching: Batching,
     pub maximum_concurrency: Option<u32>,
+}
+
+/// A DynamoDB stream event-source mapping, with Lambda's defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamMapping {
+    pub event_name: String,
+    /// The table whose stream it reads.
+    pub table: String,
+    pub batching: Batching,
+    /// `TRIM_HORIZON` (the oldest record kept) or `LATEST`.
+    pub starting_position: String,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -128,6 +163,9 @@ pub struct StackSpec {
     /// enforced by the IAM layer.
     pub roles: Vec<ResourceSpec>,
     pub schedule_groups: Vec<ResourceSpec>,
+    pub event_buses: Vec<ResourceSpec>,
+    pub event_rules: Vec<ResourceSpec>,
+    pub event_archives: Vec<ResourceSpec>,
     pub functions: Vec<FunctionSpec>,
     /// Resource types in the template that this stack neither creates nor knows to skip.
     pub unknown_kinds: Vec<String>,
@@ -155,6 +193,9 @@ impl StackSpec {
                 SECRET => spec.secrets.push(ResourceSpec::of(logical_id, resource)),
                 ROLE => spec.roles.push(ResourceSpec::of(logical_id, resource)),
                 SCHEDULE_GROUP => spec.schedule_groups.push(ResourceSpec::of(logical_id, resource)),
+                EVENT_BUS => spec.event_buses.push(ResourceSpec::of(logical_id, resource)),
+                EVENT_RULE => spec.event_rules.push(ResourceSpec::of(logical_id, resource)),
+                EVENT_ARCHIVE => spec.event_archives.push(ResourceSpec::of(logical_id, resource)),
                 FUNCTION => spec.functions.push(function(logical_id, resource)?),
                 kind if NOT_EMULATED.contains(&kind) => {}
                 kind => spec.unknown_kinds.push(format!("{logical_id} ({kind})")),
@@ -166,6 +207,7 @@ impl StackSpec {
 
     fn check_references(&self) -> Result<(), StackError> {
         let is_queue = |id: &str| self.queues.iter().any(|queue| queue.logical_id == id);
+        let is_table = |id: &str| self.tables.iter().any(|table| table.logical_id == id);
         for queue in &self.queues {
             if let Some(redrive) = &queue.redrive
                 && !is_queue(&redrive.dead_letter_queue)
@@ -182,6 +224,14 @@ impl StackSpec {
                     return Err(StackError::Template(format!(
                         "{} event {}: queue {} is not a queue in the template",
                         function.logical_id, mapping.event_name, mapping.queue
+                    )));
+                }
+            }
+            for mapping in &function.stream_mappings {
+                if !is_table(&mapping.table) {
+                    return Err(StackError::Template(format!(
+                        "{} event {}: stream of {}, which is not a table in the template",
+                        function.logical_id, mapping.event_name, mapping.table
                     )));
                 }
             }
@@ -256,6 +306,7 @@ fn function(logical_id: &str, resource: &Resource) -> Result<FunctionSpec, Stack
         environment,
         http_routes: Vec::new(),
         sqs_mappings: Vec::new(),
+        stream_mappings: Vec::new(),
         schedules: Vec::new(),
     };
     let events = resource.properties.get("Events").and_then(Value::as_object).cloned().unwrap_or_default();
@@ -275,22 +326,27 @@ fn function(logical_id: &str, resource: &Resource) -> Result<FunctionSpec, Stack
                     .get("Queue")
                     .and_then(referenced_resource)
                     .ok_or_else(|| problem(format!("event {event_name}: Queue must be !GetAtt <Queue>.Arn")))?;
-                let response_types =
-                    properties.get("FunctionResponseTypes").and_then(Value::as_array).cloned().unwrap_or_default();
                 spec.sqs_mappings.push(SqsMapping {
                     event_name: event_name.clone(),
                     queue,
-                    // Lambda's defaults: 10 messages, no batching window.
-                    batch_size: properties.get("BatchSize").and_then(number).unwrap_or(10) as u32,
-                    batching_window: Duration::from_secs(
-                        properties.get("MaximumBatchingWindowInSeconds").and_then(number).unwrap_or(0),
-                    ),
-                    report_batch_item_failures: response_types.iter().any(|t| t == "ReportBatchItemFailures"),
+                    batching: Batching::read(&properties, 10),
                     maximum_concurrency: properties
                         .get("ScalingConfig")
                         .and_then(|scaling| scaling.get("MaximumConcurrency"))
                         .and_then(number)
                         .map(|n| n as u32),
+                });
+            }
+            "DynamoDB" => {
+                let table = properties
+                    .get("Stream")
+                    .and_then(referenced_resource)
+                    .ok_or_else(|| problem(format!("event {event_name}: Stream must be !GetAtt <Table>.StreamArn")))?;
+                spec.stream_mappings.push(StreamMapping {
+                    event_name: event_name.clone(),
+                    table,
+                    batching: Batching::read(&properties, 100),
+                    starting_position: text("StartingPosition").unwrap_or_else(|| "LATEST".into()),
                 });
             }
             "Schedule" | "ScheduleV2" => {

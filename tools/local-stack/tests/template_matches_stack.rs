@@ -161,9 +161,9 @@ async fn assert_stack_matches(template_text: &str) {
             mappings.insert((
                 function.logical_id.clone(),
                 mapping.queue.clone(),
-                u64::from(mapping.batch_size),
-                mapping.batching_window.as_secs(),
-                mapping.report_batch_item_failures,
+                u64::from(mapping.batching.size),
+                mapping.batching.window.as_secs(),
+                mapping.batching.report_batch_item_failures,
             ));
         }
         routes.extend(function.http_routes.iter().map(|route| route.route_key()));

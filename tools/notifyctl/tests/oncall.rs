@@ -37,12 +37,18 @@ async fn a_parked_delivery_is_grouped_by_its_error_and_explained() {
         expires_at: notify::time::now_epoch_seconds() + 3600,
         deliveries: BTreeMap::from([("sms".into(), delivery)]),
         skipped: vec![],
-        events: vec![TimelineEvent { at: now, kind: notify::domain::lifecycle::TimelineKind::Accepted, channel: None }],
+        events: vec![TimelineEvent {
+            at: now,
+            kind: notify::domain::lifecycle::TimelineKind::Accepted,
+            channel: None,
+            delivery: None,
+        }],
         sweep_shard: None,
         sweep_at: None,
         cancellation_key: None,
         cancel_scope: None,
         send_at: None,
+        conversion: None,
     };
     store.create(&record, notify::time::now_epoch_seconds()).await.unwrap();
     let now_ms = notify::time::now_epoch_millis();

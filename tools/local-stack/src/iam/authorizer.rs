@@ -246,7 +246,7 @@ fn access_denied(service: Option<Service>, message: &str) -> Response {
             .header("content-type", "application/x-amz-json-1.0")
             .header("x-amzn-query-error", "AccessDenied;Sender")
             .body(Body::from(serde_json::json!({"__type": coral, "Message": message}).to_string())),
-        Some(Service::SecretsManager) => json(
+        Some(Service::SecretsManager | Service::EventBridge) => json(
             StatusCode::BAD_REQUEST,
             "application/x-amz-json-1.1",
             serde_json::json!({"__type": "AccessDeniedException", "Message": message}),

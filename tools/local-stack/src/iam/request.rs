@@ -24,6 +24,8 @@ pub enum Service {
     SecretsManager,
     /// REST-JSON: `POST /schedules/<name>` creates a schedule.
     Scheduler,
+    /// AWS JSON 1.1, `X-Amz-Target: AWSEvents.<Operation>`.
+    EventBridge,
 }
 
 impl Service {
@@ -36,6 +38,7 @@ impl Service {
             Service::SesV2 => "ses",
             Service::SecretsManager => "secretsmanager",
             Service::Scheduler => "scheduler",
+            Service::EventBridge => "events",
         }
     }
 }
@@ -91,6 +94,11 @@ pub fn needed(request: &Request<'_>, scope: &Scope) -> Result<Needed, Unknown> {
             }
             "AmazonSQS" => (Service::Sqs, sqs_permissions(operation, &body, scope)),
             "secretsmanager" => (Service::SecretsManager, secret_permissions(operation, &body, scope)),
+            // A table's stream is read with `dynamodb:` actions on the stream's ARN.
+            streams if streams.starts_with("DynamoDBStreams_") => {
+                (Service::DynamoDb, stream_permissions(operation, &body))
+            }
+            "AWSEvents" => (Service::EventBridge, event_permissions(operation, &body, scope)),
             _ => return Err(unknown()),
         };
         let permissions = permissions.ok_or_else(unknown)?;
@@ -165,6 +173,41 @@ fn dynamodb_permissions(operation: &str, body: &Value, scope: &Scope) -> Option<
             };
             Some(vec![Permission::new(format!("dynamodb:{operation}"), resource)])
         }
+    }
+}
+
+fn stream_permissions(operation: &str, body: &Value) -> Option<Vec<Permission>> {
+    let text = |key: &str| body.get(key).and_then(Value::as_str);
+    let resource = match operation {
+        "ListStreams" => "*".to_string(),
+        // An iterator is opaque in AWS; the emulator's begin with the stream's ARN.
+        "GetRecords" => {
+            text("ShardIterator")?.split('|').next().filter(|arn| arn.starts_with("arn:")).unwrap_or("*").into()
+        }
+        _ => text("StreamArn")?.to_string(),
+    };
+    Some(vec![Permission::new(format!("dynamodb:{operation}"), resource)])
+}
+
+/// PutEvents needs the action on every bus its entries name (the default bus when none).
+fn event_permissions(operation: &str, body: &Value, scope: &Scope) -> Option<Vec<Permission>> {
+    let bus_arn = |bus: Option<&str>| match bus {
+        Some(arn) if arn.starts_with("arn:") => arn.to_string(),
+        bus => arn("events", scope, &format!("event-bus/{}", bus.unwrap_or("default"))),
+    };
+    match operation {
+        "PutEvents" => {
+            let mut buses: Vec<String> = body
+                .get("Entries")?
+                .as_array()?
+                .iter()
+                .map(|entry| bus_arn(entry.get("EventBusName").and_then(Value::as_str)))
+                .collect();
+            buses.sort();
+            buses.dedup();
+            Some(buses.into_iter().map(|bus| Permission::new("events:PutEvents", bus)).collect())
+        }
+        _ => None,
     }
 }
 

@@ -107,8 +107,16 @@ pub fn roles(translated: &Value, resolver: &Resolver<'_>) -> Result<TemplateRole
     let resolve = |value: &Value| resolver.resolve(value);
 
     let mut roles = BTreeMap::new();
+    let mut not_created = Vec::new();
     for (logical_id, resource) in &resources {
         if resource.get("Type").and_then(Value::as_str) != Some("AWS::IAM::Role") {
+            continue;
+        }
+        // The role of a function under a condition that does not hold is not created.
+        if let Some(condition) = resource.get("Condition").and_then(Value::as_str)
+            && !resolver.condition(condition)?
+        {
+            not_created.push(logical_id.clone());
             continue;
         }
         let properties = resource.get("Properties").cloned().unwrap_or(Value::Null);
@@ -163,6 +171,9 @@ pub fn roles(translated: &Value, resolver: &Resolver<'_>) -> Result<TemplateRole
             .pointer("/Fn::GetAtt/0")
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("{function}'s Role is {role}, not one of the template's roles")))?;
+        if not_created.iter().any(|id| id == role_id) {
+            continue;
+        }
         let role = roles.get(role_id).cloned().ok_or_else(|| bad(format!("{function}'s role {role_id} is missing")))?;
         by_function.insert(function, role);
     }
