@@ -3,6 +3,7 @@
 
 mod auth;
 mod cancel;
+mod conversions;
 mod problem;
 #[cfg(test)]
 mod properties;
@@ -62,12 +63,14 @@ pub const ROUTES: &[&str] = &[
     "POST /v1/notifications/batch",
     "GET /v1/notifications/{id}",
     "DELETE /v1/notifications/{id}",
+    "POST /v1/notifications/{id}/events",
     "POST /v1/notifications/cancel",
     "GET /v1/openapi.json",
     "GET /v1/unsubscribe/{token}",
     "POST /v1/unsubscribe/{token}",
     "GET /t/c/{token}",
     "GET /t/o/{token}",
+    "POST /t/p/{token}",
     "GET /v1/stats",
     "POST /v1/receipts/twilio",
 ];
@@ -165,6 +168,7 @@ impl Intake {
             "POST /v1/unsubscribe/{token}" => self.unsubscribe(request).await,
             "GET /t/c/{token}" => self.click(request).await,
             "GET /t/o/{token}" => self.open(request).await,
+            "POST /t/p/{token}" => self.push_open(request).await,
             "POST /v1/receipts/twilio" => self.twilio_receipt(request, &body(request)?).await,
             "PUT /v1/users/{user_id}" => {
                 self.authenticate(request, Scope::Users).await?;
@@ -218,6 +222,10 @@ impl Intake {
             "DELETE /v1/notifications/{id}" => {
                 let app = self.authenticate(request, Scope::Send).await?;
                 self.cancel_notification(&app, request).await
+            }
+            "POST /v1/notifications/{id}/events" => {
+                let app = self.authenticate(request, Scope::Send).await?;
+                self.record_event(&app, request, &body(request)?).await
             }
             "POST /v1/notifications/cancel" => {
                 let app = self.authenticate(request, Scope::Send).await?;

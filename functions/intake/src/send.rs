@@ -9,7 +9,7 @@ use aws_lambda_events::http::HeaderValue;
 use notify::domain::FieldError;
 use notify::domain::app::AppRecord;
 use notify::domain::channel::Channel;
-use notify::domain::delivery::{DeliveryMessage, OutboundContent};
+use notify::domain::delivery::{DeliveryMessage, OutboundContent, PushContent};
 use notify::domain::lifecycle::TimelineKind;
 use notify::domain::notification::{
     self, CancellationKey, DeliveryId, DeliveryRecord, NotificationId, NotificationRecord, RETENTION_SECONDS,
@@ -546,18 +546,23 @@ pub fn assemble(
     let mut outgoing = Vec::new();
     for (delivery_id, content) in plan.deliveries {
         let delivery_id = DeliveryId::from(delivery_id);
+        let tracked = |channel| Tracked {
+            app_key: app.app_key.clone(),
+            notification_id: id.clone(),
+            delivery_id: delivery_id.clone(),
+            channel,
+            template: request.template.to_string(),
+            url: None,
+        };
         let content = match content {
             OutboundContent::Email(email) if template.tracking => {
-                let delivery = Tracked {
-                    app_key: app.app_key.clone(),
-                    notification_id: id.clone(),
-                    delivery_id: delivery_id.clone(),
-                    channel: Channel::Email,
-                    template: request.template.to_string(),
-                    url: None,
-                };
-                OutboundContent::Email(tracker.track_email(email, &delivery, link_base))
+                OutboundContent::Email(tracker.track_email(email, &tracked(Channel::Email), link_base))
             }
+            // Every push carries its open token: an open is reported by the app, not tracked.
+            OutboundContent::Push(push) => OutboundContent::Push(PushContent {
+                open_token: Some(tracker.push_open_token(&tracked(Channel::Push))),
+                ..push
+            }),
             other => other,
         };
         let channel = content.channel();

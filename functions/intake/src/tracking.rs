@@ -1,6 +1,7 @@
 //! Open and click tracking routes, no app credentials: the tokens are sealed by this deployment
 //! (see `notify::domain::tracking`). A token that is tampered with or foreign gets 404 and
-//! records nothing; a sealed one always redirects (or shows the pixel).
+//! records nothing; a sealed one always redirects (or shows the pixel, or answers 204 to the app
+//! reporting a push open).
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -77,5 +78,23 @@ impl Intake {
         headers.insert("content-type", HeaderValue::from_static("image/gif"));
         headers.insert("cache-control", HeaderValue::from_static("no-store"));
         Ok(response(200, headers, Some(Body::Binary(PIXEL.to_vec()))))
+    }
+
+    /// `POST /t/p/{token}`: the app reports that its push was opened (the token is in the push's
+    /// custom data); the first open is recorded, a repeat changes nothing.
+    pub(crate) async fn push_open(
+        &self,
+        request: &ApiGatewayV2httpRequest,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
+        let token = path_parameter(request, "token")?;
+        let tracked = self
+            .link_keys
+            .verified(|signer| LinkTracker::new(signer.clone()).push_open(token))
+            .await?
+            .ok_or_else(not_tracked)?;
+        self.engage(&tracked, Engagement::Open).await;
+        let mut headers = HeaderMap::new();
+        headers.insert("cache-control", HeaderValue::from_static("no-store"));
+        Ok(response(204, headers, None))
     }
 }

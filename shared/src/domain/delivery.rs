@@ -94,6 +94,10 @@ pub struct PushContent {
     pub sound: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub badge: Option<u32>,
+    /// The sealed token the app reports an open with (`POST /t/p/{token}`), in the payload's
+    /// custom data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_token: Option<String>,
 }
 
 /// Any channel's content, tagged with `"channel"` on the wire.

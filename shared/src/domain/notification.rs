@@ -381,6 +381,58 @@ pub struct Conversion {
     pub value: Option<serde_json::Number>,
 }
 
+/// How far ahead of our clock a reported `occurred_at` may be (the app's clock may run ahead).
+pub const CONVERSION_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+impl Conversion {
+    /// From an app's report `{"type": "converted", "value"?: number, "occurred_at"?: time}`,
+    /// at `now_ms`; every problem with its field.
+    pub fn parse(body: &serde_json::Value, now_ms: i64) -> Result<Self, Vec<super::FieldError>> {
+        use super::FieldError;
+        let Some(object) = body.as_object() else {
+            return Err(vec![FieldError::new("body", "must be a JSON object")]);
+        };
+        let mut errors: Vec<FieldError> = object
+            .keys()
+            .filter(|key| !["type", "value", "occurred_at"].contains(&key.as_str()))
+            .map(|key| FieldError::new(key.as_str(), "is not a field of an event (type, value, occurred_at)"))
+            .collect();
+        match object.get("type").and_then(serde_json::Value::as_str) {
+            Some("converted") => {}
+            Some(_) | None => errors.push(FieldError::new("type", "must be \"converted\"")),
+        }
+        let value = match object.get("value") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Number(number)) => Some(number.clone()),
+            Some(_) => {
+                errors.push(FieldError::new("value", "must be a number"));
+                None
+            }
+        };
+        let occurred_ms = match object.get("occurred_at") {
+            None | Some(serde_json::Value::Null) => Some(now_ms),
+            Some(raw) => match raw.as_str().and_then(crate::time::parse_rfc3339_millis) {
+                Some(at) if at > now_ms + CONVERSION_CLOCK_SKEW_MS => {
+                    errors.push(FieldError::new("occurred_at", "must not be in the future"));
+                    None
+                }
+                Some(at) => Some(at),
+                None => {
+                    errors.push(FieldError::new(
+                        "occurred_at",
+                        "must be an RFC 3339 time with its offset, such as 2026-11-22T10:00:00Z",
+                    ));
+                    None
+                }
+            },
+        };
+        match occurred_ms {
+            Some(at) if errors.is_empty() => Ok(Self { occurred_at: crate::time::rfc3339_millis(at), value }),
+            _ => Err(errors),
+        }
+    }
+}
+
 /// A caller's name for notifications it may cancel together (`POST /v1/notifications/cancel`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -644,5 +696,32 @@ mod tests {
         assert_ne!(first, notification_id("ak_1", Some("order-43")));
         assert_ne!(notification_id("ak_1", None), notification_id("ak_1", None));
         assert!(Uuid::parse_str(first.as_str()).is_ok());
+    }
+
+    #[test]
+    fn a_conversion_report_parses_with_its_value_and_time_and_every_problem_is_named() {
+        let now = crate::time::parse_rfc3339_millis("2026-12-05T12:00:00Z").unwrap();
+        let parsed = Conversion::parse(
+            &serde_json::json!({"type": "converted", "value": 42.5, "occurred_at": "2026-12-05T13:00:00+02:00"}),
+            now,
+        )
+        .unwrap();
+        assert_eq!(parsed.occurred_at, "2026-12-05T11:00:00Z");
+        assert_eq!(parsed.value, serde_json::Number::from_f64(42.5));
+        let bare = Conversion::parse(&serde_json::json!({"type": "converted"}), now).unwrap();
+        assert_eq!((bare.occurred_at.as_str(), bare.value), ("2026-12-05T12:00:00Z", None));
+        let fields = |body: serde_json::Value| -> Vec<String> {
+            Conversion::parse(&body, now).unwrap_err().into_iter().map(|error| error.field).collect()
+        };
+        assert_eq!(
+            fields(serde_json::json!({"type": "opened", "value": "12", "occurred_at": "yesterday"})),
+            ["type", "value", "occurred_at"]
+        );
+        assert_eq!(
+            fields(serde_json::json!({"type": "converted", "occurred_at": "2026-12-05T12:06:00Z"})),
+            ["occurred_at"]
+        );
+        assert_eq!(fields(serde_json::json!({"type": "converted", "amount": 1})), ["amount"]);
+        assert_eq!(fields(serde_json::json!([1])), ["body"]);
     }
 }

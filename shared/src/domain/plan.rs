@@ -107,6 +107,8 @@ fn outbound(profile: &UserProfile, rendered: Rendered) -> Vec<(String, OutboundC
                     body: body.clone(),
                     sound: sound.clone(),
                     badge,
+                    // Sealed by the intake, which knows the notification's id.
+                    open_token: None,
                 };
                 (format!("push-{}", index + 1), OutboundContent::Push(content))
             })

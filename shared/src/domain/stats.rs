@@ -23,6 +23,8 @@ pub const CANCELLED: &str = "cancelled";
 pub const CLICKED: &str = "clicked";
 /// Every click.
 pub const CLICKS: &str = "clicks";
+/// Sent deliveries whose notification the app reported converted.
+pub const CONVERTED: &str = "converted";
 
 /// The counter of deliveries sent through `provider` (`sent` counts them all).
 pub fn sent_via_counter(provider: &str) -> String {
@@ -83,17 +85,19 @@ impl StatsQuery {
         self.channel.map_or_else(|| Channel::ALL.to_vec(), |channel| vec![channel])
     }
 
-    /// The report of the counters summed over the query's channels and hours. Delivery, opens
-    /// and clicks exist for email only, so the rates are shares of the email sent
-    /// (`email_sent`), null when none was.
-    pub fn report(&self, totals: &BTreeMap<String, u64>, email_sent: u64) -> Value {
+    /// The report of the counters summed over the query's channels and hours, with `sent` per
+    /// channel. Each rate is a share of what was sent on the channels that report it (null when
+    /// none was): delivery and clicks of email, opens of email and push, conversions of all.
+    pub fn report(&self, totals: &BTreeMap<String, u64>, sent: &BTreeMap<Channel, u64>) -> Value {
         let count = |name: &str| totals.get(name).copied().unwrap_or(0);
         let by_prefix = |prefix: &str| -> BTreeMap<String, u64> {
             totals.iter().filter_map(|(name, n)| Some((name.strip_prefix(prefix)?.to_string(), *n))).collect()
         };
         let skipped = by_prefix("skipped_");
+        let sent_on = |channels: &[Channel]| channels.iter().filter_map(|channel| sent.get(channel)).sum::<u64>();
+        let rate = |n: u64, of: u64| (of > 0).then(|| ((n as f64 / of as f64) * 10_000.0).round() / 10_000.0);
+        let email_sent = sent_on(&[Channel::Email]);
         let sent = count("sent");
-        let rate = |n: u64| (email_sent > 0).then(|| ((n as f64 / email_sent as f64) * 10_000.0).round() / 10_000.0);
         json!({
             "template": self.template,
             "channel": self.channel,
@@ -112,11 +116,13 @@ impl StatsQuery {
                 "opened": count(OPENED),
                 "clicked": count(CLICKED),
                 "clicks": count(CLICKS),
+                "converted": count(CONVERTED),
             },
             "rates": {
-                "delivery_rate": rate(count("delivered")),
-                "open_rate": rate(count(OPENED)),
-                "click_rate": rate(count(CLICKED)),
+                "delivery_rate": rate(count("delivered"), email_sent),
+                "open_rate": rate(count(OPENED), sent_on(&[Channel::Email, Channel::Push])),
+                "click_rate": rate(count(CLICKED), email_sent),
+                "conversion_rate": rate(count(CONVERTED), sent),
             },
         })
     }
@@ -149,14 +155,34 @@ mod tests {
             ("clicks".to_string(), 3),
             (skipped_counter(SkipReason::Suppressed), 1),
             (sent_via_counter("ses"), 4),
+            ("converted".to_string(), 1),
         ]);
-        let report = query.report(&totals, 4);
+        let report = query.report(&totals, &BTreeMap::from([(Channel::Email, 4)]));
         assert_eq!(report["counts"]["skipped"], json!({"suppressed": 1}));
         assert_eq!(report["counts"]["sent_by_provider"], json!({"ses": 4}));
-        assert_eq!(report["rates"], json!({"delivery_rate": 0.75, "open_rate": 0.5, "click_rate": 0.25}));
         assert_eq!(
-            StatsQuery::parse(None, None, None, None, 0).unwrap().report(&BTreeMap::new(), 0)["rates"]["open_rate"],
-            Value::Null
+            report["rates"],
+            json!({"delivery_rate": 0.75, "open_rate": 0.5, "click_rate": 0.25, "conversion_rate": 0.25})
         );
+        let nothing_sent =
+            StatsQuery::parse(None, None, None, None, 0).unwrap().report(&BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(nothing_sent["rates"]["open_rate"], Value::Null);
+        assert_eq!(nothing_sent["rates"]["conversion_rate"], Value::Null);
+    }
+
+    #[test]
+    fn push_opens_count_in_the_open_rate_and_conversions_in_a_share_of_everything_sent() {
+        let query = StatsQuery::parse(None, None, None, None, 100_000).unwrap();
+        let totals = BTreeMap::from([
+            ("sent".to_string(), 10),
+            ("opened".to_string(), 3),
+            ("clicked".to_string(), 1),
+            ("converted".to_string(), 2),
+        ]);
+        let sent = BTreeMap::from([(Channel::Email, 2), (Channel::Push, 4), (Channel::Sms, 4)]);
+        let report = query.report(&totals, &sent);
+        assert_eq!(report["rates"]["open_rate"], 0.5, "3 opens of 6 email and push sent");
+        assert_eq!(report["rates"]["click_rate"], 0.5);
+        assert_eq!(report["rates"]["conversion_rate"], 0.2);
     }
 }

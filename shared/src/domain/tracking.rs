@@ -14,6 +14,7 @@ use super::unsubscribe::LinkSigner;
 
 const CLICK: &str = "track-click";
 const OPEN: &str = "track-open";
+const PUSH_OPEN: &str = "track-push-open";
 
 /// What a tracking token refers to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +115,17 @@ impl LinkTracker {
     /// The open a pixel token records; `None` for a token this tracker did not issue.
     pub fn open(&self, token: &str) -> Option<Tracked> {
         serde_json::from_slice(&self.signer.open(OPEN, token)?).ok()
+    }
+
+    /// The token a push delivery's app reports its open with (`POST /t/p/{token}`): sealed for
+    /// push opens only, so an email pixel token never counts a push open, nor the reverse.
+    pub fn push_open_token(&self, delivery: &Tracked) -> String {
+        self.signer.seal(PUSH_OPEN, &serde_json::to_vec(delivery).expect("serializes"))
+    }
+
+    /// The push open a token records; `None` for a token this tracker did not issue for one.
+    pub fn push_open(&self, token: &str) -> Option<Tracked> {
+        serde_json::from_slice(&self.signer.open(PUSH_OPEN, token)?).ok()
     }
 }
 

@@ -114,7 +114,8 @@ fn token(push: &PushContent) -> Result<DeviceToken, DependencyError> {
 }
 
 /// The per-platform payload SNS forwards: APNs `aps.alert` (with sound and badge when the
-/// template gives them), FCM v1 notification + data.
+/// template gives them), FCM v1 notification + data; the notification's id and its open token
+/// in the custom data (APNs top-level keys, FCM `data`), where the app reads them.
 pub fn payload(platform: Platform, content: &PushContent, notification_id: &str) -> String {
     let platform_message = match platform {
         Platform::Ios => {
@@ -125,14 +126,24 @@ pub fn payload(platform: Platform, content: &PushContent, notification_id: &str)
             if let Some(badge) = content.badge {
                 aps["badge"] = serde_json::json!(badge);
             }
-            serde_json::json!({"aps": aps, "notification_id": notification_id})
+            let mut message = serde_json::json!({"aps": aps, "notification_id": notification_id});
+            if let Some(token) = &content.open_token {
+                message["open_token"] = serde_json::json!(token);
+            }
+            message
         }
-        Platform::Android => serde_json::json!({
-            "fcmV1Message": {"message": {
-                "notification": {"title": content.title, "body": content.body},
-                "data": {"notification_id": notification_id},
-            }}
-        }),
+        Platform::Android => {
+            let mut data = serde_json::json!({"notification_id": notification_id});
+            if let Some(token) = &content.open_token {
+                data["open_token"] = serde_json::json!(token);
+            }
+            serde_json::json!({
+                "fcmV1Message": {"message": {
+                    "notification": {"title": content.title, "body": content.body},
+                    "data": data,
+                }}
+            })
+        }
     };
     let key = match platform {
         Platform::Ios => "APNS",
@@ -199,6 +210,7 @@ mod tests {
             body: "Body".into(),
             sound: sound.map(str::to_string),
             badge,
+            open_token: Some("k1.claims.tag".into()),
         }
     }
 
@@ -240,6 +252,39 @@ mod tests {
         let fcm: serde_json::Value = serde_json::from_str(outer["GCM"].as_str().unwrap()).unwrap();
         assert_eq!(fcm["fcmV1Message"]["message"]["notification"]["title"], "Title");
         assert_eq!(fcm["fcmV1Message"]["message"]["data"]["notification_id"], "n-1");
+        assert_eq!(fcm["fcmV1Message"]["message"]["data"]["open_token"], "k1.claims.tag");
         assert_eq!(outer["default"], "Body");
+    }
+
+    #[test]
+    fn the_open_token_rides_in_apns_custom_data_and_the_largest_push_stays_within_4_kb() {
+        let outer: serde_json::Value =
+            serde_json::from_str(&payload(Platform::Ios, &content(None, None), "n-1")).unwrap();
+        let apns: serde_json::Value = serde_json::from_str(outer["APNS"].as_str().unwrap()).unwrap();
+        assert_eq!(apns["open_token"], "k1.claims.tag");
+        // The largest title and body intake accepts, with a token as long as a real one (a
+        // 128-character template name and a 36-character app key).
+        let tracker = crate::domain::tracking::LinkTracker::new(crate::domain::unsubscribe::LinkSigner::new(
+            crate::domain::unsubscribe::SigningKey::new("k1", "a secret of at least thirty-two bytes"),
+            [],
+        ));
+        let token = tracker.push_open_token(&crate::domain::tracking::Tracked {
+            app_key: "a".repeat(36),
+            notification_id: "01a24707-d21c-715a-b0eb-d802537f20e1".into(),
+            delivery_id: "push-10".into(),
+            channel: Channel::Push,
+            template: "t".repeat(128),
+            url: None,
+        });
+        let largest = PushContent {
+            title: "t".repeat(100),
+            body: "b".repeat(crate::domain::template::MAX_PUSH_BYTES - 100),
+            open_token: Some(token),
+            ..content(Some("default"), Some(99))
+        };
+        let outer: serde_json::Value =
+            serde_json::from_str(&payload(Platform::Ios, &largest, "01a24707-d21c-715a-b0eb-d802537f20e1")).unwrap();
+        let size = outer["APNS"].as_str().unwrap().len();
+        assert!(size <= 4096, "APNs payload of {size} bytes");
     }
 }

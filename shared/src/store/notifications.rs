@@ -13,7 +13,8 @@ use crate::aws::classify;
 use crate::domain::channel::Channel;
 use crate::domain::lifecycle::{Budget, CLAIMS, Event, Guard, TimelineKind, Transition};
 use crate::domain::notification::{
-    DeliveryFailure, DeliveryId, DeliveryStatus, NotificationId, NotificationRecord, SweepShard, TimelineEvent,
+    Conversion, DeliveryFailure, DeliveryId, DeliveryStatus, NotificationId, NotificationRecord, SweepShard,
+    TimelineEvent,
 };
 use crate::error::DependencyError;
 use crate::ports::{
@@ -246,6 +247,17 @@ pub enum Logged {
     Duplicate(Box<NotificationRecord>),
 }
 
+/// The result of recording a conversion.
+#[derive(Debug)]
+pub enum Converted {
+    /// Recorded: the record as it is now.
+    Recorded(Box<NotificationRecord>),
+    /// The notification had one already (this one is not recorded).
+    Already(Conversion),
+    /// No such notification of this app (or no longer logged).
+    NotFound,
+}
+
 /// The item the intake's log write puts (public for the CPU benchmark, which counts this
 /// conversion as the intake's own work).
 pub fn log_item(record: &NotificationRecord) -> Result<Item, DependencyError> {
@@ -281,6 +293,52 @@ impl NotificationStore {
                 }
                 _ => Err(classify("dynamodb", "PutItem", error, &[])),
             },
+        }
+    }
+
+    /// Records notification `id`'s conversion, once: one conditional write that also appends
+    /// `converted` to its timeline (the event stream's), for app `app_key` only (another app's
+    /// notification is as good as none). A repeat finds the first in the record it read.
+    pub async fn record_conversion(
+        &self,
+        id: &NotificationId,
+        app_key: &str,
+        conversion: &Conversion,
+    ) -> Result<Converted, DependencyError> {
+        let entry = TimelineEvent {
+            at: crate::time::now_rfc3339(),
+            kind: TimelineKind::Converted,
+            channel: None,
+            delivery: None,
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", string(id.as_str()))
+            .update_expression("SET conversion = :conversion, #events = list_append(#events, :event)")
+            .condition_expression("app_key = :app AND attribute_not_exists(conversion)")
+            .expression_attribute_names("#events", "events")
+            .expression_attribute_values(":conversion", AttributeValue::M(to_item("UpdateItem", conversion)?))
+            .expression_attribute_values(
+                ":event",
+                AttributeValue::L(vec![AttributeValue::M(to_item("UpdateItem", &entry)?)]),
+            )
+            .expression_attribute_values(":app", string(app_key))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                Ok(Converted::Recorded(Box::new(from_item("UpdateItem", output.attributes.unwrap_or_default())?)))
+            }
+            Err(error) => Ok(match found_instead(error)? {
+                Some(found) if found.app_key == app_key => {
+                    found.conversion.map_or(Converted::NotFound, Converted::Already)
+                }
+                _ => Converted::NotFound,
+            }),
         }
     }
 

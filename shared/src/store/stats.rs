@@ -152,16 +152,16 @@ impl StatsStore {
         )
         .await?;
         let mut totals = BTreeMap::new();
-        let mut email_sent = 0;
+        let mut sent = BTreeMap::new();
         for ((_, channel), sum) in scopes.into_iter().zip(sums) {
             for (counter, n) in sum {
-                if channel == Channel::Email && counter == "sent" {
-                    email_sent += n;
+                if counter == "sent" {
+                    *sent.entry(channel).or_insert(0) += n;
                 }
                 *totals.entry(counter).or_insert(0) += n;
             }
         }
-        Ok(query.report(&totals, email_sent))
+        Ok(query.report(&totals, &sent))
     }
 }
 

@@ -45,7 +45,7 @@ async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
         assert!(http.get(link).send().await.unwrap().status().as_u16() < 400);
     }
 
-    let expected_email = json!({"accepted": 2, "sent": 2, "sent_by_provider": {"ses": 2}, "delivered": 1, "failed": 0, "bounced": 1, "complained": 0, "skipped": {}, "cancelled": 0, "opened": 1, "clicked": 1, "clicks": 2});
+    let expected_email = json!({"accepted": 2, "sent": 2, "sent_by_provider": {"ses": 2}, "delivered": 1, "failed": 0, "bounced": 1, "complained": 0, "skipped": {}, "cancelled": 0, "opened": 1, "clicked": 1, "clicks": 2, "converted": 0});
     let stats = |query: String| {
         let api = &api;
         async move { api.call(Method::GET, &format!("/v1/stats?{query}"), None).await.body }
@@ -55,7 +55,10 @@ async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
             *counts == expected_email
         })
         .await;
-    assert_eq!(email["rates"], json!({"delivery_rate": 0.5, "open_rate": 0.5, "click_rate": 0.5}));
+    assert_eq!(
+        email["rates"],
+        json!({"delivery_rate": 0.5, "open_rate": 0.5, "click_rate": 0.5, "conversion_rate": 0.0})
+    );
     let sms = api
         .wait_for_stats(&format!("template={template}&channel=sms"), "the SMS sends in the stats", |counts| {
             counts["sent"] == 1
@@ -63,7 +66,7 @@ async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
         .await;
     assert_eq!(
         sms["counts"],
-        json!({"accepted": 2, "sent": 1, "sent_by_provider": {"sns": 1}, "delivered": 0, "failed": 0, "bounced": 0, "complained": 0, "skipped": {"no_contact": 1}, "cancelled": 0, "opened": 0, "clicked": 0, "clicks": 0})
+        json!({"accepted": 2, "sent": 1, "sent_by_provider": {"sns": 1}, "delivered": 0, "failed": 0, "bounced": 0, "complained": 0, "skipped": {"no_contact": 1}, "cancelled": 0, "opened": 0, "clicked": 0, "clicks": 0, "converted": 0})
     );
     let overall = stats(format!("template={template}")).await;
     assert_eq!((overall["counts"]["accepted"].clone(), overall["counts"]["sent"].clone()), (json!(4), json!(3)));

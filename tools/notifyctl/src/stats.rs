@@ -86,6 +86,7 @@ fn print_stats(report: &serde_json::Value, json: bool) {
         ("opened", Some("open_rate")),
         ("clicked", Some("click_rate")),
         ("clicks", None),
+        ("converted", Some("conversion_rate")),
     ] {
         let shown = shown_rate.map(rate).unwrap_or_default();
         table.row(vec![name.into(), counts[name].as_u64().unwrap_or(0).to_string(), shown]);

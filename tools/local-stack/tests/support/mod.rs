@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod api;
+pub mod events;
 pub mod fault_proxy;
 pub mod reliability;
 pub mod replay;
