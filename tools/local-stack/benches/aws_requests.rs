@@ -4,8 +4,9 @@
 //! batch endpoint; then the AWS cost per million notifications at the us-east-1 list prices
 //! below. Run with `scripts/bench.sh aws_requests`.
 //!
-//! What is counted: every request our functions make (and the local event-source poller's, shown
-//! apart: Lambda's own poller makes the same billed calls in AWS). Provider charges (the SMS or
+//! What is counted: every request our functions make (and the local event-source pollers', shown
+//! apart: Lambda's own SQS poller makes the same billed calls in AWS; its stream reads are free),
+//! and the events the event stream puts on the bus (billed per entry). Provider charges (the SMS or
 //! email itself) are not AWS infrastructure and are left out.
 
 #[path = "../tests/support/mod.rs"]
@@ -18,7 +19,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::api::{Api, unique};
-use support::fault_proxy::{FaultProxy, SEND_TIMELINE_TAKE};
+use support::fault_proxy::{FaultProxy, PUT_EVENTS_BYTES, PUT_EVENTS_ENTRIES, SEND_TIMELINE_TAKE};
 use support::{endpoint, eventually};
 
 const NOTIFICATIONS: usize = 200;
@@ -32,6 +33,9 @@ const LAMBDA_ARM_GB_SECOND: f64 = 0.000_013_333_4;
 const SQS_REQUEST: f64 = 0.40 / 1e6;
 const DYNAMODB_WRU: f64 = 0.625 / 1e6;
 const DYNAMODB_RRU: f64 = 0.125 / 1e6;
+/// EventBridge custom events per entry (64 KB chunk), and an archive per GB it ingests.
+const EVENTBRIDGE_ENTRY: f64 = 1.00 / 1e6;
+const EVENTBRIDGE_ARCHIVE_GB: f64 = 0.10;
 /// Assumed billed duration per invocation at 256 MB (the CPU benchmark measures our share).
 const ASSUMED_INVOCATION: Duration = Duration::from_millis(50);
 
@@ -140,11 +144,19 @@ async fn run(api: &Api, proxy: &FaultProxy, scenario: &Scenario, batch: bool) ->
         (support::outcomes_final(&log, &ids).await && support::queue_is_empty(&sqs, &queue).await).then_some(())
     })
     .await;
-    let operations = proxy.take_operations();
+    // And once the event stream published every event the records committed.
+    let mut events = 0;
     for id in &ids {
         let record = log.get(&id.as_str().into()).await.unwrap().unwrap();
         assert!(record.deliveries.values().all(|d| d.status.as_str() == "sent"), "every delivery sent: {record:?}");
+        events += notify::domain::event_stream::changes(None, &record).len() as u64;
     }
+    eventually(Duration::from_secs(120), "every event published", || async {
+        let published = proxy.operations.lock().unwrap().get(PUT_EVENTS_ENTRIES).copied().unwrap_or(0);
+        (published >= events).then_some(())
+    })
+    .await;
+    let operations = proxy.take_operations();
     let item = direct
         .get_item()
         .table_name(table)
@@ -156,9 +168,12 @@ async fn run(api: &Api, proxy: &FaultProxy, scenario: &Scenario, batch: bool) ->
     Run { operations, requests: requests as u64, record_bytes: item_bytes(&record) }
 }
 
-/// Whether an operation is the event-source poller's (Lambda's, in AWS) rather than a function's.
+/// Whether an operation is an event-source poller's (Lambda's, in AWS) rather than a function's.
+/// Lambda's reads of a DynamoDB stream are free.
 fn is_polling(operation: &str) -> bool {
-    operation.starts_with("sqs:ReceiveMessage") || operation == "sqs:DeleteMessageBatch"
+    operation.starts_with("sqs:ReceiveMessage")
+        || operation == "sqs:DeleteMessageBatch"
+        || operation.starts_with("dynamodb-streams:")
 }
 
 fn cost_per_million(run: &Run) -> (f64, Vec<(String, f64)>) {
@@ -167,7 +182,9 @@ fn cost_per_million(run: &Run) -> (f64, Vec<(String, f64)>) {
     let mut lines = Vec::new();
     lines.push(("API Gateway requests".to_string(), run.requests as f64 / NOTIFICATIONS as f64 * HTTP_API_REQUEST));
     let batches = per("sqs:DeleteMessageBatch").max(per("sqs:ReceiveMessage"));
-    let invocations = run.requests as f64 / NOTIFICATIONS as f64 + batches;
+    // The event stream's invocations: at most one per PutEvents (a batch of up to 100 records
+    // makes one or more), an upper bound.
+    let invocations = run.requests as f64 / NOTIFICATIONS as f64 + batches + per("events:PutEvents");
     let gb_seconds = invocations * 0.25 * ASSUMED_INVOCATION.as_secs_f64();
     lines.push((
         "Lambda requests and duration".to_string(),
@@ -200,6 +217,19 @@ fn cost_per_million(run: &Run) -> (f64, Vec<(String, f64)>) {
         + per("dynamodb:Query")
         + per("dynamodb:BatchGetItem");
     lines.push(("DynamoDB reads (1 RRU, 0.5 eventually consistent)".to_string(), reads * DYNAMODB_RRU));
+    // The event stream: each entry put on the bus, and the archive ingesting it (the stream's
+    // reads are free). The events queue, when enabled (the local stack enables it), takes each
+    // event with an SQS send.
+    let entries = per(PUT_EVENTS_ENTRIES);
+    lines.push((
+        format!("event stream: EventBridge, {entries:.2} events per notification"),
+        entries * EVENTBRIDGE_ENTRY,
+    ));
+    lines.push((
+        format!("event stream: archive ({:.0} bytes per notification)", per(PUT_EVENTS_BYTES)),
+        per(PUT_EVENTS_BYTES) / 1e9 * EVENTBRIDGE_ARCHIVE_GB,
+    ));
+    lines.push(("events queue, if EventsQueue=enabled (a send per event)".to_string(), entries * SQS_REQUEST));
     let total = lines.iter().map(|(_, cost)| cost).sum::<f64>() * 1e6;
     (total, lines.into_iter().map(|(name, cost)| (name, cost * 1e6)).collect())
 }

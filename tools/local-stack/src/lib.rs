@@ -414,6 +414,10 @@ pub async fn local_parameters(
             })?;
         parameters.insert(parameter.to_string(), created.platform_application_arn.unwrap_or_default());
     }
+    // Locally every event also lands in the events queue, where anyone (and the tests) reads them.
+    if wanted("EventsQueue") {
+        parameters.insert("EventsQueue".into(), "enabled".into());
+    }
     if wanted("EmailFromAddress") {
         // SES sends only from verified identities; the emulator verifies at once. A sender
         // given as a parameter is the deployer's, already verified.

@@ -124,6 +124,19 @@ async fn run(args: Args) -> Result<(), StackError> {
             "  curl -s {endpoint}/moto-api/data.json | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)[\"sns\"][\"SMS\"], indent=2))'"
         );
     }
+    if let (Some((_, endpoint)), Some(queue)) = (&emulator, outputs.get("NotificationEventsQueueUrl")) {
+        println!();
+        println!("Every event of the stream (schemas/notification-event.v1.json) lands in the events queue:");
+        println!();
+        println!(
+            "  curl -s {endpoint} -H 'x-amz-target: AmazonSQS.ReceiveMessage' -H 'content-type: application/x-amz-json-1.0' \\"
+        );
+        println!(
+            "    -H 'authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/{}/sqs/aws4_request, SignedHeaders=host, Signature=local' \\",
+            clients.region
+        );
+        println!("    -d '{{\"QueueUrl\":\"{queue}\",\"MaxNumberOfMessages\":10}}'");
+    }
     if let Some(twilio) = &stack.twilio {
         println!();
         println!("SMS routed to Twilio (SmsRoutes) go to the local Twilio; what it received:");

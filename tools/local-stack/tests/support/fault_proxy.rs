@@ -52,6 +52,10 @@ struct Targeted {
 /// item), told apart from the notification record's writes.
 pub const SEND_TIMELINE_TAKE: &str = "dynamodb:UpdateItem (send timeline)";
 
+/// How the count names the entries of the PutEvents requests, and their bytes.
+pub const PUT_EVENTS_ENTRIES: &str = "events:PutEvents (entries)";
+pub const PUT_EVENTS_BYTES: &str = "events:PutEvents (bytes)";
+
 /// A forwarded request, as it can be sent again.
 pub struct Recorded {
     /// As counted: `sqs:ReceiveMessage (empty)` for a receive that found no message.
@@ -230,6 +234,14 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
     if name == "sqs:ReceiveMessage" && !answer.body.windows(10).any(|w| w == b"\"Messages\"") {
         name.push_str(" (empty)");
     }
+    // EventBridge bills each entry of a PutEvents (and an archive each byte).
+    let billed = match name.as_str() {
+        "events:PutEvents" => vec![
+            (PUT_EVENTS_ENTRIES, body.windows(12).filter(|window| window == b"\"DetailType\"").count() as u64),
+            (PUT_EVENTS_BYTES, body.len() as u64),
+        ],
+        _ => Vec::new(),
+    };
     if let Some(recording) = upstream.recording.lock().unwrap().as_mut() {
         recording.push(Recorded {
             operation: name.clone(),
@@ -239,7 +251,12 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
             body,
         });
     }
-    *upstream.operations.lock().unwrap().entry(name).or_default() += 1;
+    let mut operations = upstream.operations.lock().unwrap();
+    for (counted, n) in billed {
+        *operations.entry(counted.into()).or_default() += n;
+    }
+    *operations.entry(name).or_default() += 1;
+    drop(operations);
     if infrastructure_fault {
         return internal_error();
     }
@@ -251,10 +268,14 @@ fn operation(headers: &axum::http::HeaderMap, path: &str, body: &[u8]) -> String
     // JSON protocols name it in a header: `DynamoDB_20120810.PutItem`, `AmazonSQS.SendMessage`.
     if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
         let (service, operation) = target.split_once('.').unwrap_or((target, ""));
-        let service = if service.starts_with("DynamoDB") {
+        let service = if service.starts_with("DynamoDBStreams") {
+            "dynamodb-streams"
+        } else if service.starts_with("DynamoDB") {
             "dynamodb"
         } else if service == "AmazonSQS" {
             "sqs"
+        } else if service == "AWSEvents" {
+            "events"
         } else {
             service
         };
