@@ -1,5 +1,7 @@
 //! Publishing the event stream (`domain::event_stream`): the notifications table's stream →
-//! the stack's EventBridge bus, in order per notification, at least once.
+//! the stack's EventBridge bus, at least once, put in stream order (a notification's writes are
+//! in one shard; consumers order by each event's `sequence`, as EventBridge does not promise
+//! delivery order).
 //!
 //! A batch of stream records is published in order. When the bus refuses (an outage, a
 //! throttle, a missing grant), the batch reports the first record not published as its failure
@@ -14,7 +16,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::aws::classify;
-use crate::domain::event_stream::{NotificationEvent, SOURCE};
+use crate::domain::event_stream::{EventType, NotificationEvent, SOURCE};
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics::{EventMetric, events};
 
@@ -36,11 +38,16 @@ impl BusEntry {
         Self { detail_type: event.detail_type(), detail: serde_json::to_string(event).expect("an event serializes") }
     }
 
-    /// A parked event, from its DLQ message body.
+    /// A parked event, from its DLQ message body (anything else, such as a note naming a record
+    /// that could not be read, is not an event).
     pub fn parked(body: &str) -> Result<Self, String> {
-        let detail: serde_json::Value = serde_json::from_str(body).map_err(|error| error.to_string())?;
-        let kind = detail.get("type").and_then(serde_json::Value::as_str).ok_or("no `type`")?;
-        Ok(Self { detail_type: format!("notification.{kind}"), detail: body.to_string() })
+        #[derive(serde::Deserialize)]
+        struct Typed {
+            #[serde(rename = "type")]
+            kind: EventType,
+        }
+        let typed: Typed = serde_json::from_str(body).map_err(|error| format!("not an event: {error}"))?;
+        Ok(Self { detail_type: typed.kind.detail_type(), detail: body.to_string() })
     }
 }
 
@@ -62,12 +69,13 @@ pub trait EventParking: Send + Sync {
     fn park(&self, entries: &[BusEntry]) -> impl Future<Output = Result<(), DependencyError>> + Send;
 }
 
-/// One stream record: where it is in the stream, when it was written and what it published.
+/// One stream record: where it is in the stream, when it was written and what it published,
+/// or why it cannot be read (naming the record).
 #[derive(Clone, Debug)]
 pub struct StreamChange {
     pub sequence_number: String,
     pub written_ms: i64,
-    pub entries: Vec<BusEntry>,
+    pub entries: Result<Vec<BusEntry>, String>,
 }
 
 pub struct Publisher<S, P> {
@@ -85,14 +93,53 @@ impl<S: EventSink, P: EventParking> Publisher<S, P> {
         &self.sink
     }
 
+    pub fn parking(&self) -> &P {
+        &self.parking
+    }
+
+    fn expired(&self, change: &StreamChange, now_ms: i64) -> bool {
+        now_ms - change.written_ms >= self.retry_window_ms
+    }
+
     /// Publishes a batch of stream records in order. `Some(sequence number)`: the first record
     /// not (wholly) published nor parked, from which the stream is read again.
+    ///
+    /// A record this function cannot read (most likely written by a newer version of the
+    /// writers, deployed before this function) waits like one the bus refused, so the function's
+    /// update publishes it; past the retry window a note naming it is parked instead (it is not
+    /// an event: a redrive leaves it for on-call, who rebuild its events from the record).
     pub async fn publish(&self, changes: &[StreamChange], now_ms: i64) -> Option<String> {
+        let mut start = 0;
+        loop {
+            let end = changes[start..]
+                .iter()
+                .position(|change| change.entries.is_err())
+                .map_or(changes.len(), |at| start + at);
+            if let Some(retry_from) = self.publish_readable(&changes[start..end], now_ms).await {
+                return Some(retry_from);
+            }
+            let unreadable = changes.get(end)?;
+            let reason = unreadable.entries.as_ref().err().cloned().unwrap_or_default();
+            tracing::error!(sequence_number = %unreadable.sequence_number, reason = %reason, "a stream record this function cannot read waits");
+            events(EventMetric::PublishFailures, 1);
+            let note = BusEntry {
+                detail_type: "unreadable".into(),
+                detail: serde_json::json!({"unreadable_record": {"sequence_number": unreadable.sequence_number, "reason": reason}}).to_string(),
+            };
+            if !self.expired(unreadable, now_ms) || self.parking.park(&[note]).await.is_err() {
+                return Some(unreadable.sequence_number.clone());
+            }
+            start = end + 1;
+        }
+    }
+
+    /// [`Self::publish`] for records that were all read.
+    async fn publish_readable(&self, changes: &[StreamChange], now_ms: i64) -> Option<String> {
         // Every entry with the index of its record, in stream order.
         let entries: Vec<(usize, &BusEntry)> = changes
             .iter()
             .enumerate()
-            .flat_map(|(record, change)| change.entries.iter().map(move |entry| (record, entry)))
+            .flat_map(|(record, change)| change.entries.iter().flatten().map(move |entry| (record, entry)))
             .collect();
         let flat: Vec<BusEntry> = entries.iter().map(|(_, entry)| (*entry).clone()).collect();
         let Err(unpublished) = self.sink.put(&flat).await else {
@@ -102,10 +149,10 @@ impl<S: EventSink, P: EventParking> Publisher<S, P> {
         events(EventMetric::Published, unpublished.first);
         events(EventMetric::PublishFailures, 1);
         let failed_record = entries[unpublished.first].0;
-        let expired = |change: &StreamChange| now_ms - change.written_ms >= self.retry_window_ms;
         // Records are in write order: the expired ones are the first few.
-        let retried_from =
-            (failed_record..changes.len()).find(|&record| !expired(&changes[record])).unwrap_or(changes.len());
+        let retried_from = (failed_record..changes.len())
+            .find(|&record| !self.expired(&changes[record], now_ms))
+            .unwrap_or(changes.len());
         tracing::warn!(
             error = %unpublished.error,
             published = unpublished.first,
@@ -189,6 +236,9 @@ pub struct EventsRedriveReport {
     pub published: usize,
     /// Messages that are not events (left in the DLQ).
     pub unreadable: usize,
+    /// Why it stopped before the DLQ was empty or `max` was reached (what it did stands).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 impl EventsDeadLetterQueue {
@@ -197,9 +247,22 @@ impl EventsDeadLetterQueue {
     }
 
     /// Puts up to `max` parked events on the bus, deleting each once the bus took it; stops
-    /// at the first the bus refuses (it stays parked).
-    pub async fn redrive(&self, sink: &impl EventSink, max: usize) -> Result<EventsRedriveReport, DependencyError> {
+    /// at the first the bus refuses (it stays parked) or the first SQS error.
+    pub async fn redrive(&self, sink: &impl EventSink, max: usize) -> EventsRedriveReport {
         let mut report = EventsRedriveReport::default();
+        if let Err(error) = self.redrive_into(sink, max, &mut report).await {
+            report.stopped = Some(error.to_string());
+        }
+        events(EventMetric::Published, report.published);
+        report
+    }
+
+    async fn redrive_into(
+        &self,
+        sink: &impl EventSink,
+        max: usize,
+        report: &mut EventsRedriveReport,
+    ) -> Result<(), DependencyError> {
         while report.published + report.unreadable < max {
             let wanted = (max - report.published - report.unreadable).min(MESSAGES_PER_BATCH) as i32;
             let received = self
@@ -207,12 +270,14 @@ impl EventsDeadLetterQueue {
                 .receive_message()
                 .queue_url(&self.url)
                 .max_number_of_messages(wanted)
+                // A short poll can answer empty while messages remain.
+                .wait_time_seconds(1)
                 .send()
                 .await
                 .map_err(|error| classify("sqs", "ReceiveMessage", error, &[]))?;
             let messages = received.messages.unwrap_or_default();
             if messages.is_empty() {
-                break;
+                return Ok(());
             }
             let mut readable = Vec::new();
             for message in &messages {
@@ -230,12 +295,9 @@ impl EventsDeadLetterQueue {
             let handles: Vec<String> = readable[..published].iter().map(|(_, handle)| handle.clone()).collect();
             crate::queue::delete_messages(&self.client, &self.url, &handles).await?;
             report.published += published;
-            if let Err(unpublished) = put {
-                return Err(unpublished.error);
-            }
+            put.map_err(|unpublished| unpublished.error)?;
         }
-        events(EventMetric::Published, report.published);
-        Ok(report)
+        Ok(())
     }
 }
 
@@ -333,7 +395,7 @@ mod tests {
         StreamChange {
             sequence_number: sequence.into(),
             written_ms,
-            entries: names.iter().map(|name| entry(name)).collect(),
+            entries: Ok(names.iter().map(|name| entry(name)).collect()),
         }
     }
 
@@ -367,6 +429,26 @@ mod tests {
         let all_old = [change("1", old, &["a"]), change("2", old, &["b"])];
         let publisher = Publisher::new(Bus::taking(0), Parking::default(), WINDOW);
         assert_eq!(publisher.publish(&all_old, NOW).await, None, "all parked: nothing to read again");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_waits_then_a_note_naming_it_is_parked_and_the_rest_goes_on() {
+        let unreadable = |written_ms| StreamChange {
+            sequence_number: "2".into(),
+            written_ms,
+            entries: Err("notification n-2: unknown variant `new_kind`".into()),
+        };
+        let publisher = Publisher::new(Bus::taking(usize::MAX), Parking::default(), WINDOW);
+        let fresh = [change("1", NOW, &["a"]), unreadable(NOW), change("3", NOW, &["c"])];
+        assert_eq!(publisher.publish(&fresh, NOW).await.as_deref(), Some("2"), "it waits for a function that reads it");
+        assert_eq!(publisher.sink.taken.lock().unwrap().clone(), [entry("a")]);
+        let old = [unreadable(NOW - WINDOW), change("3", NOW, &["c"])];
+        assert_eq!(publisher.publish(&old, NOW).await, None);
+        assert_eq!(publisher.sink.taken.lock().unwrap().clone(), [entry("a"), entry("c")]);
+        let parked = publisher.parking.parked.lock().unwrap().clone();
+        assert_eq!(parked.len(), 1);
+        assert!(parked[0].detail.contains("n-2"), "{parked:?}");
+        assert!(BusEntry::parked(&parked[0].detail).is_err(), "a note is not an event: a redrive leaves it");
     }
 
     #[test]

@@ -45,7 +45,6 @@ pub enum Report {
 
 pub struct PublishEvents {
     publisher: Publisher<EventBridgeBus, EventsDeadLetterQueue>,
-    dead_letters: EventsDeadLetterQueue,
 }
 
 impl PublishEvents {
@@ -56,33 +55,28 @@ impl PublishEvents {
         let dead_letter_url = settings.required("EVENTS_DLQ_URL");
         let retry_window_seconds: i64 = settings.parsed_or("EVENTS_RETRY_WINDOW_SECONDS", 3_600);
         settings.finish()?;
-        let sqs = aws_sdk_sqs::Client::new(sdk);
         let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(sdk), bus);
-        Ok(Self {
-            publisher: Publisher::new(
-                bus,
-                EventsDeadLetterQueue::new(sqs.clone(), dead_letter_url.clone()),
-                retry_window_seconds * 1000,
-            ),
-            dead_letters: EventsDeadLetterQueue::new(sqs, dead_letter_url),
-        })
+        let dead_letters = EventsDeadLetterQueue::new(aws_sdk_sqs::Client::new(sdk), dead_letter_url);
+        Ok(Self { publisher: Publisher::new(bus, dead_letters, retry_window_seconds * 1000) })
     }
 }
 
-/// The events one stream record committed (none for a record that is not a notification's).
+/// The events one stream record committed (none for a deletion: TTL expiry), or why its images
+/// cannot be read as notification records (naming the notification).
 fn change(record: &EventRecord) -> StreamChange {
-    let read = |image: &serde_dynamo::Item| -> Option<NotificationRecord> {
+    let read = |image: &serde_dynamo::Item| -> Result<Option<NotificationRecord>, String> {
         if image.is_empty() {
-            return None;
+            return Ok(None);
         }
-        serde_dynamo::from_item(image.clone())
-            .inspect_err(|error| tracing::error!(error = %error, event_id = %record.event_id, "a stream image is not a notification record: no events"))
-            .ok()
+        serde_dynamo::from_item(image.clone()).map(Some).map_err(|error| {
+            let id = record.change.keys.get("id").map(|id| format!("{id:?}")).unwrap_or_default();
+            format!("notification {id}: {error}")
+        })
     };
-    let entries = match read(&record.change.new_image) {
-        Some(after) => changes(read(&record.change.old_image).as_ref(), &after).iter().map(BusEntry::of).collect(),
-        None => Vec::new(),
-    };
+    let entries = read(&record.change.new_image).and_then(|after| {
+        let before = read(&record.change.old_image)?;
+        Ok(after.map(|after| changes(before.as_ref(), &after).iter().map(BusEntry::of).collect()).unwrap_or_default())
+    });
     StreamChange {
         sequence_number: record.change.sequence_number.clone().unwrap_or_default(),
         written_ms: record.change.approximate_creation_date_time.timestamp_millis(),
@@ -109,7 +103,7 @@ impl notify::function::Function for PublishEvents {
             }
             Request::Action(Action::Redrive { max }) => {
                 let report =
-                    self.dead_letters.redrive(self.publisher.sink(), max.unwrap_or(DEFAULT_REDRIVE_MAX)).await?;
+                    self.publisher.parking().redrive(self.publisher.sink(), max.unwrap_or(DEFAULT_REDRIVE_MAX)).await;
                 tracing::info!(report = ?report, "events redrive finished");
                 Ok(Report::Redrive(report))
             }

@@ -11,7 +11,7 @@
 //! Never in an event: message content, addresses, numbers or device tokens, provider messages
 //! (they can quote the address). Errors are their class and code.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
 use super::lifecycle::TimelineKind;
@@ -24,7 +24,7 @@ pub const SOURCE: &str = "notify";
 pub const SCHEMA_VERSION: &str = "1";
 
 /// What happened, as the event's `type` and `detail-type` (`notification.sent`) name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     Accepted,

@@ -383,6 +383,8 @@ pub struct Conversion {
 
 /// How far ahead of our clock a reported `occurred_at` may be (the app's clock may run ahead).
 pub const CONVERSION_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+/// The largest conversion value, either sign: well inside what DynamoDB stores exactly enough.
+pub const MAX_CONVERSION_VALUE: f64 = 1e15;
 
 impl Conversion {
     /// From an app's report `{"type": "converted", "value"?: number, "occurred_at"?: time}`,
@@ -403,9 +405,13 @@ impl Conversion {
         }
         let value = match object.get("value") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::Number(number)) => Some(number.clone()),
+            Some(serde_json::Value::Number(number))
+                if number.as_f64().is_some_and(|value| value.abs() <= MAX_CONVERSION_VALUE) =>
+            {
+                Some(number.clone())
+            }
             Some(_) => {
-                errors.push(FieldError::new("value", "must be a number"));
+                errors.push(FieldError::new("value", "must be a number between -1e15 and 1e15"));
                 None
             }
         };
@@ -722,6 +728,7 @@ mod tests {
             ["occurred_at"]
         );
         assert_eq!(fields(serde_json::json!({"type": "converted", "amount": 1})), ["amount"]);
+        assert_eq!(fields(serde_json::json!({"type": "converted", "value": 1e300})), ["value"]);
         assert_eq!(fields(serde_json::json!([1])), ["body"]);
     }
 }

@@ -85,18 +85,27 @@ impl StatsQuery {
         self.channel.map_or_else(|| Channel::ALL.to_vec(), |channel| vec![channel])
     }
 
-    /// The report of the counters summed over the query's channels and hours, with `sent` per
-    /// channel. Each rate is a share of what was sent on the channels that report it (null when
-    /// none was): delivery and clicks of email, opens of email and push, conversions of all.
-    pub fn report(&self, totals: &BTreeMap<String, u64>, sent: &BTreeMap<Channel, u64>) -> Value {
+    /// The report of the counters summed over the query's hours, per channel. Each rate is a
+    /// share of what was sent on the channel it is about (null when none was): delivery, opens
+    /// and clicks of the email sent, push opens (reported by the app) of the push sent,
+    /// conversions of everything sent.
+    pub fn report(&self, by_channel: &BTreeMap<Channel, BTreeMap<String, u64>>) -> Value {
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        for counters in by_channel.values() {
+            for (name, n) in counters {
+                *totals.entry(name.clone()).or_insert(0) += n;
+            }
+        }
         let count = |name: &str| totals.get(name).copied().unwrap_or(0);
+        let on = |channel: Channel, name: &str| {
+            by_channel.get(&channel).and_then(|counters| counters.get(name)).copied().unwrap_or(0)
+        };
         let by_prefix = |prefix: &str| -> BTreeMap<String, u64> {
             totals.iter().filter_map(|(name, n)| Some((name.strip_prefix(prefix)?.to_string(), *n))).collect()
         };
         let skipped = by_prefix("skipped_");
-        let sent_on = |channels: &[Channel]| channels.iter().filter_map(|channel| sent.get(channel)).sum::<u64>();
         let rate = |n: u64, of: u64| (of > 0).then(|| ((n as f64 / of as f64) * 10_000.0).round() / 10_000.0);
-        let email_sent = sent_on(&[Channel::Email]);
+        let email_sent = on(Channel::Email, "sent");
         let sent = count("sent");
         json!({
             "template": self.template,
@@ -120,7 +129,8 @@ impl StatsQuery {
             },
             "rates": {
                 "delivery_rate": rate(count("delivered"), email_sent),
-                "open_rate": rate(count(OPENED), sent_on(&[Channel::Email, Channel::Push])),
+                "open_rate": rate(on(Channel::Email, OPENED), email_sent),
+                "push_open_rate": rate(on(Channel::Push, OPENED), on(Channel::Push, "sent")),
                 "click_rate": rate(count(CLICKED), email_sent),
                 "conversion_rate": rate(count(CONVERTED), sent),
             },
@@ -146,7 +156,7 @@ mod tests {
     #[test]
     fn rates_are_shares_of_sent_and_skips_are_by_reason() {
         let query = StatsQuery::parse(None, Some("email"), None, None, 100_000).unwrap();
-        let totals = BTreeMap::from([
+        let email = BTreeMap::from([
             ("accepted".to_string(), 5),
             ("sent".to_string(), 4),
             ("delivered".to_string(), 3),
@@ -157,32 +167,33 @@ mod tests {
             (sent_via_counter("ses"), 4),
             ("converted".to_string(), 1),
         ]);
-        let report = query.report(&totals, &BTreeMap::from([(Channel::Email, 4)]));
+        let report = query.report(&BTreeMap::from([(Channel::Email, email)]));
         assert_eq!(report["counts"]["skipped"], json!({"suppressed": 1}));
         assert_eq!(report["counts"]["sent_by_provider"], json!({"ses": 4}));
         assert_eq!(
             report["rates"],
-            json!({"delivery_rate": 0.75, "open_rate": 0.5, "click_rate": 0.25, "conversion_rate": 0.25})
+            json!({"delivery_rate": 0.75, "open_rate": 0.5, "push_open_rate": null, "click_rate": 0.25, "conversion_rate": 0.25})
         );
-        let nothing_sent =
-            StatsQuery::parse(None, None, None, None, 0).unwrap().report(&BTreeMap::new(), &BTreeMap::new());
+        let nothing_sent = StatsQuery::parse(None, None, None, None, 0).unwrap().report(&BTreeMap::new());
         assert_eq!(nothing_sent["rates"]["open_rate"], Value::Null);
         assert_eq!(nothing_sent["rates"]["conversion_rate"], Value::Null);
     }
 
     #[test]
-    fn push_opens_count_in_the_open_rate_and_conversions_in_a_share_of_everything_sent() {
+    fn each_open_rate_is_its_channels_and_conversions_a_share_of_everything_sent() {
         let query = StatsQuery::parse(None, None, None, None, 100_000).unwrap();
-        let totals = BTreeMap::from([
-            ("sent".to_string(), 10),
-            ("opened".to_string(), 3),
-            ("clicked".to_string(), 1),
-            ("converted".to_string(), 2),
-        ]);
-        let sent = BTreeMap::from([(Channel::Email, 2), (Channel::Push, 4), (Channel::Sms, 4)]);
-        let report = query.report(&totals, &sent);
-        assert_eq!(report["rates"]["open_rate"], 0.5, "3 opens of 6 email and push sent");
+        let counters = |pairs: &[(&str, u64)]| -> BTreeMap<String, u64> {
+            pairs.iter().map(|(name, n)| (name.to_string(), *n)).collect()
+        };
+        let report = query.report(&BTreeMap::from([
+            (Channel::Email, counters(&[("sent", 2), ("opened", 1), ("clicked", 1), ("converted", 1)])),
+            (Channel::Push, counters(&[("sent", 4), ("opened", 2)])),
+            (Channel::Sms, counters(&[("sent", 4), ("converted", 1)])),
+        ]));
+        assert_eq!(report["counts"]["opened"], 3);
+        assert_eq!(report["rates"]["open_rate"], 0.5, "1 open of 2 email sent");
+        assert_eq!(report["rates"]["push_open_rate"], 0.5, "2 opens of 4 pushes sent");
         assert_eq!(report["rates"]["click_rate"], 0.5);
-        assert_eq!(report["rates"]["conversion_rate"], 0.2);
+        assert_eq!(report["rates"]["conversion_rate"], 0.2, "2 of 10 sent");
     }
 }

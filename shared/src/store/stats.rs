@@ -151,17 +151,14 @@ impl StatsStore {
             scopes.iter().map(|(app, channel)| self.sum(app, template, *channel, &from, &to)),
         )
         .await?;
-        let mut totals = BTreeMap::new();
-        let mut sent = BTreeMap::new();
+        let mut by_channel: BTreeMap<Channel, BTreeMap<String, u64>> = BTreeMap::new();
         for ((_, channel), sum) in scopes.into_iter().zip(sums) {
+            let counters = by_channel.entry(channel).or_default();
             for (counter, n) in sum {
-                if counter == "sent" {
-                    *sent.entry(channel).or_insert(0) += n;
-                }
-                *totals.entry(counter).or_insert(0) += n;
+                *counters.entry(counter).or_insert(0) += n;
             }
         }
-        Ok(query.report(&totals, &sent))
+        Ok(query.report(&by_channel))
     }
 }
 

@@ -11,7 +11,7 @@
 //! apart, so a shard's records are never skipped nor reordered.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodbstreams::types::{Record, ShardIteratorType};
 use serde_json::{Value, json};
@@ -96,20 +96,28 @@ async fn read_shard(
         }
         tokio::time::sleep(RETRY_PAUSE).await;
     };
-    // Records read but not yet done, in order, and when the first of them was read.
+    // Records read but not yet done, in order, and when the first of them was read; the last
+    // sequence number read (where a fresh iterator resumes); whether the shard is closed.
     let mut pending: Vec<Record> = Vec::new();
     let mut first_read: Option<Instant> = None;
+    let mut last_read: Option<String> = None;
+    let mut closed = false;
     loop {
-        while pending.len() < mapping.batching.size as usize {
+        while !closed && pending.len() < mapping.batching.size as usize {
             if first_read.is_some_and(|at| at.elapsed() >= mapping.batching.window) {
                 break;
             }
             match streams.get_records().shard_iterator(&position).send().await {
                 Ok(output) => {
-                    if let Some(next) = output.next_shard_iterator {
-                        position = next;
-                    }
                     let records = output.records.unwrap_or_default();
+                    match output.next_shard_iterator {
+                        Some(next) => position = next,
+                        // A closed shard: what it had is read.
+                        None => closed = true,
+                    }
+                    if let Some(last) = records.last().and_then(|record| record.dynamodb.as_ref()) {
+                        last_read = last.sequence_number.clone();
+                    }
                     if records.is_empty() {
                         tokio::time::sleep(IDLE).await;
                     } else {
@@ -118,10 +126,25 @@ async fn read_shard(
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(shard = %shard_id, error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(error), "cannot read the stream");
+                    tracing::warn!(shard = %shard_id, error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(error), "cannot read the stream: reading on from the last record read");
                     tokio::time::sleep(RETRY_PAUSE).await;
+                    // An iterator expires (after 15 minutes in AWS): a fresh one resumes after
+                    // the last record read.
+                    let fresh = match &last_read {
+                        Some(last) => {
+                            iterator(&streams, &source, &shard_id, ShardIteratorType::AfterSequenceNumber, Some(last))
+                                .await
+                        }
+                        None => iterator(&streams, &source, &shard_id, start.clone(), None).await,
+                    };
+                    if let Some(fresh) = fresh {
+                        position = fresh;
+                    }
                 }
             }
+        }
+        if pending.is_empty() {
+            return;
         }
         let batch: Vec<Record> = pending.iter().take(mapping.batching.size as usize).cloned().collect();
         let result = function.invoke(event(&batch, &source)).await.map_err(|error| error.to_string());
@@ -171,10 +194,11 @@ fn event(batch: &[Record], source: &Source) -> Value {
                 image.map(|image| serde_json::to_value(serde_dynamo::Item::from(image.clone())).unwrap_or(Value::Null))
             };
             let mut dynamodb = json!({
+                // A record without its time is taken as written now (never as long ago).
                 "ApproximateCreationDateTime": change
                     .and_then(|change| change.approximate_creation_date_time)
                     .map(|at| at.as_secs_f64())
-                    .unwrap_or_default(),
+                    .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()),
                 "Keys": image(change.and_then(|change| change.keys.as_ref())),
                 "SequenceNumber": change.and_then(|change| change.sequence_number.clone()),
                 "SizeBytes": change.and_then(|change| change.size_bytes).unwrap_or_default(),

@@ -93,7 +93,7 @@ async fn a_push_open_reported_with_the_payloads_token_counts_once_and_a_forged_o
             counts["opened"] == 1
         })
         .await;
-    assert_eq!(stats["rates"]["open_rate"], 0.5, "one open of two pushes sent: {stats}");
+    assert_eq!(stats["rates"]["push_open_rate"], 0.5, "one open of two pushes sent: {stats}");
     consumer.wait_for(&api, &id, &strings(&["accepted", "sent", "sent", "opened"])).await;
     let open_event = consumer.read[&id].iter().find(|event| event["type"] == "opened").unwrap();
     assert_eq!((open_event["channel"].as_str(), open_event["provider"].as_str()), (Some("push"), Some("sns")));

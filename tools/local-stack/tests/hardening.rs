@@ -76,7 +76,7 @@ fn public_routes_are_throttled_apart_and_every_request_is_logged() {
         .copied()
         .filter(|route| route.contains(" /t/") || route.contains(" /v1/unsubscribe/"))
         .collect();
-    assert_eq!(public.len(), 4, "tracking, pixel, unsubscribe form and unsubscribe");
+    assert_eq!(public.len(), 5, "tracking, pixel, push open, unsubscribe form and unsubscribe");
     for route in public {
         let settings = &routes[route];
         for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {

@@ -57,7 +57,7 @@ async fn stats_for_a_template_count_exactly_the_events_of_its_notifications() {
         .await;
     assert_eq!(
         email["rates"],
-        json!({"delivery_rate": 0.5, "open_rate": 0.5, "click_rate": 0.5, "conversion_rate": 0.0})
+        json!({"delivery_rate": 0.5, "open_rate": 0.5, "push_open_rate": null, "click_rate": 0.5, "conversion_rate": 0.0})
     );
     let sms = api
         .wait_for_stats(&format!("template={template}&channel=sms"), "the SMS sends in the stats", |counts| {

@@ -107,6 +107,7 @@ fn valid_request(method: &str, template: &str, user: &str, notification: &str) -
         ("POST", "/v1/notifications") => Some(send),
         ("POST", "/v1/notifications/batch") => Some(json!({"notifications": [send]})),
         ("POST", "/v1/notifications/cancel") => Some(json!({"cancellation_key": "nothing-to-cancel"})),
+        ("POST", "/v1/notifications/{id}/events") => Some(json!({"type": "converted"})),
         _ => None,
     };
     let path = if template == "/v1/stats" { format!("{path}?template={}", demo::DEMO_TEMPLATE) } else { path };
@@ -502,7 +503,17 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
             *stack.lock().await = Some(restarted);
         }
     };
-    let (ids, ()) = tokio::join!(submit, chaos);
+    // The bus is down for the middle half of the submissions (every PutEvents refused): sends
+    // must not wait for it, and no event may be lost.
+    let bus_outage = async {
+        for (share, refused) in [(1, u32::MAX), (3, 0)] {
+            while accepted.load(Ordering::SeqCst) < run.notifications * share / 4 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            proxy.refuse_next(PUT_EVENTS, refused);
+        }
+    };
+    let (ids, (), ()) = tokio::join!(submit, chaos, bus_outage);
     let submitted_in = started.elapsed();
 
     // The campaign is called off: every call until one completes, retried as callers do.
@@ -557,11 +568,13 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
         })
         .await;
     }
+    // Sends are counted now, after the drain: compare them with the records as they are now.
+    let final_records = scan_records(&direct, &table, &mine).await;
+    let events =
+        events_of_the_records(&direct, &deployed, &final_records, proxy.targeted_faults.load(Ordering::SeqCst)).await;
     if let Some(running) = stack.lock().await.take() {
         running.stop().await;
     }
-    // Sends are counted now, after the drain: compare them with the records as they are now.
-    let final_records = scan_records(&direct, &table, &mine).await;
 
     let sends = provider_sends(&emulator_state().await, &format!("rel{run_tag}n"));
     let mut outcomes = Figure::new(&format!(
@@ -635,7 +648,75 @@ pub async fn pipeline_under_faults(endpoint: &str, run: PipelineRun) -> Vec<Figu
         cancelled_ids.len()
     ));
     let rate_limits = deployed.table("RateLimitsTable").unwrap();
-    vec![outcomes, exactly_once, scheduled, rate_limits_count_the_sent(&direct, rate_limits, &final_records).await]
+    vec![
+        outcomes,
+        exactly_once,
+        scheduled,
+        rate_limits_count_the_sent(&direct, rate_limits, &final_records).await,
+        events,
+    ]
+}
+
+/// What only a PutEvents request body names: the bus outage refuses exactly those.
+const PUT_EVENTS: &str = "\"EventBusName\"";
+
+/// Every event the records committed reaches the events queue (by id, at least once), and no
+/// other event of these notifications does: read until all have come or 5 minutes passed.
+async fn events_of_the_records(
+    direct: &Clients,
+    deployed: &local_stack::provision::Deployed,
+    records: &BTreeMap<String, NotificationRecord>,
+    refused_puts: u64,
+) -> Figure {
+    let expected: BTreeSet<String> = records
+        .values()
+        .flat_map(|record| notify::domain::event_stream::changes(None, record))
+        .map(|event| event.id)
+        .collect();
+    let queue = deployed.queue("NotificationEventsQueue").expect("the local stack enables the events queue").0;
+    let (mut seen, mut unexpected, mut read) = (BTreeSet::new(), Vec::new(), 0usize);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while seen.len() < expected.len() && tokio::time::Instant::now() < deadline {
+        let received = direct
+            .sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let mut handles = Vec::new();
+        for message in received.messages.unwrap_or_default() {
+            let envelope: Value = serde_json::from_str(message.body().unwrap_or_default()).unwrap();
+            let detail = &envelope["detail"];
+            let id = detail["id"].as_str().unwrap_or_default().to_string();
+            read += 1;
+            if expected.contains(&id) {
+                seen.insert(id);
+            } else if records.contains_key(detail["notification_id"].as_str().unwrap_or_default()) {
+                unexpected.push(id);
+            }
+            handles.extend(message.receipt_handle);
+        }
+        notify::queue::delete_messages(&direct.sqs, queue, &handles).await.unwrap();
+    }
+    let mut figure = Figure::new(&format!(
+        "… and every event the records committed is published, none other, through a bus outage of the middle half ({refused_puts} PutEvents refused)"
+    ));
+    for id in &expected {
+        figure.check(seen.contains(id), || format!("event {id} never published"));
+    }
+    for id in &unexpected {
+        figure.check(false, || format!("event {id} published, yet no record committed it"));
+    }
+    figure.notes.push(format!(
+        "{} events expected from {} records, {} messages read (a restart reads the stream again from its start: duplicates)",
+        expected.len(),
+        records.len(),
+        read
+    ));
+    figure
 }
 
 /// Each user's rate-limit record on each channel (the table is this run's own) names exactly
