@@ -9,9 +9,11 @@ cd "$root"
 scripts/setup.sh tooling
 rustup target add aarch64-unknown-linux-gnu >/dev/null
 export PATH="$root/.venv/tooling/bin:$PATH"
-functions=(intake dispatch-push dispatch-sms dispatch-email retry)
+# The crates, and the functions (binaries) they build: the retry crate also builds publish-events.
+crates=(intake dispatch-push dispatch-sms dispatch-email retry)
+functions=("${crates[@]}" publish-events)
 packages=()
-for function in "${functions[@]}"; do packages+=(-p "$function"); done
+for crate in "${crates[@]}"; do packages+=(-p "$crate"); done
 
 CARGO_TARGET_DIR="$root/target/package" cargo lambda build --release --arm64 --output-format zip \
     --lambda-dir "$root/target/package/lambda" "${packages[@]}"
