@@ -194,3 +194,35 @@ fn every_alarm_pages_the_alert_topic_and_names_an_existing_runbook_section() {
         );
     }
 }
+
+/// The dashboard's body is JSON once its variables are filled in, and every metric it shows in
+/// our namespace is one the functions emit (an EMF name in `shared/src/metrics.rs`).
+#[test]
+fn the_dashboard_is_json_and_shows_only_metrics_the_functions_emit() {
+    let root = template();
+    let (_, dashboard) = resources(&root, "AWS::CloudWatch::Dashboard").into_iter().next().expect("a dashboard");
+    let Yaml::Tagged(sub) = &dashboard["DashboardBody"] else { panic!("DashboardBody is a !Sub") };
+    let body = sub.value[0].as_str().unwrap();
+    let mut filled = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}').unwrap();
+        filled.push_str(&rest[..start]);
+        filled.push('x');
+        rest = &rest[end + 1..];
+    }
+    filled.push_str(rest);
+    let parsed: serde_json::Value = serde_json::from_str(&filled).expect("the dashboard body is JSON");
+    let emitted = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/src/metrics.rs")).unwrap();
+    for widget in parsed["widgets"].as_array().unwrap() {
+        for metric in widget["properties"]["metrics"].as_array().unwrap() {
+            if metric[0] == "notify" {
+                let name = metric[1].as_str().unwrap();
+                assert!(
+                    emitted.contains(&format!("\"{name}\"")),
+                    "the dashboard shows notify/{name}, which nothing emits"
+                );
+            }
+        }
+    }
+}
