@@ -10,7 +10,7 @@ use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord};
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::{Error, LambdaEvent};
 use notify::config::{ConfigError, EnvSource, Settings};
-use notify::domain::event_stream::changes;
+use notify::domain::event_stream::{PublishedTypes, changes};
 use notify::domain::notification::NotificationRecord;
 use notify::event_stream::{
     BusEntry, EventBridgeBus, EventsDeadLetterQueue, EventsRedriveReport, Publisher, StreamChange,
@@ -45,25 +45,27 @@ pub enum Report {
 
 pub struct PublishEvents {
     publisher: Publisher<EventBridgeBus, EventsDeadLetterQueue>,
+    published: PublishedTypes,
 }
 
 impl PublishEvents {
-    /// Settings: `EVENT_BUS_NAME`, `EVENTS_DLQ_URL`, `EVENTS_RETRY_WINDOW_SECONDS`.
+    /// Settings: `EVENT_BUS_NAME`, `EVENTS_DLQ_URL`, `EVENTS_RETRY_WINDOW_SECONDS`, `EVENT_TYPES`.
     pub fn load(sdk: &SdkConfig, env: &dyn EnvSource) -> Result<Self, ConfigError> {
         let mut settings = Settings::new(env);
         let bus = settings.required("EVENT_BUS_NAME");
         let dead_letter_url = settings.required("EVENTS_DLQ_URL");
         let retry_window_seconds: i64 = settings.parsed_or("EVENTS_RETRY_WINDOW_SECONDS", 3_600);
+        let published = settings.parsed_or("EVENT_TYPES", PublishedTypes::all());
         settings.finish()?;
         let bus = EventBridgeBus::new(aws_sdk_eventbridge::Client::new(sdk), bus);
         let dead_letters = EventsDeadLetterQueue::new(aws_sdk_sqs::Client::new(sdk), dead_letter_url);
-        Ok(Self { publisher: Publisher::new(bus, dead_letters, retry_window_seconds * 1000) })
+        Ok(Self { publisher: Publisher::new(bus, dead_letters, retry_window_seconds * 1000), published })
     }
 }
 
-/// The events one stream record committed (none for a deletion: TTL expiry), or why its images
-/// cannot be read as notification records (naming the notification).
-fn change(record: &EventRecord) -> StreamChange {
+/// The events one stream record committed of the types published (none for a deletion: TTL
+/// expiry), or why its images cannot be read as notification records (naming the notification).
+fn change(record: &EventRecord, published: &PublishedTypes) -> StreamChange {
     let read = |image: &serde_dynamo::Item| -> Result<Option<NotificationRecord>, String> {
         if image.is_empty() {
             return Ok(None);
@@ -75,7 +77,9 @@ fn change(record: &EventRecord) -> StreamChange {
     };
     let entries = read(&record.change.new_image).and_then(|after| {
         let before = read(&record.change.old_image)?;
-        Ok(after.map(|after| changes(before.as_ref(), &after).iter().map(BusEntry::of).collect()).unwrap_or_default())
+        let Some(after) = after else { return Ok(Vec::new()) };
+        let events = changes(before.as_ref(), &after);
+        Ok(events.iter().filter(|event| published.allows(event.kind)).map(BusEntry::of).collect())
     });
     StreamChange {
         sequence_number: record.change.sequence_number.clone().unwrap_or_default(),
@@ -91,7 +95,8 @@ impl notify::function::Function for PublishEvents {
     async fn handle(&self, event: LambdaEvent<Request>) -> Result<Report, Error> {
         match event.payload {
             Request::Stream(stream) => {
-                let records: Vec<StreamChange> = stream.records.iter().map(change).collect();
+                let records: Vec<StreamChange> =
+                    stream.records.iter().map(|record| change(record, &self.published)).collect();
                 let retry_from = self.publisher.publish(&records, notify::time::now_epoch_millis()).await;
                 let mut response = DynamoDbEventResponse::default();
                 if let Some(sequence) = retry_from {

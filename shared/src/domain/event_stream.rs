@@ -113,6 +113,43 @@ impl EventType {
     }
 }
 
+/// The event types a deployment publishes (`EventTypes`): each event is billed, so a team whose
+/// rules use a few types publishes only those. `all` by default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedTypes(Vec<EventType>);
+
+impl PublishedTypes {
+    pub fn all() -> Self {
+        Self(EventType::ALL.to_vec())
+    }
+
+    pub fn allows(&self, kind: EventType) -> bool {
+        self.0.contains(&kind)
+    }
+}
+
+impl std::str::FromStr for PublishedTypes {
+    type Err = String;
+
+    /// `all`, or event types separated by commas (`sent,delivered,opened`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim() == "all" {
+            return Ok(Self::all());
+        }
+        let kinds = text
+            .split(',')
+            .map(|name| {
+                let name = name.trim();
+                EventType::ALL.into_iter().find(|kind| kind.as_str() == name).ok_or_else(|| {
+                    let known: Vec<&str> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
+                    format!("{name:?} is not an event type (all, or some of: {})", known.join(", "))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self(kinds))
+    }
+}
+
 /// A failure, as an event carries it: never the provider's message.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EventError {
@@ -318,6 +355,16 @@ mod tests {
         assert_eq!(event.occurred_at, "2026-12-05T10:30:00Z");
         assert_eq!(event.value, Some(serde_json::Number::from(42)));
         assert_eq!(event.detail_type(), "notification.converted");
+    }
+
+    #[test]
+    fn a_deployment_publishes_the_types_it_names_and_a_name_that_is_no_type_is_refused() {
+        let some: PublishedTypes = "sent, delivered,opened".parse().unwrap();
+        assert!(some.allows(EventType::Delivered) && !some.allows(EventType::Accepted));
+        assert!("all".parse::<PublishedTypes>().unwrap().allows(EventType::Accepted));
+        let refused = "sent,opens".parse::<PublishedTypes>().unwrap_err();
+        assert!(refused.contains("\"opens\" is not an event type"), "{refused}");
+        assert!("".parse::<PublishedTypes>().is_err());
     }
 
     #[test]

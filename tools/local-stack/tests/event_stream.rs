@@ -179,3 +179,18 @@ async fn with_the_stream_off_the_stack_has_no_bus_stream_or_publisher_and_sends_
     assert_eq!(api.stack.denials(), vec![]);
     api.stack.stop().await;
 }
+
+#[tokio::test]
+async fn only_the_event_types_the_deployment_names_are_published() {
+    let parameters = BTreeMap::from([("EventTypes".to_string(), "sent,converted".to_string())]);
+    let api = Api::start_with(&endpoint(), parameters).await;
+    let mut consumer = Consumer::new(&api);
+    let (id, _) = api.send_sms().await;
+    api.wait_for_notification(&id, "the SMS to be sent", every_delivery_sent).await;
+    let reply =
+        api.call(Method::POST, &format!("/v1/notifications/{id}/events"), Some(json!({"type": "converted"}))).await;
+    assert_eq!(reply.status, 201);
+    consumer.wait_for(&api, &id, &strings(&["sent", "converted"])).await;
+    assert_eq!(api.stack.denials(), vec![]);
+    api.stack.stop().await;
+}
