@@ -20,8 +20,9 @@ use tokio::time::Instant;
 use crate::functions::LocalFunction;
 use crate::spec::StreamMapping;
 
-/// How long a shard with nothing new waits before reading again.
-const IDLE: Duration = Duration::from_millis(200);
+/// How long a shard with nothing new waits before reading again: every stack of the parallel
+/// tests polls the one emulator, so an idle stream reads once a second (Lambda reads four times).
+const IDLE: Duration = Duration::from_secs(1);
 /// How long a failed batch waits before it is invoked again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 

@@ -121,9 +121,12 @@ async fn a_bus_outage_delays_no_send_and_loses_no_event() {
     for id in &ids {
         api.wait_for_notification(id, "the SMS to be sent while the bus is down", every_delivery_sent).await;
     }
+    eventually(Duration::from_secs(30), "the stream to try the bus", || async {
+        (proxy.targeted_faults.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
     consumer.read(&api).await;
     assert!(consumer.read.is_empty(), "the bus is down: {:?}", consumer.read);
-    assert!(proxy.targeted_faults.load(std::sync::atomic::Ordering::SeqCst) > 0, "the stream tried the bus");
 
     proxy.refuse_next(PUT_EVENTS, 0);
     for id in &ids {
