@@ -4,4 +4,5 @@
 # loopback port) and stops it afterwards. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/setup.sh browser
 exec scripts/with-emulator.sh cargo test --workspace "$@"

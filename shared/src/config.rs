@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::str::FromStr;
 
+use crate::domain::quiet_hours::{QuietHours, QuietHoursPolicy};
+use crate::domain::user::TimeZoneName;
+
 /// Where settings come from.
 pub trait EnvSource: Send + Sync {
     fn var(&self, name: &str) -> Option<String>;
@@ -92,6 +95,15 @@ impl<'a> Settings<'a> {
             .ok()
     }
 
+    /// An optional setting checked by `parse`: unset or blank is `None`, an invalid value a
+    /// recorded problem.
+    pub fn optional_parsed<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.optional(name).filter(|raw| !raw.trim().is_empty())?;
+        parse(raw.trim())
+            .map_err(|problem| self.problem(format!("environment variable {name}={raw:?} is invalid: {problem}")))
+            .ok()
+    }
+
     pub fn finish(self) -> Result<(), ConfigError> {
         if self.problems.is_empty() { Ok(()) } else { Err(ConfigError { problems: self.problems }) }
     }
@@ -117,6 +129,16 @@ impl Tables {
             notifications: settings.required("NOTIFICATIONS_TABLE"),
             suppressions: settings.required("SUPPRESSIONS_TABLE"),
             stats: settings.required("STATS_TABLE"),
+        }
+    }
+}
+
+impl QuietHoursPolicy {
+    /// `DEFAULT_TIME_ZONE` and `DEFAULT_QUIET_HOURS` (`22:00-08:00`), both optional.
+    pub fn load(settings: &mut Settings<'_>) -> Self {
+        Self {
+            default_zone: settings.optional_parsed("DEFAULT_TIME_ZONE", TimeZoneName::parse),
+            default_window: settings.optional_parsed("DEFAULT_QUIET_HOURS", QuietHours::parse_range),
         }
     }
 }

@@ -39,11 +39,10 @@ use crate::domain::delivery::DeliveryMessage;
 use crate::domain::failover::{self, ProviderTrail};
 use crate::domain::lifecycle::Event;
 use crate::domain::notification::{DeliveryFailure, DeliveryStatus, SkipReason};
-use crate::domain::quiet_hours::{QuietHours, QuietHoursPolicy};
+use crate::domain::quiet_hours::QuietHoursPolicy;
 use crate::domain::rate_limit::HourlyLimit;
 use crate::domain::send_rate::{Lane, SendRate, until};
 use crate::domain::stats::{sent_via_counter, skipped_counter};
-use crate::domain::user::TimeZoneName;
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics::DeliveryMetric;
 use crate::pacing::{BatchDemand, Need, Pacer};
@@ -150,10 +149,7 @@ impl<P: Provider> Dispatcher<P> {
             retry_budget: settings.parsed_or("RETRY_BUDGET", 8u32).max(1),
             send_margin: Duration::from_secs(5),
             throttle_backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(8) },
-            quiet_hours: QuietHoursPolicy {
-                default_zone: optional_setting(settings, "DEFAULT_TIME_ZONE", TimeZoneName::parse),
-                default_window: optional_setting(settings, "DEFAULT_QUIET_HOURS", QuietHours::parse_range),
-            },
+            quiet_hours: QuietHoursPolicy::load(settings),
         };
         let rate_limits = settings.required("RATE_LIMITS_TABLE");
         let sqs = aws_sdk_sqs::Client::new(sdk);
@@ -653,17 +649,6 @@ where
 
 /// A setting that may be absent or empty (a template parameter left blank): `None` then, and
 /// a problem for init to report when it does not parse.
-fn optional_setting<T>(
-    settings: &mut Settings<'_>,
-    name: &str,
-    parse: impl Fn(&str) -> Result<T, String>,
-) -> Option<T> {
-    let raw = settings.optional(name).filter(|raw| !raw.trim().is_empty())?;
-    parse(raw.trim())
-        .map_err(|problem| settings.problem(format!("environment variable {name}={raw:?} is invalid: {problem}")))
-        .ok()
-}
-
 fn failure(error: &DependencyError) -> DeliveryFailure {
     DeliveryFailure { class: error.class, code: error.code.clone(), message: error.message.clone(), provider: None }
 }

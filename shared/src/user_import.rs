@@ -133,7 +133,7 @@ pub enum ImportError {
 pub async fn apply(users: &UserStore, user: &ImportedUser, now: &str) -> Result<(), ImportError> {
     users.put_contacts(&user.user_id, &user.contacts, now).await?;
     if user.preferences != PreferencesPatch::default() {
-        users.set_preferences(&user.user_id, user.preferences, now).await?;
+        users.set_preferences(&user.user_id, user.preferences, now, None).await?;
     }
     for (platform, token) in &user.devices {
         let device = Device::registered(*platform, token, now);

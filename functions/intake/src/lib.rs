@@ -4,6 +4,8 @@
 mod auth;
 mod cancel;
 mod conversions;
+mod pages;
+mod preference_center;
 mod problem;
 #[cfg(test)]
 mod properties;
@@ -28,6 +30,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use notify::cache::TtlCache;
 use notify::config::{ConfigError, EnvSource, Settings, Tables};
 use notify::domain::app::{AppRecord, Scope};
+use notify::domain::quiet_hours::QuietHoursPolicy;
 use notify::domain::template::{Template, TemplateName};
 use notify::domain::user::{UserId, UserProfile};
 use notify::function::Function;
@@ -68,6 +71,8 @@ pub const ROUTES: &[&str] = &[
     "GET /v1/openapi.json",
     "GET /v1/unsubscribe/{token}",
     "POST /v1/unsubscribe/{token}",
+    "GET /v1/preferences/{token}",
+    "POST /v1/preferences/{token}",
     "GET /t/c/{token}",
     "GET /t/o/{token}",
     "POST /t/p/{token}",
@@ -100,6 +105,8 @@ pub struct Intake {
     public_api_url: Option<String>,
     /// Verifies Twilio's status callbacks (when the stack sends through Twilio).
     twilio: Option<TwilioSecret>,
+    /// The deployment's default time zone and quiet hours, shown in the preference center.
+    quiet_hours: QuietHoursPolicy,
 }
 
 impl Intake {
@@ -115,6 +122,7 @@ impl Intake {
         let queues = ChannelQueues::load(&mut settings);
         let ttl = Duration::from_secs(settings.parsed_or("CACHE_TTL_SECONDS", 5u64));
         let public_api_url = settings.optional("PUBLIC_API_URL");
+        let quiet_hours = QuietHoursPolicy::load(&mut settings);
         // Read at the first receipt: most cold starts serve other routes.
         let twilio = settings
             .optional("TWILIO_SECRET_ARN")
@@ -137,6 +145,7 @@ impl Intake {
             link_keys,
             public_api_url,
             twilio,
+            quiet_hours,
         })
     }
 
@@ -165,7 +174,9 @@ impl Intake {
                 Ok(problem::json_response(200, "application/json", &document))
             }
             "GET /v1/unsubscribe/{token}" => self.unsubscribe_form(request).await,
-            "POST /v1/unsubscribe/{token}" => self.unsubscribe(request).await,
+            "POST /v1/unsubscribe/{token}" => self.unsubscribe(request, &body(request)?).await,
+            "GET /v1/preferences/{token}" => self.preference_center(request).await,
+            "POST /v1/preferences/{token}" => self.save_preferences(request, &body(request)?).await,
             "GET /t/c/{token}" => self.click(request).await,
             "GET /t/o/{token}" => self.open(request).await,
             "POST /t/p/{token}" => self.push_open(request).await,

@@ -16,6 +16,7 @@ use notify::domain::notification::{
     SkipReason, TimelineEvent,
 };
 use notify::domain::plan::{Plan, plan};
+use notify::domain::preference_center::{PREFERENCES_URL_PARAM, with_preferences_link};
 use notify::domain::send_rate::Lane;
 use notify::domain::template::{RenderError, Template, TemplateName};
 use notify::domain::tracking::{LinkTracker, Tracked};
@@ -25,6 +26,7 @@ use notify::queue::Outgoing;
 use notify::store::notifications::Logged;
 use serde_json::{Map, Value, json};
 
+use crate::pages::Language;
 use crate::problem::{ApiError, json_response};
 use crate::{Intake, request};
 
@@ -216,8 +218,11 @@ impl Intake {
             .get_or_load(&template_name, self.templates.get(&template_name))
             .await?
             .ok_or_else(|| ApiError::invalid("template", "no such template"))?;
+        let preferences_url = self.preferences_url(link_base, &user_id).await?;
+        let mut params = request.params.clone();
+        params.insert(PREFERENCES_URL_PARAM.into(), Value::String(preferences_url.clone()));
         let mut plan =
-            plan(&profile, &template, request.channels.as_deref(), &request.params).map_err(|error| match error {
+            plan(&profile, &template, request.channels.as_deref(), &params).map_err(|error| match error {
                 RenderError::MissingParams(names) => ApiError::Validation(
                     names
                         .into_iter()
@@ -237,6 +242,12 @@ impl Intake {
             }
         }
 
+        let language = Language::for_locale(profile.locale.as_ref().map(|locale| locale.as_str()));
+        for (_, content) in &mut plan.deliveries {
+            if let OutboundContent::Email(email) = content {
+                *email = with_preferences_link(email.clone(), &preferences_url, language.text("email_footer"));
+            }
+        }
         let tracker = LinkTracker::new(self.link_keys.signer().await?);
         assemble(&tracker, app, link_base, idempotency_key, &request, &template, plan, json)
     }

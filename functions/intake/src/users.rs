@@ -145,9 +145,10 @@ impl Intake {
         }
         let preferences = self
             .users
-            .set_preferences(&user_id, patch, &notify::time::now_rfc3339())
+            .set_preferences(&user_id, patch, &notify::time::now_rfc3339(), None)
             .await?
-            .ok_or_else(|| no_such_user(&user_id))?;
+            .ok_or_else(|| no_such_user(&user_id))?
+            .preferences;
         self.user_cache.invalidate(&user_id);
         Ok(json_response(200, "application/json", &json!(preferences)))
     }

@@ -48,6 +48,7 @@ pub mod failover;
 pub mod lifecycle;
 pub mod notification;
 pub mod plan;
+pub mod preference_center;
 pub mod quiet_hours;
 pub mod rate_limit;
 pub mod send_rate;

@@ -91,6 +91,14 @@ impl QuietHours {
         Ok(Self { start, end })
     }
 
+    pub fn start(&self) -> TimeOfDay {
+        self.start
+    }
+
+    pub fn end(&self) -> TimeOfDay {
+        self.end
+    }
+
     /// `"22:00-08:00"`, as the deployment's default is configured.
     pub fn parse_range(text: &str) -> Result<Self, String> {
         let (start, end) = text.split_once('-').ok_or_else(|| format!("{text:?} is not a window as HH:MM-HH:MM"))?;

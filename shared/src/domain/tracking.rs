@@ -81,7 +81,7 @@ impl LinkTracker {
             let value = start + 1;
             let Some(length) = html[value..].find(quote) else { break };
             let url = unescape_html(&html[value..value + length]);
-            if url.starts_with("https://") || url.starts_with("http://") {
+            if (url.starts_with("https://") || url.starts_with("http://")) && !is_own_page(&url, base_url) {
                 rewritten.push_str(&html[last..value]);
                 rewritten.push_str(&self.click_link(&url, delivery, base_url));
                 last = value + length;
@@ -97,7 +97,8 @@ impl LinkTracker {
         finder.kinds(&[LinkKind::Url]);
         let mut rewritten = String::with_capacity(text.len());
         let mut last = 0;
-        for link in finder.links(text).filter(|link| link.as_str().starts_with("http")) {
+        let links = finder.links(text).filter(|link| link.as_str().starts_with("http"));
+        for link in links.filter(|link| !is_own_page(link.as_str(), base_url)) {
             rewritten.push_str(&text[last..link.start()]);
             rewritten.push_str(&self.click_link(link.as_str(), delivery, base_url));
             last = link.end();
@@ -127,6 +128,13 @@ impl LinkTracker {
     pub fn push_open(&self, token: &str) -> Option<Tracked> {
         serde_json::from_slice(&self.signer.open(PUSH_OPEN, token)?).ok()
     }
+}
+
+/// Links to this API's own pages for the recipient (preference center, unsubscribe) are not
+/// tracked: they are not content, and the redirect would only delay them.
+fn is_own_page(url: &str, base_url: &str) -> bool {
+    url.strip_prefix(base_url)
+        .is_some_and(|path| path.starts_with("/v1/preferences/") || path.starts_with("/v1/unsubscribe/"))
 }
 
 /// Undoes what the template engine's HTML escaping does to a value (`&amp;`, `&#x2f;`, …), so
@@ -215,6 +223,19 @@ mod tests {
         let targets: Vec<String> =
             tokens(&tracked.html, "c").iter().map(|token| tracker().click(token).unwrap().url.unwrap()).collect();
         assert_eq!(targets, ["https://shop.example.com/caf&eacute;", "https://b.example/%C3%A9"]);
+    }
+
+    #[test]
+    fn links_to_the_recipients_own_pages_are_not_tracked() {
+        let own = "https://api.example.com/v1/preferences/k1.abc.def";
+        let tracked = tracker().track_email(
+            email(&format!(r#"<a href="{own}">prefs</a><a href="https://a.example/">a</a>"#), &format!("prefs: {own}")),
+            &delivery(),
+            BASE,
+        );
+        assert!(tracked.html.contains(own) && tracked.text.contains(own));
+        assert_eq!(tokens(&tracked.html, "c").len(), 1, "the other link is tracked");
+        assert!(tokens(&tracked.text, "c").is_empty());
     }
 
     #[test]

@@ -171,13 +171,16 @@ impl UserStore {
         Ok(())
     }
 
-    /// Applies a partial preferences update; `None` when the user does not exist.
+    /// Applies a partial preferences update and returns the profile it leaves; `None` when the
+    /// user does not exist or, given `unchanged_since`, when the profile's `updated_at` is no
+    /// longer that (a form rendered from an older profile changes nothing).
     pub async fn set_preferences(
         &self,
         user_id: &UserId,
         patch: PreferencesPatch,
         now: &str,
-    ) -> Result<Option<Preferences>, DependencyError> {
+        unchanged_since: Option<&str>,
+    ) -> Result<Option<UserProfile>, DependencyError> {
         let mut sets = vec!["updated_at = :now".to_string()];
         let mut values = HashMap::from([(":now".to_string(), string(now))]);
         for (channel, value) in [("push", patch.push), ("sms", patch.sms), ("email", patch.email)] {
@@ -195,18 +198,21 @@ impl UserStore {
                 values.insert(":quiet_hours".into(), AttributeValue::M(to_item("UpdateItem", &window)?));
             }
         }
+        let mut condition = "attribute_exists(pk)".to_string();
+        if let Some(revision) = unchanged_since {
+            condition.push_str(" AND updated_at = :seen");
+            values.insert(":seen".into(), string(revision));
+        }
         let result = self
             .update_profile(user_id)
             .update_expression(format!("SET {}{expression}", sets.join(", ")))
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression(condition)
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
         match result {
-            Ok(output) => {
-                Ok(Some(from_item::<UserProfile>("UpdateItem", output.attributes.unwrap_or_default())?.preferences))
-            }
+            Ok(output) => Ok(Some(from_item("UpdateItem", output.attributes.unwrap_or_default())?)),
             Err(error) if is_conditional_failure(&error) => Ok(None),
             Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
         }

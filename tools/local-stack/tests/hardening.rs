@@ -74,9 +74,13 @@ fn public_routes_are_throttled_apart_and_every_request_is_logged() {
     let public: Vec<&str> = intake::ROUTES
         .iter()
         .copied()
-        .filter(|route| route.contains(" /t/") || route.contains(" /v1/unsubscribe/"))
+        .filter(|route| ["/t/", "/v1/unsubscribe/", "/v1/preferences/"].iter().any(|prefix| route.contains(prefix)))
         .collect();
-    assert_eq!(public.len(), 5, "tracking, pixel, push open, unsubscribe form and unsubscribe");
+    assert_eq!(
+        public.len(),
+        7,
+        "tracking, pixel, push open, unsubscribe form and unsubscribe, preference center and save"
+    );
     for route in public {
         let settings = &routes[route];
         for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {

@@ -126,6 +126,24 @@ impl Api {
         reply
     }
 
+    /// A form POST with no credentials, as a browser sends it, redirects not followed
+    /// (checked against openapi.json like every call).
+    pub async fn post_form(&self, path: &str, form: &str) -> Reply {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let response = http
+            .post(format!("{}{path}", self.stack.api_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.to_string())
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let text = response.text().await.unwrap();
+        let reply = Reply { status, headers, body: if text.is_empty() { Value::Null } else { Value::String(text) } };
+        check_against_openapi(&self.openapi, &Method::POST, path, &reply);
+        reply
+    }
+
     /// `POST /v1/notifications` with an Idempotency-Key.
     pub async fn send_with_key(&self, body: &Value, key: &str) -> Reply {
         let credentials = Some((self.app.app_key.as_str(), self.app.app_secret.as_str()));
@@ -268,6 +286,13 @@ impl Api {
         let link =
             raw.lines().find_map(|line| line.strip_prefix("List-Unsubscribe: <")).expect("a List-Unsubscribe header");
         link.trim_end_matches('>').trim_start_matches(&self.stack.api_url).to_string()
+    }
+
+    /// Notification `id`'s email as SES received it: (html, text).
+    pub async fn email_parts(&self, id: &str) -> (String, String) {
+        let raw = self.raw_email(id).await;
+        let email = mail_parser::MessageParser::default().parse(raw.as_bytes()).expect("SES got a MIME message");
+        (email.body_html(0).unwrap().into_owned(), email.body_text(0).unwrap().into_owned())
     }
 
     /// The tracking links (`/t/c/` or `/t/o/`, by `kind`) in notification `id`'s email as SES
