@@ -7,7 +7,7 @@ use notify::domain::channel::Channel;
 use notify::domain::preference_center::{
     FormErrorReason, PreferencesForm, form_token, link_token, open_form, open_link,
 };
-use notify::domain::quiet_hours::{QuietHours, zone_of};
+use notify::domain::quiet_hours::QuietHours;
 use notify::domain::user::{UserId, UserProfile};
 use serde::Serialize;
 
@@ -127,7 +127,9 @@ impl Intake {
         let policy = &self.quiet_hours;
         let window = preferences.quiet_hours.or(policy.default_window);
         let time = |pick: fn(&QuietHours) -> String| window.as_ref().map(pick).unwrap_or_default();
-        let zone = zone_of(profile.timezone.as_ref(), policy.default_zone.as_ref());
+        // The name, as `zone_of` reads it (names are checked when stored): the intake does not
+        // link the tz database for a label.
+        let zone = profile.timezone.as_ref().or(policy.default_zone.as_ref()).map_or("UTC", |name| name.as_str());
         let default_window = policy
             .default_window
             .map(|window| format!("{}–{}", String::from(window.start()), String::from(window.end())));
@@ -157,7 +159,7 @@ impl Intake {
                     start => time(|window| window.start().into()),
                     end => time(|window| window.end().into()),
                 },
-                zone => zone.iana_name().unwrap_or("UTC"),
+                zone,
                 default_window,
                 notice,
                 error,
