@@ -95,8 +95,8 @@ impl<'a> Settings<'a> {
             .ok()
     }
 
-    /// An optional setting checked by `parse`: unset or blank is `None`, an invalid value a
-    /// recorded problem.
+    /// An optional setting checked by `parse`: unset or blank (a template parameter left empty)
+    /// is `None`, an invalid value a recorded problem.
     pub fn optional_parsed<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         let raw = self.optional(name).filter(|raw| !raw.trim().is_empty())?;
         parse(raw.trim())

@@ -647,8 +647,7 @@ where
     }
 }
 
-/// A setting that may be absent or empty (a template parameter left blank): `None` then, and
-/// a problem for init to report when it does not parse.
+/// The failure a dependency's error records.
 fn failure(error: &DependencyError) -> DeliveryFailure {
     DeliveryFailure { class: error.class, code: error.code.clone(), message: error.message.clone(), provider: None }
 }

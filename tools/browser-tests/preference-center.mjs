@@ -64,7 +64,8 @@ try {
     });
     if (!focused || reached.includes(focused.id)) continue;
     check(focused.label.length > 0, `unlabelled control ${focused.id}`);
-    check(focused.outline !== 'none' && focused.width !== '0px', `no visible focus on ${focused.id}`);
+    // The page's own ring (3px solid), not the browser's default one.
+    check(focused.outline === 'solid' && focused.width === '3px', `no visible focus ring on ${focused.id}`);
     reached.push(focused.id);
   }
   for (const id of ['channel-push', 'channel-sms', 'channel-email', 'quiet-hours', 'quiet-start', 'quiet-end', 'button']) {

@@ -152,7 +152,8 @@ impl Intake {
     /// Where tracking links point: `PUBLIC_API_URL`, or the domain this request came in on.
     fn link_base(&self, request: &ApiGatewayV2httpRequest) -> String {
         match (&self.public_api_url, request.request_context.domain_name.as_deref()) {
-            (Some(url), _) => url.clone(),
+            // Without a trailing slash, so every link built on it has one spelling.
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
             (None, Some(domain)) => format!("https://{domain}"),
             (None, None) => String::new(),
         }
@@ -173,7 +174,7 @@ impl Intake {
                 let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON (tested)");
                 Ok(problem::json_response(200, "application/json", &document))
             }
-            "GET /v1/unsubscribe/{token}" => self.unsubscribe_form(request).await,
+            "GET /v1/unsubscribe/{token}" => self.unsubscribe_page(request).await,
             "POST /v1/unsubscribe/{token}" => self.unsubscribe(request, &body(request)?).await,
             "GET /v1/preferences/{token}" => self.preference_center(request).await,
             "POST /v1/preferences/{token}" => self.save_preferences(request, &body(request)?).await,

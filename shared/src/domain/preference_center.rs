@@ -1,15 +1,18 @@
-//! The hosted preference center's two tokens and its form.
+//! The hosted preference center's tokens and its form.
 //!
 //! - A **link** (`/v1/preferences/<token>`) names a user and when it stops working, sealed with
-//!   the link-signing keys like the unsubscribe token: whoever holds an email's link may change
+//!   the link-signing keys like the unsubscribe link: whoever holds an email's link may change
 //!   that user's channels and quiet hours, no login, until it expires.
-//! - A **form token** rides in every form the pages serve. It names the user and the profile's
+//! - A **form token** rides in the center's form. It names the user and the profile's
 //!   `updated_at` when the page was rendered; a save applies only while the profile is still at
 //!   that revision. So a replayed form (the same POST again, or an old page submitted after a
 //!   newer save) changes nothing.
+//! - An **undo token** rides in the page an unsubscribe answers: the same, for one channel, and
+//!   sealed for that purpose only (a center form token is no undo, nor the reverse).
 
 use serde::{Deserialize, Serialize};
 
+use super::channel::Channel;
 use super::delivery::EmailContent;
 use super::quiet_hours::{QuietHours, TimeOfDay};
 use super::unsubscribe::LinkSigner;
@@ -17,6 +20,7 @@ use super::user::{PreferencesPatch, UserId};
 
 const LINK: &str = "preferences";
 const FORM: &str = "preferences-form";
+const UNDO: &str = "unsubscribe-undo";
 
 /// How long a link in an email keeps working. Long enough for an email kept in an inbox for
 /// months; a link older than this shows the not-found page, and the next email brings a new one.
@@ -66,10 +70,11 @@ pub fn with_preferences_link(email: EmailContent, url: &str, label: &str) -> Ema
     EmailContent { html, text, ..email }
 }
 
-/// The token of `user_id`'s preference center link, valid from `now` (epoch seconds) for
-/// [`LINK_VALIDITY_SECONDS`].
-pub fn link_token(signer: &LinkSigner, user_id: &UserId, now: i64) -> String {
-    let payload = LinkPayload { user_id: user_id.clone(), expires: now + LINK_VALIDITY_SECONDS };
+/// The token of `user_id`'s preference center link, issued at `issued` (epoch seconds: now, or
+/// the send time of the email whose unsubscribe link leads to it) and valid for
+/// [`LINK_VALIDITY_SECONDS`] from then.
+pub fn link_token(signer: &LinkSigner, user_id: &UserId, issued: i64) -> String {
+    let payload = LinkPayload { user_id: user_id.clone(), expires: issued + LINK_VALIDITY_SECONDS };
     signer.seal(LINK, &serde_json::to_vec(&payload).expect("serializes"))
 }
 
@@ -90,6 +95,30 @@ pub fn form_token(signer: &LinkSigner, user_id: &UserId, revision: &str) -> Stri
 pub fn open_form(signer: &LinkSigner, token: &str, user_id: &UserId) -> Option<String> {
     let payload: FormPayload = serde_json::from_slice(&signer.open(FORM, token)?).ok()?;
     (payload.user_id == *user_id).then_some(payload.revision)
+}
+
+#[derive(Serialize, Deserialize)]
+struct UndoPayload {
+    #[serde(rename = "u")]
+    user_id: UserId,
+    #[serde(rename = "c")]
+    channel: Channel,
+    /// The profile's `updated_at` the unsubscribe left.
+    #[serde(rename = "r")]
+    revision: String,
+}
+
+/// The token that undoes `user_id`'s unsubscribe from `channel`, which left the profile at
+/// `revision`.
+pub fn undo_token(signer: &LinkSigner, user_id: &UserId, channel: Channel, revision: &str) -> String {
+    let payload = UndoPayload { user_id: user_id.clone(), channel, revision: revision.to_string() };
+    signer.seal(UNDO, &serde_json::to_vec(&payload).expect("serializes"))
+}
+
+/// The revision an undo token expects, if this deployment sealed it for this user and channel.
+pub fn open_undo(signer: &LinkSigner, token: &str, user_id: &UserId, channel: Channel) -> Option<String> {
+    let payload: UndoPayload = serde_json::from_slice(&signer.open(UNDO, token)?).ok()?;
+    (payload.user_id == *user_id && payload.channel == channel).then_some(payload.revision)
 }
 
 /// Why a submitted preferences form cannot be saved, by field (the form's own names).
@@ -181,6 +210,17 @@ mod tests {
         let form = form_token(&signer("k1"), &user("u-1"), "2026-12-05T10:00:00Z");
         assert_eq!(open_form(&signer("k1"), &form, &user("u-1")).as_deref(), Some("2026-12-05T10:00:00Z"));
         assert_eq!(open_form(&signer("k1"), &form, &user("u-2")), None);
+    }
+
+    #[test]
+    fn an_undo_token_undoes_one_users_one_channel_and_is_no_form_token() {
+        let undo = undo_token(&signer("k1"), &user("u-1"), Channel::Email, "r1");
+        assert_eq!(open_undo(&signer("k1"), &undo, &user("u-1"), Channel::Email).as_deref(), Some("r1"));
+        assert_eq!(open_undo(&signer("k1"), &undo, &user("u-1"), Channel::Sms), None);
+        assert_eq!(open_undo(&signer("k1"), &undo, &user("u-2"), Channel::Email), None);
+        assert_eq!(open_form(&signer("k1"), &undo, &user("u-1")), None);
+        let form = form_token(&signer("k1"), &user("u-1"), "r1");
+        assert_eq!(open_undo(&signer("k1"), &form, &user("u-1"), Channel::Email), None);
     }
 
     #[test]

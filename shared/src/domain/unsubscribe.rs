@@ -1,6 +1,7 @@
-//! Signed links: an unsubscribe token names a user and a channel and carries an HMAC-SHA256 of
-//! both, so only links this deployment issued can change anyone's preferences; `seal`/`open`
-//! do the same for any payload (the tracking links). Tokens name the key that signed them
+//! Signed links: an unsubscribe link names a user, a channel and when its email was sent, sealed
+//! with an HMAC-SHA256, so only links this deployment issued can change anyone's preferences;
+//! `seal`/`open` do the same for any payload (the tracking and preference center links). Links
+//! sent before the send time was carried (`<key id>.<user>.<channel>.<tag>`) still verify. Tokens name the key that signed them
 //! (`<key id>.…`): the signer holds the current key, which signs, and older ones, which still
 //! verify, so rotating the key keeps every link already sent working. Tokens from before key
 //! ids existed (no key id) are checked against every key.
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::channel::Channel;
@@ -17,6 +19,20 @@ use super::user::UserId;
 
 /// The tag is truncated to 128 bits: ample against forgery, and it keeps links short.
 const TAG_BYTES: usize = 16;
+
+const UNSUBSCRIBE_LINK: &str = "unsubscribe-link";
+
+/// What an unsubscribe link names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsubscribeLink {
+    #[serde(rename = "u")]
+    pub user_id: UserId,
+    #[serde(rename = "c")]
+    pub channel: Channel,
+    /// When its email was sent (epoch seconds); `None` for links sent before it was carried.
+    #[serde(rename = "i")]
+    pub issued: Option<i64>,
+}
 
 /// One signing key and the id links signed with it carry.
 #[derive(Clone)]
@@ -82,7 +98,24 @@ impl LinkSigner {
         }
     }
 
-    pub fn token(&self, user_id: &UserId, channel: Channel) -> String {
+    /// The unsubscribe link token of an email to `user_id` sent at `issued` (epoch seconds).
+    pub fn unsubscribe_link(&self, user_id: &UserId, channel: Channel, issued: i64) -> String {
+        let link = UnsubscribeLink { user_id: user_id.clone(), channel, issued: Some(issued) };
+        self.seal(UNSUBSCRIBE_LINK, &serde_json::to_vec(&link).expect("serializes"))
+    }
+
+    /// What an unsubscribe link token names, if this signer issued it (in either format).
+    pub fn open_unsubscribe_link(&self, token: &str) -> Option<UnsubscribeLink> {
+        let sealed = self.open(UNSUBSCRIBE_LINK, token).and_then(|payload| serde_json::from_slice(&payload).ok());
+        sealed.or_else(|| {
+            let (user_id, channel) = self.verify(token)?;
+            Some(UnsubscribeLink { user_id, channel, issued: None })
+        })
+    }
+
+    /// A token in the format links had before they carried their send time.
+    #[cfg(test)]
+    fn token(&self, user_id: &UserId, channel: Channel) -> String {
         let key = self.current();
         let tag = key.unsubscribe_mac(user_id.as_str(), channel.as_str()).finalize().into_bytes();
         format!(
@@ -114,8 +147,8 @@ impl LinkSigner {
         keys.iter().any(|key| key.purpose_mac(purpose, &payload).verify_truncated_left(&tag).is_ok()).then_some(payload)
     }
 
-    /// The user and channel of a token this signer issued; `None` for anything else.
-    pub fn verify(&self, token: &str) -> Option<(UserId, Channel)> {
+    /// The user and channel of a token in the format before links carried their send time.
+    fn verify(&self, token: &str) -> Option<(UserId, Channel)> {
         let (keys, token) = self.candidates(token, 3);
         let mut parts = token.split('.');
         let (user, channel, tag) = (parts.next()?, parts.next()?, parts.next()?);
@@ -156,6 +189,24 @@ mod tests {
         assert_eq!(signer.verify(&token[..token.len() - 2]), None);
         assert_eq!(LinkSigner::new(key("k2"), []).verify(&token), None);
         assert_eq!(signer.verify("garbage"), None);
+    }
+
+    #[test]
+    fn unsubscribe_links_carry_their_send_time_and_older_links_still_open() {
+        let signer = LinkSigner::new(key("k1"), []);
+        let user = UserId::parse("user-1").unwrap();
+        let link = signer.unsubscribe_link(&user, Channel::Email, 1_700_000_000);
+        assert!(link.starts_with("k1."), "{link}");
+        let opened = signer.open_unsubscribe_link(&link).unwrap();
+        assert_eq!(
+            (opened.user_id.clone(), opened.channel, opened.issued),
+            (user.clone(), Channel::Email, Some(1_700_000_000))
+        );
+        let older = signer.open_unsubscribe_link(&signer.token(&user, Channel::Sms)).unwrap();
+        assert_eq!((older.channel, older.issued), (Channel::Sms, None));
+        assert_eq!(signer.open_unsubscribe_link(&link[..link.len() - 2]), None);
+        assert_eq!(LinkSigner::new(key("k2"), []).open_unsubscribe_link(&link), None);
+        assert_eq!(signer.open_unsubscribe_link(&signer.seal("other", b"{}")), None);
     }
 
     #[test]

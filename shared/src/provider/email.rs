@@ -56,7 +56,7 @@ impl EmailMime {
         signer: &LinkSigner,
     ) -> Result<Vec<u8>, DependencyError> {
         let email = &message.content;
-        let token = signer.token(&message.user_id, Channel::Email);
+        let token = signer.unsubscribe_link(&message.user_id, Channel::Email, crate::time::now_epoch_seconds());
         let unsubscribe = format!("{}/v1/unsubscribe/{token}", self.public_api_url);
         MessageBuilder::new()
             .from(self.from_address.as_str())

@@ -50,11 +50,17 @@ async fn preferences(api: &Api, user: &str) -> Value {
     api.call(Method::GET, &format!("/v1/users/{user}/preferences"), None).await.body
 }
 
-/// The hidden form token of a page.
-fn form_token(page: &Reply) -> String {
+/// The value of a page's hidden field `name`.
+fn hidden(page: &Reply, name: &str) -> String {
     let html = page.body.as_str().unwrap();
-    let rest = html.split(r#"name="form" value=""#).nth(1).unwrap_or_else(|| panic!("no form token in {html}"));
+    let marker = format!(r#"name="{name}" value=""#);
+    let rest = html.split(&marker).nth(1).unwrap_or_else(|| panic!("no hidden {name} in {html}"));
     rest.split('"').next().unwrap().to_string()
+}
+
+/// The center's form token on a page.
+fn form_token(page: &Reply) -> String {
+    hidden(page, "form")
 }
 
 fn html(reply: &Reply) -> &str {
@@ -171,11 +177,10 @@ async fn forged_scanned_and_replayed_requests_change_nothing() {
         .post_form(&center, &format!("form={form}&email=on&quiet_hours=on&quiet_start=25%3A00&quiet_end=07%3A00"))
         .await;
     assert_eq!(bad.status, 422);
-    assert!(
-        html(&bad).contains(r#"id="quiet-start" name="quiet_start" value="" aria-invalid="true""#),
-        "{}",
-        html(&bad)
-    );
+    // What was entered is shown back, the bad field marked.
+    let shown = html(&bad);
+    assert!(shown.contains(r#"id="quiet-start" name="quiet_start" value="25:00" aria-invalid="true""#), "{shown}");
+    assert!(shown.contains(r#"name="quiet_end" value="07:00""#) && !shown.contains(r#"name="push" checked"#));
     assert_eq!(profile().await, untouched);
 
     // A save, then the same form again and a stale one: 409, nothing changed.
@@ -198,17 +203,30 @@ async fn forged_scanned_and_replayed_requests_change_nothing() {
     let shown = api.call_as(None, Method::GET, &format!("{center}?saved=1"), None, &[]).await;
     assert!(html(&shown).contains("설정이 저장되었습니다"), "{}", html(&shown));
 
-    // Unsubscribe, undo, and the undo replayed: the replay changes nothing.
+    // A mail client's one-click unsubscribe, its undo, and the undo replayed: the replay
+    // changes nothing. Neither an undo token nor a center form token stands for the other.
     let unsubscribe = api.unsubscribe_path(&id).await;
     let unsubscribed = api.post_form(&unsubscribe, "List-Unsubscribe=One-Click").await;
     assert_eq!((unsubscribed.status.as_u16(), preferences(&api, &user).await["email"].clone()), (200, json!(false)));
-    let undo = format!("form={}&undo=1", form_token(&unsubscribed));
-    assert_eq!(api.post_form(&unsubscribe, &undo).await.status, 200);
+    let undo = format!("undo={}", hidden(&unsubscribed, "undo"));
+    assert_eq!(api.post_form(&unsubscribe, &format!("undo={form}")).await.status, 404, "a form token is no undo");
+    let as_form = format!("form={}&email=on", hidden(&unsubscribed, "undo"));
+    assert_eq!(api.post_form(&center, &as_form).await.status, 404, "an undo token is no form token");
+    let undone = api.post_form(&unsubscribe, &undo).await;
+    assert_eq!((undone.status.as_u16(), undone.headers["location"].to_str().unwrap()), (303, "?resubscribed=1"));
     assert_eq!(preferences(&api, &user).await["email"], true);
     let current = form_token(&api.call_as(None, Method::GET, &center, None, &[]).await);
     assert_eq!(api.post_form(&center, &format!("form={current}&push=on&sms=on")).await.status, 303);
     let replayed_undo = api.post_form(&unsubscribe, &undo).await;
     assert_eq!(replayed_undo.status, 409);
     assert_eq!(preferences(&api, &user).await["email"], false, "the replayed undo did not opt back in");
+
+    // An unsubscribe of a channel the user had turned off offers no undo: an unsubscribe link
+    // never opts anyone in. The page's button answers 303 to the result, so a reload is a GET.
+    let button = api.post_form(&unsubscribe, "confirm=1").await;
+    assert_eq!((button.status.as_u16(), button.headers["location"].to_str().unwrap()), (303, "?done=1"));
+    let one_click = api.post_form(&unsubscribe, "List-Unsubscribe=One-Click").await;
+    assert!(!html(&one_click).contains(r#"name="undo""#), "{}", html(&one_click));
+    assert_eq!(preferences(&api, &user).await["email"], false);
     api.stack.stop().await;
 }
