@@ -159,7 +159,7 @@ impl Intake {
         notice: Notice,
     ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let language = Language::for_locale(profile.locale.as_ref().map(|locale| locale.as_str()));
-        let form = form_token(&self.link_keys.signer().await?, &profile.user_id, &profile.updated_at);
+        let form = form_token(&self.link_keys.signer().await?, &profile.user_id, profile.preferences_revision());
         let policy = &self.quiet_hours;
         let shown = shown.unwrap_or_else(|| Shown::of(profile, policy.default_window));
         let reachable = |channel| match channel {

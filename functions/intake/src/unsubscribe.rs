@@ -101,7 +101,7 @@ impl Intake {
         let turned_off = before.is_some_and(|before| before.preferences.allows(channel));
         let undo = match &after {
             Some(after) if turned_off => {
-                Some(undo_token(&self.link_keys.signer().await?, user_id, channel, &after.updated_at))
+                Some(undo_token(&self.link_keys.signer().await?, user_id, channel, after.preferences_revision()))
             }
             _ => None,
         };

@@ -136,6 +136,7 @@ mod tests {
             locale: None,
             timezone: None,
             preferences: Preferences::default(),
+            preferences_updated_at: None,
             devices: BTreeMap::new(),
             created_at: "2026-01-01T00:00:00Z".into(),
             updated_at: "2026-01-01T00:00:00Z".into(),

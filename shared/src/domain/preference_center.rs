@@ -3,10 +3,11 @@
 //! - A **link** (`/v1/preferences/<token>`) names a user and when it stops working, sealed with
 //!   the link-signing keys like the unsubscribe link: whoever holds an email's link may change
 //!   that user's channels and quiet hours, no login, until it expires.
-//! - A **form token** rides in the center's form. It names the user and the profile's
-//!   `updated_at` when the page was rendered; a save applies only while the profile is still at
-//!   that revision. So a replayed form (the same POST again, or an old page submitted after a
-//!   newer save) changes nothing.
+//! - A **form token** rides in the center's form. It names the user and when their preferences
+//!   last changed when the page was rendered; a save applies only while they have not changed
+//!   since. So a replayed form (the same POST again, or an old page submitted after a newer
+//!   save) changes nothing, while a contact or device update in between does not stand in the
+//!   way.
 //! - An **undo token** rides in the page an unsubscribe answers: the same, for one channel, and
 //!   sealed for that purpose only (a center form token is no undo, nor the reverse).
 
@@ -39,7 +40,7 @@ struct LinkPayload {
 struct FormPayload {
     #[serde(rename = "u")]
     user_id: UserId,
-    /// The profile's `updated_at` the form was rendered from.
+    /// The preferences' revision the form was rendered from.
     #[serde(rename = "r")]
     revision: String,
 }
@@ -103,7 +104,7 @@ struct UndoPayload {
     user_id: UserId,
     #[serde(rename = "c")]
     channel: Channel,
-    /// The profile's `updated_at` the unsubscribe left.
+    /// The preferences' revision the unsubscribe left.
     #[serde(rename = "r")]
     revision: String,
 }

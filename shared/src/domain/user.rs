@@ -194,6 +194,10 @@ pub struct UserProfile {
     pub timezone: Option<TimeZoneName>,
     #[serde(default)]
     pub preferences: Preferences,
+    /// When the preferences last changed (any write to them, none to contacts or devices);
+    /// absent until they first do. The preference center's forms are checked against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferences_updated_at: Option<String>,
     /// Keyed by [`DeviceToken::key`].
     #[serde(default)]
     pub devices: BTreeMap<String, Device>,
@@ -202,6 +206,12 @@ pub struct UserProfile {
 }
 
 impl UserProfile {
+    /// The revision of the preferences a form is rendered from: when they last changed, or ""
+    /// when they never did.
+    pub fn preferences_revision(&self) -> &str {
+        self.preferences_updated_at.as_deref().unwrap_or_default()
+    }
+
     pub fn active_devices(&self) -> impl Iterator<Item = &Device> {
         self.devices.values().filter(|device| device.active)
     }

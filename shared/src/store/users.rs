@@ -172,8 +172,8 @@ impl UserStore {
     }
 
     /// Applies a partial preferences update and returns the profile it leaves; `None` when the
-    /// user does not exist or, given `unchanged_since`, when the profile's `updated_at` is no
-    /// longer that (a form rendered from an older profile changes nothing).
+    /// user does not exist or, given `unchanged_since`, when the preferences changed since that
+    /// [`UserProfile::preferences_revision`] (a form rendered from older preferences changes nothing).
     pub async fn set_preferences(
         &self,
         user_id: &UserId,
@@ -181,7 +181,7 @@ impl UserStore {
         now: &str,
         unchanged_since: Option<&str>,
     ) -> Result<Option<UserProfile>, DependencyError> {
-        let mut sets = vec!["updated_at = :now".to_string()];
+        let mut sets = vec!["updated_at = :now".to_string(), "preferences_updated_at = :now".to_string()];
         let mut values = HashMap::from([(":now".to_string(), string(now))]);
         for (channel, value) in [("push", patch.push), ("sms", patch.sms), ("email", patch.email)] {
             if let Some(value) = value {
@@ -199,9 +199,13 @@ impl UserStore {
             }
         }
         let mut condition = "attribute_exists(pk)".to_string();
-        if let Some(revision) = unchanged_since {
-            condition.push_str(" AND updated_at = :seen");
-            values.insert(":seen".into(), string(revision));
+        match unchanged_since {
+            None => {}
+            Some("") => condition.push_str(" AND attribute_not_exists(preferences_updated_at)"),
+            Some(revision) => {
+                condition.push_str(" AND preferences_updated_at = :seen");
+                values.insert(":seen".into(), string(revision));
+            }
         }
         let result = self
             .update_profile(user_id)

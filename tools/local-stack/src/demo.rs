@@ -74,6 +74,7 @@ pub async fn seed(clients: &Clients, deployed: &Deployed) -> Result<DemoApp, Sta
             locale: Some(Locale::parse("en").expect("valid tag")),
             timezone: Some(TimeZoneName::parse("Europe/London").expect("valid zone")),
             preferences: Preferences::default(),
+            preferences_updated_at: None,
             devices: BTreeMap::new(),
             created_at: now.clone(),
             updated_at: now.clone(),

@@ -183,6 +183,12 @@ async fn forged_scanned_and_replayed_requests_change_nothing() {
     assert!(shown.contains(r#"name="quiet_end" value="07:00""#) && !shown.contains(r#"name="push" checked"#));
     assert_eq!(profile().await, untouched);
 
+    // A contact sync by the calling service between opening the page and saving does not
+    // stand in the way: only a change to the preferences makes a form stale.
+    let contacts = json!({"email": untouched["email"], "phone": untouched["phone"], "locale": "ko-KR",
+        "timezone": "Asia/Seoul"});
+    assert_eq!(api.call(Method::PUT, &format!("/v1/users/{user}"), Some(contacts)).await.status, 200);
+
     // A save, then the same form again and a stale one: 409, nothing changed.
     let save = format!("form={form}&push=on&email=on&quiet_hours=on&quiet_start=23%3A00&quiet_end=06%3A30");
     let saved = api.post_form(&center, &save).await;
