@@ -20,7 +20,7 @@ use crate::request::path_parameter;
 enum Notice {
     None,
     Saved,
-    /// The form was rendered from an older profile: nothing was saved.
+    /// The form was rendered from older preferences: nothing was saved.
     Stale,
     /// A field of the form is wrong: nothing was saved.
     Invalid {
