@@ -162,18 +162,13 @@ impl Intake {
         let form = form_token(&self.link_keys.signer().await?, &profile.user_id, profile.preferences_revision());
         let policy = &self.quiet_hours;
         let shown = shown.unwrap_or_else(|| Shown::of(profile, policy.default_window));
-        let reachable = |channel| match channel {
-            Channel::Push => profile.active_devices().next().is_some(),
-            Channel::Sms => profile.phone.is_some(),
-            Channel::Email => profile.email.is_some(),
-        };
         let channels: Vec<ChannelView> = Channel::ALL
             .into_iter()
             .map(|channel| ChannelView {
                 name: channel,
                 label: language.channel(channel, false),
                 on: shown.allows(channel),
-                reachable: reachable(channel),
+                reachable: profile.reachable(channel),
             })
             .collect();
         // The name, as `zone_of` reads it (names are checked when stored): the intake does not

@@ -12,7 +12,6 @@
 //!   unsubscribe (the undo token names the revision it left): a replayed undo changes nothing.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use notify::domain::channel::Channel;
 use notify::domain::preference_center::{LINK_VALIDITY_SECONDS, link_token, open_undo, undo_token};
 use notify::domain::unsubscribe::UnsubscribeLink;
 use notify::domain::user::{PreferencesPatch, UserProfile};
@@ -93,7 +92,7 @@ impl Intake {
         let (user_id, channel) = (&link.user_id, link.channel);
         let before = self.users.get(user_id).await?;
         let now = notify::time::now_rfc3339();
-        let after = self.users.set_preferences(user_id, PreferencesPatch::opt_out(channel), &now, None).await?;
+        let after = self.users.set_preferences(user_id, PreferencesPatch::opt(channel, false), &now, None).await?;
         self.user_cache.invalidate(user_id);
         tracing::info!(user_id = %user_id, channel = %channel, "unsubscribed");
         // An undo only for an unsubscribe that turned the channel off: an unsubscribe link must
@@ -125,12 +124,7 @@ impl Intake {
         let (user_id, channel) = (&link.user_id, link.channel);
         let revision = self.link_keys.verified(|signer| open_undo(signer, undo, user_id, channel)).await?;
         let Some(revision) = revision else { return Ok(not_found(visitor_language(request))) };
-        let mut patch = PreferencesPatch::default();
-        match channel {
-            Channel::Push => patch.push = Some(true),
-            Channel::Sms => patch.sms = Some(true),
-            Channel::Email => patch.email = Some(true),
-        }
+        let patch = PreferencesPatch::opt(channel, true);
         let now = notify::time::now_rfc3339();
         if self.users.set_preferences(user_id, patch, &now, Some(&revision)).await?.is_some() {
             self.user_cache.invalidate(user_id);

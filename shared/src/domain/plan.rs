@@ -59,12 +59,7 @@ pub fn plan(
             plan.skipped.push(skip(SkipReason::NoContent));
             continue;
         }
-        let reachable = match channel {
-            Channel::Push => profile.active_devices().next().is_some(),
-            Channel::Sms => profile.phone.is_some(),
-            Channel::Email => profile.email.is_some(),
-        };
-        if !reachable {
+        if !profile.reachable(channel) {
             plan.skipped.push(skip(SkipReason::NoContact));
             continue;
         }

@@ -52,13 +52,13 @@ impl Default for Preferences {
 }
 
 impl PreferencesPatch {
-    /// A patch that opts out of one channel.
-    pub fn opt_out(channel: Channel) -> Self {
+    /// A patch that opts in to (`true`) or out of one channel.
+    pub fn opt(channel: Channel, opted_in: bool) -> Self {
         let mut patch = Self::default();
         match channel {
-            Channel::Push => patch.push = Some(false),
-            Channel::Sms => patch.sms = Some(false),
-            Channel::Email => patch.email = Some(false),
+            Channel::Push => patch.push = Some(opted_in),
+            Channel::Sms => patch.sms = Some(opted_in),
+            Channel::Email => patch.email = Some(opted_in),
         }
         patch
     }
@@ -206,6 +206,16 @@ pub struct UserProfile {
 }
 
 impl UserProfile {
+    /// Whether the user has somewhere to receive `channel`: an active device, a number, an
+    /// address.
+    pub fn reachable(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Push => self.active_devices().next().is_some(),
+            Channel::Sms => self.phone.is_some(),
+            Channel::Email => self.email.is_some(),
+        }
+    }
+
     /// The revision of the preferences a form is rendered from: when they last changed, or ""
     /// when they never did.
     pub fn preferences_revision(&self) -> &str {
