@@ -82,8 +82,7 @@ pub async fn cancel_notification<L: DeliveryLog>(
             delivery.status.is_final() || cancelling.iter().any(|(c, _)| c == delivery_id)
         });
         match log.cancel(id, &cancelling, nothing_left).await? {
-            Ok(()) => {
-                let record = log.get(id).await?.expect("a record just cancelled is there");
+            Ok(record) => {
                 return Ok(Cancelled::Now(CancelledNow { deliveries: cancelling, record: Box::new(record) }));
             }
             Err(changed) => found = changed,
@@ -99,25 +98,31 @@ pub async fn cancel_notification<L: DeliveryLog>(
 }
 
 /// Cancels what is left to cancel of every notification app `app_key` sent with `key` (to user
-/// `user_id` only, if given), up to [`MAX_PER_KEY_CALL`] of them.
+/// `user_id` only, if given), up to [`MAX_PER_KEY_CALL`] of them, starting none after
+/// `stop_at_ms` (epoch ms): the caller's answer must not wait for a slow table past its own
+/// deadline, and what is not started is left for the next call.
 pub async fn cancel_by_key<L: DeliveryLog>(
     log: &L,
     app_key: &str,
     key: &CancellationKey,
     user_id: Option<&str>,
+    stop_at_ms: i64,
 ) -> Result<CancelledByKey, DependencyError> {
     let mut ids = Vec::new();
     for shard in 0..CANCELLATION_SHARDS {
         let found = log.with_cancel_scope(&key.scope(app_key, shard)).await?;
         ids.extend(found.into_iter().filter(|(_, user)| user_id.is_none_or(|wanted| wanted == user)).map(|(id, _)| id));
     }
-    let complete = ids.len() <= MAX_PER_KEY_CALL;
+    let mut complete = ids.len() <= MAX_PER_KEY_CALL;
     ids.truncate(MAX_PER_KEY_CALL);
+    let looking_at = ids.len();
     let outcomes: Vec<Result<Cancelled, DependencyError>> = futures::stream::iter(ids)
+        .take_while(|_| std::future::ready(crate::time::now_epoch_millis() < stop_at_ms))
         .map(|id| async move { cancel_notification(log, app_key, &id).await })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
+    complete &= outcomes.len() == looking_at;
     let mut report = CancelledByKey { complete, ..CancelledByKey::default() };
     for outcome in outcomes {
         if let Cancelled::Now(now) = outcome? {
@@ -140,6 +145,8 @@ mod tests {
     use crate::ports::Claim;
 
     const APP: &str = "ak_0123456789abcdef0123";
+    /// A cancel by key's stop time that never comes.
+    const NO_STOP: i64 = i64::MAX;
 
     /// A notification with an SMS and an email delivery in these statuses, sent with `key`.
     fn notification(id: &str, (sms, email): (DeliveryStatus, DeliveryStatus), key: Option<&str>) -> NotificationRecord {
@@ -227,20 +234,24 @@ mod tests {
         log.insert(other_user);
         let spring = CancellationKey::parse("spring").unwrap();
 
-        let mine = cancel_by_key(&log, APP, &spring, Some("u-2")).await.unwrap();
+        let mine = cancel_by_key(&log, APP, &spring, Some("u-2"), NO_STOP).await.unwrap();
         assert_eq!((mine.deliveries, mine.complete), (2, true));
         assert_eq!(mine.notifications.iter().map(|now| now.record.id.as_str()).collect::<Vec<_>>(), ["n5"]);
 
-        let all = cancel_by_key(&log, APP, &spring, None).await.unwrap();
+        let all = cancel_by_key(&log, APP, &spring, None, NO_STOP).await.unwrap();
         assert_eq!(all.notifications.iter().map(|now| now.record.id.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
         assert_eq!(all.deliveries, 2);
         assert_eq!(statuses(&log, "n3"), (DeliveryStatus::Queued, DeliveryStatus::Sent), "another key");
         assert_eq!(statuses(&log, "n4"), (DeliveryStatus::Queued, DeliveryStatus::Sent), "no key");
         assert_eq!(
-            cancel_by_key(&log, APP, &spring, None).await.unwrap(),
+            cancel_by_key(&log, APP, &spring, None, NO_STOP).await.unwrap(),
             CancelledByKey { complete: true, ..Default::default() }
         );
-        assert_eq!(cancel_by_key(&log, "ak_another", &spring, None).await.unwrap().deliveries, 0, "another app's key");
+        assert_eq!(
+            cancel_by_key(&log, "ak_another", &spring, None, NO_STOP).await.unwrap().deliveries,
+            0,
+            "another app's key"
+        );
     }
 
     #[tokio::test]
@@ -253,7 +264,7 @@ mod tests {
         let key = CancellationKey::parse("k").unwrap();
         let mut calls = Vec::new();
         loop {
-            let report = cancel_by_key(&log, APP, &key, None).await.unwrap();
+            let report = cancel_by_key(&log, APP, &key, None, NO_STOP).await.unwrap();
             calls.push((report.deliveries, report.complete));
             if report.complete {
                 break;
@@ -262,6 +273,21 @@ mod tests {
         }
         assert_eq!(calls.iter().map(|(deliveries, _)| deliveries).sum::<usize>(), 2, "{calls:?}");
         assert_eq!(statuses(&log, "waiting"), (DeliveryStatus::Cancelled, DeliveryStatus::Cancelled));
+    }
+
+    #[tokio::test]
+    async fn a_cancel_by_key_out_of_time_starts_nothing_more_and_says_so() {
+        let log = MemoryLog::default();
+        log.insert(notification("n1", (DeliveryStatus::Queued, DeliveryStatus::Queued), Some("k")));
+        let key = CancellationKey::parse("k").unwrap();
+        let past = crate::time::now_epoch_millis();
+        assert_eq!(
+            cancel_by_key(&log, APP, &key, None, past).await.unwrap(),
+            CancelledByKey { complete: false, ..Default::default() }
+        );
+        assert_eq!(statuses(&log, "n1"), (DeliveryStatus::Queued, DeliveryStatus::Queued), "not started");
+        let next = cancel_by_key(&log, APP, &key, None, NO_STOP).await.unwrap();
+        assert_eq!((next.deliveries, next.complete), (2, true));
     }
 
     #[test]

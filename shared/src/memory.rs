@@ -403,7 +403,7 @@ impl DeliveryLog for MemoryLog {
         id: &NotificationId,
         cancelling: &[(DeliveryId, Channel)],
         nothing_left: bool,
-    ) -> Result<Result<(), Option<NotificationRecord>>, DependencyError> {
+    ) -> Result<Result<NotificationRecord, Option<NotificationRecord>>, DependencyError> {
         let fault = self.writes.next().await;
         if fault == Some(Fault::Refused) {
             return Err(transient("UpdateItem"));
@@ -440,7 +440,7 @@ impl DeliveryLog for MemoryLog {
         }
         match fault {
             Some(Fault::AnswerLost) => Err(transient("UpdateItem")),
-            _ => Ok(Ok(())),
+            _ => Ok(Ok(record.clone())),
         }
     }
 

@@ -297,8 +297,8 @@ pub trait DeliveryLog: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), DependencyError>> + Send;
 
     /// Cancels the deliveries `cancelling` of notification `id` together, if each is still in a
-    /// status the lifecycle table's cancel row moves (else none is, and the record as found comes
-    /// back: `None` if there is none); and takes the notification out of the cancellation index
+    /// status the lifecycle table's cancel row moves, and returns the record after (else none is,
+    /// and the record as found comes back: `None` if there is none); and takes the notification out of the cancellation index
     /// when `nothing_left` (no other delivery could be cancelled later). With no deliveries, it
     /// only takes the notification out of the index.
     fn cancel(
@@ -306,7 +306,7 @@ pub trait DeliveryLog: Send + Sync + 'static {
         id: &NotificationId,
         cancelling: &[(DeliveryId, Channel)],
         nothing_left: bool,
-    ) -> impl Future<Output = Result<Result<(), Option<NotificationRecord>>, DependencyError>> + Send;
+    ) -> impl Future<Output = Result<Result<NotificationRecord, Option<NotificationRecord>>, DependencyError>> + Send;
 
     /// The notifications in one partition (`scope`) of the cancellation index, with their users.
     fn with_cancel_scope(

@@ -166,7 +166,12 @@ impl Intake {
         Ok(app)
     }
 
-    pub async fn route(&self, request: ApiGatewayV2httpRequest) -> Result<ApiGatewayV2httpResponse, ApiError> {
+    /// Answers `request` in an invocation that ends at `deadline_ms` (epoch ms).
+    pub async fn route(
+        &self,
+        request: ApiGatewayV2httpRequest,
+        deadline_ms: i64,
+    ) -> Result<ApiGatewayV2httpResponse, ApiError> {
         let route = request.route_key.clone().unwrap_or_default();
         let request = &request;
         match route.as_str() {
@@ -241,7 +246,7 @@ impl Intake {
             }
             "POST /v1/notifications/cancel" => {
                 let app = self.authenticate(request, Scope::Send).await?;
-                self.cancel_by_key(&app, &body(request)?).await
+                self.cancel_by_key(&app, &body(request)?, deadline_ms).await
             }
             "GET /v1/stats" => {
                 let app = self.authenticate(request, Scope::Status).await?;
@@ -273,7 +278,7 @@ impl Function for Intake {
     type Output = ApiGatewayV2httpResponse;
 
     async fn handle(&self, event: LambdaEvent<ApiGatewayV2httpRequest>) -> Result<ApiGatewayV2httpResponse, Error> {
-        let request = event.payload;
+        let (request, deadline_ms) = (event.payload, event.context.deadline as i64);
         // Every log line of a request names its route and API Gateway's request id (the access
         // log's requestId), and, once authenticated, the calling app.
         let span = tracing::info_span!(
@@ -283,7 +288,7 @@ impl Function for Intake {
             app_key = tracing::field::Empty,
         );
         async {
-            let response = self.route(request).await.unwrap_or_else(ApiError::into_response);
+            let response = self.route(request, deadline_ms).await.unwrap_or_else(ApiError::into_response);
             self.stats.flush().await;
             notify::metrics::flush();
             Ok(response)

@@ -233,6 +233,19 @@ fn found_instead(
     Ok(Some(from_item("UpdateItem", item)?))
 }
 
+/// A cancel's write as the record after it, or the record found instead when its condition failed.
+fn cancelled(
+    result: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    >,
+) -> Result<Result<NotificationRecord, Option<NotificationRecord>>, DependencyError> {
+    match result {
+        Ok(output) => Ok(Ok(from_item("UpdateItem", output.attributes.unwrap_or_default())?)),
+        Err(error) => Ok(Err(found_instead(error)?)),
+    }
+}
+
 #[derive(Clone)]
 pub struct NotificationStore {
     client: Client,
@@ -649,7 +662,7 @@ impl DeliveryLog for NotificationStore {
         id: &NotificationId,
         cancelling: &[(DeliveryId, Channel)],
         nothing_left: bool,
-    ) -> Result<Result<(), Option<NotificationRecord>>, DependencyError> {
+    ) -> Result<Result<NotificationRecord, Option<NotificationRecord>>, DependencyError> {
         if cancelling.is_empty() {
             let result = self
                 .client
@@ -658,10 +671,11 @@ impl DeliveryLog for NotificationStore {
                 .key("id", string(id.as_str()))
                 .update_expression("REMOVE cancel_scope")
                 .condition_expression("attribute_exists(id)")
+                .return_values(ReturnValue::AllNew)
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .send()
                 .await;
-            return Ok(Self::refused(result)?.map_or(Ok(()), Err));
+            return cancelled(result);
         }
         // The cancel row, for every delivery in one write: each must still be in a status the
         // row moves (it has no guard beyond that: nothing sending is ever cancelled).
@@ -704,13 +718,11 @@ impl DeliveryLog for NotificationStore {
             .condition_expression(conditions.join(" AND "))
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match Self::refused(result)? {
-            None => Ok(Ok(())),
-            Some(found) => Ok(Err(found)),
-        }
+        cancelled(result)
     }
 
     async fn with_cancel_scope(&self, scope: &str) -> Result<Vec<(NotificationId, String)>, DependencyError> {
