@@ -23,6 +23,9 @@ use crate::spec::StreamMapping;
 /// How long a shard with nothing new waits before reading again: every stack of the parallel
 /// tests polls the one emulator, so an idle stream reads once a second (Lambda reads four times).
 const IDLE: Duration = Duration::from_secs(1);
+/// The least time between two reads of a shard, as Lambda's (four a second): a busy table's
+/// stream must not read the one emulator in a loop that competes with the table's own writers.
+const READ_GAP: Duration = Duration::from_millis(250);
 /// How long a failed batch waits before it is invoked again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -103,11 +106,16 @@ async fn read_shard(
     let mut first_read: Option<Instant> = None;
     let mut last_read: Option<String> = None;
     let mut closed = false;
+    let mut last_get: Option<Instant> = None;
     loop {
         while !closed && pending.len() < mapping.batching.size as usize {
             if first_read.is_some_and(|at| at.elapsed() >= mapping.batching.window) {
                 break;
             }
+            if let Some(at) = last_get {
+                tokio::time::sleep_until(at + READ_GAP).await;
+            }
+            last_get = Some(Instant::now());
             match streams.get_records().shard_iterator(&position).send().await {
                 Ok(output) => {
                     let records = output.records.unwrap_or_default();
