@@ -4,7 +4,7 @@
 //!    lease another attempt holds comes back when the lease ends, and one whose earlier attempts
 //!    spent the retry budget by dying (crashes, timeouts) goes to the DLQ without another try;
 //! 2. re-check the user at send time (deleted, opted out, device retired, address suppressed
-//!    → `skipped`);
+//!    → `skipped`), the batch's users read together once the first record gets here;
 //! 3. count the notification against the user's limit for the channel over the last hour
 //!    (once within the hour, however many attempts or devices), unless the template is
 //!    transactional (over the limit → `skipped: rate_limited`);
@@ -27,6 +27,7 @@
 //! a later receive sends again. Only a crash in that window (one DynamoDB write after the
 //! provider answered) or a DynamoDB outage outlasting the retries produces a duplicate.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -43,6 +44,7 @@ use crate::domain::quiet_hours::QuietHoursPolicy;
 use crate::domain::rate_limit::HourlyLimit;
 use crate::domain::send_rate::{Lane, SendRate, until};
 use crate::domain::stats::{sent_via_counter, skipped_counter};
+use crate::domain::user::{UserId, UserProfile};
 use crate::error::{DependencyError, FailureClass};
 use crate::metrics::DeliveryMetric;
 use crate::pacing::{BatchDemand, Need, Pacer};
@@ -109,6 +111,17 @@ struct Batch {
     demand: BatchDemand,
     /// The latest send slot (epoch µs) this invocation can still use.
     latest_slot_us: i64,
+    /// The users the batch's records name, and their profiles once the first record to need
+    /// one has read them all in one request (`None`: that read failed, each reads its own).
+    users: Vec<UserId>,
+    profiles: tokio::sync::OnceCell<Option<HashMap<UserId, UserProfile>>>,
+}
+
+/// The part of a delivery message that names its user, read from every record of a batch
+/// before any is handled.
+#[derive(serde::Deserialize)]
+struct Addressed {
+    user_id: UserId,
 }
 
 impl<P: Provider> Dispatcher<P> {
@@ -196,9 +209,17 @@ where
 
     /// Handles a batch in an invocation that must end by `deadline_ms` (epoch ms).
     pub async fn handle_batch(&self, event: SqsEvent, deadline_ms: i64) -> SqsBatchResponse {
+        let users: HashSet<UserId> = event
+            .records
+            .iter()
+            .filter_map(|record| serde_json::from_str::<Addressed>(record.body.as_deref()?).ok())
+            .map(|addressed| addressed.user_id)
+            .collect();
         let batch = Batch {
             demand: BatchDemand::new(event.records.len(), batch::oldest_enqueued_ms(&event)),
             latest_slot_us: deadline_ms * 1000 - self.settings.send_margin.as_micros() as i64,
+            users: users.into_iter().collect(),
+            profiles: tokio::sync::OnceCell::new(),
         };
         let response = batch::process(
             event,
@@ -301,7 +322,7 @@ where
 
         // Independent reads, made together: the user as it is now and the suppression list.
         let (user, suppressed) =
-            futures::future::try_join(self.users.profile(&message.user_id), self.provider.suppressed(message)).await?;
+            futures::future::try_join(self.profile(&message.user_id, batch), self.provider.suppressed(message)).await?;
         let recipient = match user {
             None => return self.finish(message, lease, AttemptOutcome::Skipped(SkipReason::UserDeleted)).await,
             Some(profile) if !profile.preferences.allows(channel) => {
@@ -411,6 +432,31 @@ where
                     return self.failed(record, lease, failures + 1, failure).await;
                 }
             }
+        }
+    }
+
+    /// `user_id`'s profile as it is now: from the batch's one read of all its users, made when
+    /// the first record needs one (strongly consistent, as a read of one), or alone if that
+    /// read failed.
+    async fn profile(&self, user_id: &UserId, batch: &Batch) -> Result<Option<UserProfile>, DependencyError> {
+        if !batch.users.contains(user_id) {
+            return self.users.profile(user_id).await;
+        }
+        let read = batch
+            .profiles
+            .get_or_init(|| async {
+                match self.users.profiles(&batch.users).await {
+                    Ok(found) => Some(found),
+                    Err(error) => {
+                        tracing::warn!(error = %error, users = batch.users.len(), "could not read the batch's users at once; each record reads its own");
+                        None
+                    }
+                }
+            })
+            .await;
+        match read {
+            Some(found) => Ok(found.get(user_id).cloned()),
+            None => self.users.profile(user_id).await,
         }
     }
 

@@ -545,12 +545,22 @@ impl SendTimeline for MemoryTimeline {
 #[derive(Default)]
 pub struct MemoryUsers {
     pub profiles: Mutex<HashMap<UserId, UserProfile>>,
+    /// The reads made: how many users each asked for.
+    pub reads: Mutex<Vec<usize>>,
 }
 
 impl Recipients for MemoryUsers {
     async fn profile(&self, user_id: &UserId) -> Result<Option<UserProfile>, DependencyError> {
         interleave(1).await;
+        self.reads.lock().unwrap().push(1);
         Ok(self.profiles.lock().unwrap().get(user_id).cloned())
+    }
+
+    async fn profiles(&self, user_ids: &[UserId]) -> Result<HashMap<UserId, UserProfile>, DependencyError> {
+        interleave(1).await;
+        self.reads.lock().unwrap().push(user_ids.len());
+        let profiles = self.profiles.lock().unwrap();
+        Ok(user_ids.iter().filter_map(|user_id| Some((user_id.clone(), profiles.get(user_id)?.clone()))).collect())
     }
 }
 

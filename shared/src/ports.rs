@@ -380,6 +380,12 @@ pub trait SendTimeline: Send + Sync + 'static {
 /// Users as they are now.
 pub trait Recipients: Send + Sync + 'static {
     fn profile(&self, user_id: &UserId) -> impl Future<Output = Result<Option<UserProfile>, DependencyError>> + Send;
+
+    /// The profiles of those of `user_ids` that exist, each as [`Recipients::profile`] reads it.
+    fn profiles(
+        &self,
+        user_ids: &[UserId],
+    ) -> impl Future<Output = Result<std::collections::HashMap<UserId, UserProfile>, DependencyError>> + Send;
 }
 
 /// The per-user limit over a rolling hour.

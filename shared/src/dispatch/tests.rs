@@ -171,6 +171,8 @@ fn batch(records: usize, seconds: i64) -> Batch {
     Batch {
         demand: BatchDemand::new(records, None),
         latest_slot_us: crate::time::now_epoch_micros() + seconds * 1_000_000 - 5_000_000,
+        users: vec![user()],
+        profiles: tokio::sync::OnceCell::new(),
     }
 }
 
@@ -394,6 +396,32 @@ async fn deliveries_are_skipped_for_their_reasons_and_transactional_ones_pass_th
     deleted.receive_as(1).await;
     assert_eq!(deleted.log.delivery(ID, DELIVERY).unwrap().skip_reason, Some(SkipReason::UserDeleted));
     assert_eq!(opted_out.provider.sends() + deleted.provider.sends(), 0);
+}
+
+#[tokio::test]
+async fn a_batchs_users_are_read_once_for_all_its_records() {
+    let dispatcher = dispatcher(10);
+    let ids = ["n-2", "n-3"];
+    for id in ids {
+        dispatcher.log.insert(crate::memory::logged(id, DELIVERY, Channel::Sms, DeliveryStatus::Queued));
+    }
+    let batch = batch(3, 30);
+    let records = [ID, ids[0], ids[1]].map(|id| {
+        let mut record = receive(1, false);
+        record.body.notification_id = id.into();
+        record
+    });
+    let outcomes = futures::future::join_all(records.map(|record| dispatcher.deliver(record, &batch))).await;
+    assert_eq!(outcomes, [Disposition::Done; 3]);
+    assert_eq!(dispatcher.provider.sends(), 3);
+    assert_eq!(*dispatcher.users.reads.lock().unwrap(), [1], "one read, of the batch's one user");
+
+    // A record whose user the batch's read did not ask for reads its own.
+    let unlisted = Batch { users: Vec::new(), ..super::tests::batch(1, 30) };
+    let dispatcher = super::tests::dispatcher(10);
+    assert_eq!(dispatcher.deliver(receive(1, false), &unlisted).await, Disposition::Done);
+    assert_eq!(dispatcher.status(), DeliveryStatus::Sent);
+    assert_eq!(*dispatcher.users.reads.lock().unwrap(), [1]);
 }
 
 #[tokio::test]

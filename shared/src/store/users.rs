@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 
 use super::{Item, from_item, string, to_item};
 use crate::aws::classify;
@@ -17,6 +17,8 @@ use crate::domain::user::{
 use crate::error::{DependencyError, FailureClass};
 
 const PROFILE: &str = "PROFILE";
+/// The most keys one `BatchGetItem` takes.
+const BATCH_GET_KEYS: usize = 100;
 const OWNER: &str = "OWNER";
 
 #[derive(Clone)]
@@ -70,6 +72,49 @@ impl UserStore {
 
     pub async fn get(&self, user_id: &UserId) -> Result<Option<UserProfile>, DependencyError> {
         self.get_item(user_key(user_id), PROFILE).await?.map(|item| from_item("GetItem", item)).transpose()
+    }
+
+    /// The profiles of `user_ids` that exist, read as [`UserStore::get`] reads one, in one
+    /// request per 100 (again for any keys DynamoDB leaves unprocessed, a few times).
+    pub async fn profiles(&self, user_ids: &[UserId]) -> Result<HashMap<UserId, UserProfile>, DependencyError> {
+        let mut found = HashMap::with_capacity(user_ids.len());
+        for chunk in user_ids.chunks(BATCH_GET_KEYS) {
+            let keys = chunk
+                .iter()
+                .map(|user_id| {
+                    HashMap::from([("pk".to_string(), user_key(user_id)), ("sk".to_string(), string(PROFILE))])
+                })
+                .collect();
+            let request = KeysAndAttributes::builder().set_keys(Some(keys)).consistent_read(true).build();
+            let mut asking = Some(request.expect("the keys, its one required field, are set"));
+            // The first try at once; unprocessed keys again after a growing pause.
+            for pause_ms in [0, 50, 200, 800] {
+                let Some(request) = asking.take() else { break };
+                tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|error| classify("dynamodb", "BatchGetItem", error, &[]))?;
+                for item in output.responses.unwrap_or_default().remove(&self.table).unwrap_or_default() {
+                    let profile: UserProfile = from_item("BatchGetItem", item)?;
+                    found.insert(profile.user_id.clone(), profile);
+                }
+                asking = output.unprocessed_keys.and_then(|mut left| left.remove(&self.table));
+            }
+            if asking.is_some() {
+                return Err(DependencyError {
+                    class: FailureClass::Throttled,
+                    service: "dynamodb",
+                    operation: "BatchGetItem",
+                    code: "UnprocessedKeys".into(),
+                    message: "DynamoDB left some users unread after four tries".into(),
+                });
+            }
+        }
+        Ok(found)
     }
 
     /// Writes a whole profile (imports, seeding).
@@ -400,5 +445,9 @@ fn corrupt_device(message: &str) -> DependencyError {
 impl crate::ports::Recipients for UserStore {
     async fn profile(&self, user_id: &UserId) -> Result<Option<UserProfile>, DependencyError> {
         self.get(user_id).await
+    }
+
+    async fn profiles(&self, user_ids: &[UserId]) -> Result<HashMap<UserId, UserProfile>, DependencyError> {
+        UserStore::profiles(self, user_ids).await
     }
 }
