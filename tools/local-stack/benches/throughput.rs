@@ -178,8 +178,9 @@ async fn main() {
     }
     let statuses: Vec<String> = raw.by_status.iter().map(|(status, count)| format!("{status}: {count}")).collect();
     println!(
-        "\nreplay answers by status: {}; delete entries left with a spent receipt: {}",
+        "\nreplay answers by status: {}; delete entries left with a spent receipt: {}; stream reads not replayed: {}",
         statuses.join(", "),
-        raw.stale_receipts
+        raw.stale_receipts,
+        raw.stream_reads
     );
 }
