@@ -1,11 +1,8 @@
 //! The rate-limits table: key `key` = `<user>#<channel>`, TTL `expires_at`. One item per user
 //! and channel holds the notifications counted in the last hour (`sends`: id → epoch seconds)
-//! and a `version`. Counting one is first one conditional update: added if not there and the
-//! record holds fewer than the limit, whatever their age (so under the limit for sure). When that
-//! condition fails (no record yet, sends older than the hour to drop, the limit reached, or this
-//! one counted already), it is a read, then a write conditional on the version (and the expiry)
-//! read. Either way two deliveries to the same user at once cannot both take the last place, and
-//! a write applied whose answer was lost reads back as already counted when it is tried again.
+//! and a `version`. Counting one is a read, then a write conditional on the version (and the
+//! expiry) read: two deliveries to the same user at once cannot both take the last place, and a
+//! write applied whose answer was lost reads back as already counted when it is tried again.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -13,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::{from_item, string, to_item};
 use crate::aws::classify;
 use crate::domain::channel::Channel;
-use crate::domain::rate_limit::{Admission, HourlyLimit, RecentSends, WINDOW_SECONDS};
+use crate::domain::rate_limit::{Admission, HourlyLimit, RecentSends};
 use crate::domain::user::UserId;
 use crate::error::{DependencyError, FailureClass};
 
@@ -53,9 +50,6 @@ impl RateLimiter {
         now_epoch: i64,
     ) -> Result<bool, DependencyError> {
         let key = record_key(user_id.as_str(), channel);
-        if self.add(&key, notification_id, now_epoch).await? {
-            return Ok(true);
-        }
         // A write loses only to another delivery's write, and each of those counts one more
         // notification: past the limit plus one, the next read is over the limit.
         let attempts = self.per_hour.get() as usize + 2;
@@ -88,39 +82,6 @@ impl RateLimiter {
             code: "RateLimitContention".into(),
             message: format!("{attempts} conditional writes of {key} lost to concurrent deliveries"),
         })
-    }
-
-    /// Adds `notification_id` in one conditional update if the record has room for it counting
-    /// every send it holds, expired or not, and does not hold it: whether it did.
-    async fn add(&self, key: &str, notification_id: &str, now_epoch: i64) -> Result<bool, DependencyError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("key", string(key))
-            .update_expression("SET #sends.#id = :now, #expires_at = :expires_at ADD #version :one")
-            // No record yet fails the condition too (said first: the emulator fails `size` of a
-            // missing attribute with a 500).
-            .condition_expression(
-                "attribute_exists(#sends) AND size(#sends) < :limit AND attribute_not_exists(#sends.#id)",
-            )
-            .expression_attribute_names("#sends", "sends")
-            .expression_attribute_names("#id", notification_id)
-            .expression_attribute_names("#expires_at", "expires_at")
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":now", AttributeValue::N(now_epoch.to_string()))
-            .expression_attribute_values(":expires_at", AttributeValue::N((now_epoch + WINDOW_SECONDS).to_string()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":limit", AttributeValue::N(self.per_hour.get().to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if error.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Ok(false)
-            }
-            Err(error) => Err(classify("dynamodb", "UpdateItem", error, &[])),
-        }
     }
 
     async fn read(&self, key: &str, consistent: bool) -> Result<Option<Stored>, DependencyError> {
