@@ -15,7 +15,8 @@
 //! - quiet hours: each held delivery sent within 60 s after its window ends in its own zone.
 //!
 //! The stack sends SMS as fast as the emulator takes them (the provider quota is not what is
-//! measured here; `backlog` measures that).
+//! measured here; `backlog` measures that), with the template's defaults otherwise: the event
+//! stream on, no events queue.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -115,9 +116,12 @@ async fn main() {
     let cancelled_count = notifications / 10;
     let proxy = FaultProxy::start(&endpoint(), 0.0).await;
     let quotas = Quotas { sms: 100_000.0, ..Quotas::default() };
+    // The events queue as the template has it by default (off): the local stack turns it on
+    // for the tests, and its sends would load the one emulator with work no deployment asked for.
     let parameters = BTreeMap::from([
         ("SmsSendRate".to_string(), "100000".to_string()),
         ("SmsRateLimitPerHour".to_string(), "100".to_string()),
+        ("EventsQueue".to_string(), "disabled".to_string()),
     ]);
     let api =
         Api::start_in_account(&support::project_template_with_patient_intake(), &proxy.url, parameters, quotas).await;
