@@ -112,9 +112,9 @@ struct Batch {
     /// The latest send slot (epoch µs) this invocation can still use.
     latest_slot_us: i64,
     /// The users the batch's records name, and their profiles once the first record to need
-    /// one has read them all in one request (`None`: that read failed, each reads its own).
+    /// one has read them all in one request (or that read's failure, each record's).
     users: Vec<UserId>,
-    profiles: tokio::sync::OnceCell<Option<HashMap<UserId, UserProfile>>>,
+    profiles: tokio::sync::OnceCell<Result<HashMap<UserId, UserProfile>, DependencyError>>,
 }
 
 /// The part of a delivery message that names its user, read from every record of a batch
@@ -436,28 +436,16 @@ where
     }
 
     /// `user_id`'s profile as it is now: from the batch's one read of all its users, made when
-    /// the first record needs one (strongly consistent, as a read of one), or alone if that
-    /// read failed.
+    /// the first record needs one (strongly consistent, as a read of one). A failure of that
+    /// read is every record's, classified as any other (an access denial recorded and alarmed).
     async fn profile(&self, user_id: &UserId, batch: &Batch) -> Result<Option<UserProfile>, DependencyError> {
+        // Every record's user is listed (read from the same bodies); were one not, it reads its
+        // own rather than look deleted.
         if !batch.users.contains(user_id) {
             return self.users.profile(user_id).await;
         }
-        let read = batch
-            .profiles
-            .get_or_init(|| async {
-                match self.users.profiles(&batch.users).await {
-                    Ok(found) => Some(found),
-                    Err(error) => {
-                        tracing::warn!(error = %error, users = batch.users.len(), "could not read the batch's users at once; each record reads its own");
-                        None
-                    }
-                }
-            })
-            .await;
-        match read {
-            Some(found) => Ok(found.get(user_id).cloned()),
-            None => self.users.profile(user_id).await,
-        }
+        let read = batch.profiles.get_or_init(|| self.users.profiles(&batch.users)).await;
+        read.as_ref().map(|found| found.get(user_id).cloned()).map_err(Clone::clone)
     }
 
     /// The pause after the `throttles`-th throttle of an attempt in `lane`. A transactional send

@@ -232,20 +232,19 @@ async fn every_route_and_function_path_runs_within_its_role() {
     api.stack.stop().await;
 }
 
-/// The project's template without the dispatchers' read of the rate-limit table.
-fn template_without_the_rate_limit_read() -> String {
-    let grant = "Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem]\n              Resource: !GetAtt RateLimitsTable.Arn";
+/// The project's template with `grant` (an action list and its resource, as template.yaml
+/// writes it) narrowed to `narrowed` wherever `count` functions have it.
+fn template_narrowing(grant: &str, narrowed: &str, count: usize) -> String {
     let text = project_template_text();
-    assert_eq!(text.matches(grant).count(), 3, "each dispatcher has the grant in template.yaml");
-    text.replace(
-        grant,
-        "Action: [dynamodb:PutItem, dynamodb:UpdateItem]\n              Resource: !GetAtt RateLimitsTable.Arn",
-    )
+    assert_eq!(text.matches(grant).count(), count, "the grant is in template.yaml as expected");
+    text.replace(grant, narrowed)
 }
 
-#[tokio::test]
-async fn without_the_rate_limit_read_grant_a_rate_limited_send_is_denied_and_kept() {
-    let api = Api::start_from(&template_without_the_rate_limit_read(), &endpoint(), BTreeMap::new()).await;
+/// An SMS sent through a stack of `template_text` whose SMS dispatcher is denied `action` on
+/// `table`: recorded as an access denial on the delivery, kept in the queue, and the denial
+/// named in the local IAM's log.
+async fn an_sms_is_denied_and_kept(template_text: &str, action: &str, table: &str) {
+    let api = Api::start_from(template_text, &endpoint(), BTreeMap::new()).await;
     let bulk = template(&api, false, false).await;
     let user = unique("u");
     api.call(Method::PUT, &format!("/v1/users/{user}"), Some(json!({"phone": "+12015550123"}))).await;
@@ -259,14 +258,36 @@ async fn without_the_rate_limit_read_grant_a_rate_limited_send_is_denied_and_kep
         .clone();
     assert_eq!(delivery["status"], "queued", "retried, not dropped: {delivery}");
     assert_eq!(delivery["error"]["class"], "access_denied", "{delivery}");
-    let Some(Physical::Table { arn, .. }) = api.stack.deployed.resources.get("RateLimitsTable") else { panic!() };
+    let Some(Physical::Table { arn, .. }) = api.stack.deployed.resources.get(table) else { panic!() };
     let denials = api.stack.denials();
     assert!(
         denials.iter().any(|denial| denial.principal == "DispatchSmsFunction"
-            && denial.permission.as_ref().is_some_and(|p| p.action == "dynamodb:GetItem" && &p.resource == arn)),
+            && denial.permission.as_ref().is_some_and(|p| p.action == action && &p.resource == arn)),
         "{denials:#?}"
     );
     api.stack.stop().await;
+}
+
+#[tokio::test]
+async fn without_the_rate_limit_read_grant_a_rate_limited_send_is_denied_and_kept() {
+    let text = template_narrowing(
+        "Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem]\n              Resource: !GetAtt RateLimitsTable.Arn",
+        "Action: [dynamodb:PutItem, dynamodb:UpdateItem]\n              Resource: !GetAtt RateLimitsTable.Arn",
+        3,
+    );
+    an_sms_is_denied_and_kept(&text, "dynamodb:GetItem", "RateLimitsTable").await;
+}
+
+/// The batch's one read of its users goes through IAM as `BatchGetItem`, its own action: a role
+/// granting `GetItem` alone is denied, and the denial is the delivery's, not hidden.
+#[tokio::test]
+async fn without_the_batch_read_grant_the_users_read_is_denied_and_the_send_kept() {
+    let text = template_narrowing(
+        "Action: [dynamodb:BatchGetItem, dynamodb:GetItem]\n              Resource: !GetAtt UsersTable.Arn",
+        "Action: dynamodb:GetItem\n              Resource: !GetAtt UsersTable.Arn",
+        2,
+    );
+    an_sms_is_denied_and_kept(&text, "dynamodb:BatchGetItem", "UsersTable").await;
 }
 
 /// An SDK configuration signed as one of the stack's functions, behind its authorizer.
