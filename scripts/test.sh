@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/setup.sh browser
+scripts/setup.sh emulator
+# The emulator's own changes to moto answer as moto does (tools/emulator/isolated_moto.py).
+.venv/emulator/bin/python tools/emulator/check_emulator.py
 exec scripts/with-emulator.sh cargo test --workspace "$@"

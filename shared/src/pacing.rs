@@ -71,6 +71,9 @@ impl Drop for Need<'_> {
     }
 }
 
+/// The lateness a slot is kept for whatever the rate (`Pacer::stale_after_us`).
+const LATENESS_KEPT_US: i64 = 100_000;
+
 /// A channel's pacing in one dispatcher instance, over the shared timeline `T`.
 pub struct Pacer<T> {
     timeline: T,
@@ -101,10 +104,10 @@ impl<T: SendTimeline> Pacer<T> {
 
     /// The send slot (epoch µs) of the record whose part is `need`: an unused one of this
     /// instance's, or the first of the slots taken now for every record of its batch still to
-    /// ask. A slot more than one gap in the past is dropped: the timeline has moved on, and
-    /// sending in it now would go over the rate (several such sends at once are a burst the
-    /// provider throttles). `now` (epoch µs) is read once the lane's slots are this record's to
-    /// use: another record may have held them through a slow take.
+    /// ask. A slot further in the past than [`Pacer::stale_after_us`] is dropped: the timeline
+    /// has moved on, and sending in it now would go over the rate (several such sends at once
+    /// are a burst the provider throttles). `now` (epoch µs) is read once the lane's slots are
+    /// this record's to use: another record may have held them through a slow take.
     pub async fn slot(&self, need: &mut Need<'_>, now: impl Fn() -> i64) -> Result<i64, DependencyError> {
         let lane = need.lane();
         let mut unused = self.unused[index(lane)].lock().await;
@@ -128,9 +131,19 @@ impl<T: SendTimeline> Pacer<T> {
         Ok(unused.pop_front().expect("a slot is left"))
     }
 
-    /// Drops the slots more than one gap before `now_us`.
+    /// How late a slot may still be used: one gap, and at least [`LATENESS_KEPT_US`]. At a high
+    /// rate a gap is microseconds, while a batch's records reach their sends milliseconds apart:
+    /// each would find the slots taken for it already stale and take its own, one timeline
+    /// write per send. The burst a tenth of a second allows is at most a tenth of a second's
+    /// sends (the slots are the timeline's, each used once), within what providers' per-second
+    /// quotas take; at 10 sends a second or fewer a gap is that long anyway.
+    fn stale_after_us(&self) -> i64 {
+        self.rate.gap_us().max(LATENESS_KEPT_US)
+    }
+
+    /// Drops the slots more than [`Pacer::stale_after_us`] before `now_us`.
     fn drop_stale(&self, unused: &mut VecDeque<i64>, now_us: i64) {
-        let stale_before = now_us - self.rate.gap_us();
+        let stale_before = now_us - self.stale_after_us();
         while unused.front().is_some_and(|slot| *slot < stale_before) {
             unused.pop_front();
         }
@@ -205,6 +218,24 @@ mod tests {
         let next = pacer.slot(&mut demand.need(Lane::Bulk), || 1_000_000).await.unwrap();
         assert_eq!(next, 1_000_000, "a new take for the records left");
         assert_eq!(pacer.timeline.takes().iter().map(|mark| mark.slots).collect::<Vec<_>>(), vec![5, 4]);
+    }
+
+    #[tokio::test]
+    async fn at_a_high_rate_a_batch_shares_one_take_while_its_slots_are_a_tenth_of_a_second_late() {
+        let pacer = pacer(1000.0);
+        let demand = BatchDemand::new(3, None);
+        let first = pacer.slot(&mut demand.need(Lane::Bulk), || 0).await.unwrap();
+        // The others reach their send 20 and 90 ms later: their slots (1 and 2 ms) are late.
+        let second = pacer.slot(&mut demand.need(Lane::Bulk), || 20_000).await.unwrap();
+        let third = pacer.slot(&mut demand.need(Lane::Bulk), || 90_000).await.unwrap();
+        assert_eq!([first, second, third], [0, 1_000, 2_000]);
+        assert_eq!(pacer.timeline.takes().len(), 1, "one write for the batch");
+        // More than a tenth of a second late (201 ms at 302), a slot is dropped: a new take.
+        let demand = BatchDemand::new(2, None);
+        pacer.slot(&mut demand.need(Lane::Bulk), || 200_000).await.unwrap();
+        let late = pacer.slot(&mut demand.need(Lane::Bulk), || 302_000).await.unwrap();
+        assert_eq!(late, 302_000);
+        assert_eq!(pacer.timeline.takes().len(), 3);
     }
 
     #[tokio::test]

@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use local_stack::iam::{Traffic, TrafficKey};
 use local_stack::provider_account::Quotas;
 use notify::domain::channel::Channel;
 use reqwest::Method;
@@ -150,10 +149,6 @@ async fn emulator_latency(api: &Api, stop: &std::sync::atomic::AtomicBool) -> Ve
     samples
 }
 
-fn traffic(api: &Api) -> BTreeMap<TrafficKey, Traffic> {
-    api.stack.authorizer.as_ref().map(|authorizer| authorizer.traffic()).unwrap_or_default()
-}
-
 fn percentile(values: &[f64], share: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -209,7 +204,7 @@ async fn main() {
     }
     let accepted_in = started.elapsed();
     let accepted_at = OffsetDateTime::now_utc();
-    let traffic_accepted = traffic(&api);
+    let traffic_accepted = api.traffic();
     let drain = Duration::from_secs_f64(notifications as f64 / QUOTA);
     let spacing = drain / (TRANSACTIONAL as u32 + 1);
     stop.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -228,7 +223,7 @@ async fn main() {
     let mut bulk_sent: BTreeMap<String, Vec<OffsetDateTime>> = BTreeMap::new();
     let views: Vec<Value> =
         futures::stream::iter(&backlog).map(|sent| completed(&api, &sent.id)).buffered(8).collect().await;
-    let traffic_drained = traffic(&api);
+    let traffic_drained = api.traffic();
     for view in &views {
         for (channel, at) in times(view).1 {
             bulk_sent.entry(channel).or_default().push(at);
@@ -321,28 +316,13 @@ async fn main() {
     // functions and the stack's pollers (`operator`, with the bench's own reads) made per send.
     let sends_after: usize = bulk_sent.values().flatten().filter(|at| **at >= accepted_at).count()
         + transactional_sent.values().flatten().filter(|at| **at >= accepted_at).count();
-    let mut drained: Vec<(&TrafficKey, u64, f64)> = traffic_drained
-        .iter()
-        .map(|(key, now)| {
-            let before = traffic_accepted.get(key).copied().unwrap_or_default();
-            (key, now.requests - before.requests, now.seconds - before.seconds)
-        })
-        .filter(|(_, requests, _)| *requests > 0)
-        .collect();
-    drained.sort_by_key(|(_, requests, _)| std::cmp::Reverse(*requests));
-    let total: u64 = drained.iter().map(|(_, requests, _)| requests).sum();
-    println!(
-        "\nEmulator requests after the backlog was accepted: {total} for {sends_after} sends ({:.1} per send)\n",
-        total as f64 / sends_after as f64
+    support::print_traffic(
+        "Emulator requests after the backlog was accepted",
+        &traffic_accepted,
+        &traffic_drained,
+        sends_after,
+        ("send", "sends"),
     );
-    println!("| caller | operation | requests | per send | mean answer (ms) |\n|---|---|---:|---:|---:|");
-    for ((caller, operation), requests, seconds) in drained.iter().take(16) {
-        println!(
-            "| {caller} | {operation} | {requests} | {:.2} | {:.0} |",
-            *requests as f64 / sends_after as f64,
-            1000.0 * seconds / *requests as f64
-        );
-    }
 
     // Exactly once: each notification's SMS (by its text) and email (by its X-Notification-Id
     // header) once each in the emulator.

@@ -174,6 +174,7 @@ async fn main() {
     // 3. Due: released, sent; the clock runs until every SMS is out and the queue is empty.
     tokio::time::sleep(Duration::from_millis((due_ms - notify::time::now_epoch_millis()).max(0) as u64)).await;
     let releasing = Instant::now();
+    let traffic_due = api.traffic();
     let queue = api.stack.deployed.queue("SmsQueue").unwrap().0.to_string();
     let to_send = notifications - cancelled.len();
     eventually(Duration::from_secs(1800), "every due SMS sent and the queue empty", || async {
@@ -182,6 +183,7 @@ async fn main() {
     })
     .await;
     let released_in = releasing.elapsed();
+    let traffic_released = api.traffic();
     let recorded: Vec<_> =
         proxy.take_recording().into_iter().filter(|request| request.operation != IDLE_POLL).collect();
 
@@ -303,7 +305,14 @@ async fn main() {
         raw.by_status,
         raw.stale_receipts
     );
-    println!("| exactly once | cancelled sent | |\n|---|---|---|");
+    support::print_traffic(
+        "Emulator requests from due until every SMS was sent",
+        &traffic_due,
+        &traffic_released,
+        to_send,
+        ("delivery", "deliveries"),
+    );
+    println!("\n| exactly once | cancelled sent | |\n|---|---|---|");
     println!("| {once} of {to_send} sent once | {cancelled_sent} SMS (goal 0) | |");
     println!(
         "\nquiet hours: {} users in {} zones held; sent after their window ended (s): p50 {:.1}, p99 {:.1}, max {:.1} (goal ≤ 60); held until another time than the window's end: {wrong_end}",

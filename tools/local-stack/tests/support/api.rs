@@ -37,6 +37,11 @@ pub struct Reply {
 }
 
 impl Api {
+    /// What the authorizer has passed on to the emulator so far, per caller and operation.
+    pub fn traffic(&self) -> BTreeMap<local_stack::iam::TrafficKey, local_stack::iam::Traffic> {
+        self.stack.authorizer.as_ref().map(|authorizer| authorizer.traffic()).unwrap_or_default()
+    }
+
     /// The project's stack with its demo data, against the test emulator.
     pub async fn start() -> Self {
         Self::start_with(&super::endpoint(), BTreeMap::new()).await

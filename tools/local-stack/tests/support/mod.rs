@@ -161,3 +161,36 @@ pub async fn outcomes_final(log: &notify::store::notifications::NotificationStor
     }
     true
 }
+
+/// Prints what the stack asked of the emulator between two reads of the authorizer's traffic
+/// (`local_stack::iam`): each caller's operations (a function, or `operator`: the stack's
+/// pollers and the bench's own reads), busiest first, per unit (`units` of them, and what one
+/// and several are called: sends, deliveries), with their mean answer, the emulator's queueing
+/// included.
+pub fn print_traffic(
+    heading: &str,
+    before: &BTreeMap<local_stack::iam::TrafficKey, local_stack::iam::Traffic>,
+    after: &BTreeMap<local_stack::iam::TrafficKey, local_stack::iam::Traffic>,
+    units: usize,
+    (unit, plural): (&str, &str),
+) {
+    let mut passed: Vec<(&local_stack::iam::TrafficKey, u64, f64)> = after
+        .iter()
+        .map(|(key, now)| {
+            let then = before.get(key).copied().unwrap_or_default();
+            (key, now.requests - then.requests, now.seconds - then.seconds)
+        })
+        .filter(|(_, requests, _)| *requests > 0)
+        .collect();
+    passed.sort_by_key(|(_, requests, _)| std::cmp::Reverse(*requests));
+    let total: u64 = passed.iter().map(|(_, requests, _)| requests).sum();
+    println!("\n{heading}: {total} for {units} {plural} ({:.1} per {unit})\n", total as f64 / units as f64);
+    println!("| caller | operation | requests | per {unit} | mean answer (ms) |\n|---|---|---:|---:|---:|");
+    for ((caller, operation), requests, seconds) in passed.iter().take(16) {
+        println!(
+            "| {caller} | {operation} | {requests} | {:.2} | {:.0} |",
+            *requests as f64 / units as f64,
+            1000.0 * seconds / *requests as f64
+        );
+    }
+}
