@@ -5,7 +5,7 @@
   answered both ways and compared as JSON;
 - SQS deletes made at the same moment are all applied: eight consumers receive and delete 2,000
   messages in batches from the emulator in its own process (as the tests run it), and none is
-  left in flight (moto alone left up to 30 of them).
+  left in flight (moto alone left 8 to 59 of them, though not in every run).
 
 Run by scripts/test.sh with the emulator's venv: `.venv/emulator/bin/python tools/emulator/check_emulator.py`.
 """

@@ -83,12 +83,12 @@ from moto.sqs import models as sqs_models
 from moto.sqs.models import Queue, SQSBackend
 from moto.sqs.responses import SQSResponse
 
-_one_at_a_time = threading.Lock()
+_dynamodb_one_at_a_time = threading.Lock()
 _call_action = DynamoHandler.call_action
 
 
 def _isolated_call_action(self):
-    with _one_at_a_time:
+    with _dynamodb_one_at_a_time:
         return _call_action(self)
 
 

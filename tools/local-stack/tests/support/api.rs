@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use futures::StreamExt;
 use local_stack::demo::{self, DemoApp};
+use local_stack::iam::{Traffic, TrafficKey};
 use local_stack::provider_account::Quotas;
 use local_stack::{Clients, LocalStack};
 use reqwest::{Method, StatusCode};
@@ -38,7 +39,7 @@ pub struct Reply {
 
 impl Api {
     /// What the authorizer has passed on to the emulator so far, per caller and operation.
-    pub fn traffic(&self) -> BTreeMap<local_stack::iam::TrafficKey, local_stack::iam::Traffic> {
+    pub fn traffic(&self) -> BTreeMap<TrafficKey, Traffic> {
         self.stack.authorizer.as_ref().map(|authorizer| authorizer.traffic()).unwrap_or_default()
     }
 

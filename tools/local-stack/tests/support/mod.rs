@@ -17,6 +17,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use local_stack::demo::DemoApp;
 use local_stack::functions::Registry;
+use local_stack::iam::{Traffic, TrafficKey};
 use local_stack::template::Template;
 use local_stack::{Clients, LocalStack, StackError, StackOptions, demo};
 use serde_json::Value;
@@ -169,12 +170,12 @@ pub async fn outcomes_final(log: &notify::store::notifications::NotificationStor
 /// included.
 pub fn print_traffic(
     heading: &str,
-    before: &BTreeMap<local_stack::iam::TrafficKey, local_stack::iam::Traffic>,
-    after: &BTreeMap<local_stack::iam::TrafficKey, local_stack::iam::Traffic>,
+    before: &BTreeMap<TrafficKey, Traffic>,
+    after: &BTreeMap<TrafficKey, Traffic>,
     units: usize,
     (unit, plural): (&str, &str),
 ) {
-    let mut passed: Vec<(&local_stack::iam::TrafficKey, u64, f64)> = after
+    let mut passed: Vec<(&TrafficKey, u64, f64)> = after
         .iter()
         .map(|(key, now)| {
             let then = before.get(key).copied().unwrap_or_default();
